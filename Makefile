@@ -1,0 +1,26 @@
+# Two entry points do all the set-up on a fresh machine: `make demo` and `make test`.
+# The virtualenv is (re)built whenever the requirement files change.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test clean-demo
+
+$(STAMP): envs/requirements.txt envs/requirements-dev.txt setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r envs/requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+## The main job end to end on generated demo data, on this machine's CPU.
+demo: $(STAMP)
+	$(BIN)/segtrain make-demo-data
+	$(BIN)/segtrain check configs/demo.yaml
+
+## The test suite (what CI runs).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean-demo:
+	rm -rf data/demo runs/demo*

@@ -1,0 +1,45 @@
+"""The ``segtrain`` command line: one subcommand per module in :mod:`segtrain.commands`.
+
+Each command module defines ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int`` and
+imports its heavy dependencies (torch) inside ``run``, so ``segtrain --help`` and argument
+errors answer instantly. User errors become one line and exit code 2 here, in one place.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from segtrain import __version__
+from segtrain.errors import EXIT_USER_ERROR, UserError
+
+COMMANDS = {
+    "make-demo-data": "segtrain.commands.make_demo_data",
+    "check": "segtrain.commands.check",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segtrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"segtrain {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of user errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"segtrain {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR

@@ -1,0 +1,1 @@
+"""Subcommands of the ``segtrain`` CLI, one module each (see :mod:`segtrain.cli`)."""

@@ -1,0 +1,151 @@
+"""Read YAML configs (with ``extends``), apply ``section.key=value`` overrides, validate.
+
+Every leaf value remembers where it came from (which file of the ``extends`` chain, or which
+command-line override), so an error names the place the user has to edit, not just the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from segtrain.config.schema import Config, ConfigError
+from segtrain.config.validate import build_config
+from segtrain.errors import UserError
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _mapping_no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_no_duplicates)
+# PyYAML follows YAML 1.1, where ``3e-4`` (no dot) is a string; users mean a number.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML text; a syntax error becomes a one-line :class:`UserError` naming source:line."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{where}: invalid YAML: {problem}") from None
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Load, merge and validate a config file plus overrides into a :class:`Config`."""
+    raw, sources = load_raw(path, overrides)
+    try:
+        return build_config(raw)
+    except ConfigError as exc:
+        raise UserError(f"{_source_of(exc.key, sources, str(path))}: {exc}") from None
+
+
+def load_raw(path: str | Path, overrides: Iterable[str] = ()) -> tuple[dict, dict[str, str]]:
+    """The merged, unvalidated config dict and a map from leaf key paths to their source."""
+    raw, sources = _load_file(Path(path), chain=())
+    for item in overrides:
+        key, value = parse_override(item)
+        merge(raw, _nest(key, value), Config, sources, f"override {item!r}")
+    return raw, sources
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split ``section.key=value`` and parse the value as YAML (``[1, 2]``, ``null``, ``1e-3``)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(f"override {item!r}: expected section.key=value")
+    value = parse_yaml(text, f"override {item!r}") if text.strip() else None
+    return key, value
+
+
+def to_dict(cfg: Config) -> dict:
+    """The plain nested-dict form of a config (what run directories store)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text, in schema order."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def _load_file(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, str]]:
+    if not path.is_file():
+        via = f" (extended by {chain[-1]})" if chain else ""
+        raise UserError(f"{path}: config file not found{via}")
+    if path.resolve() in chain:
+        raise UserError(f"{path}: 'extends' forms a cycle: {' -> '.join(map(str, chain + (path,)))}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read config: {exc}") from None
+    data = parse_yaml(text, str(path))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    base_name = data.pop("extends", None)
+    raw: dict = {}
+    sources: dict[str, str] = {}
+    if base_name is not None:
+        if not isinstance(base_name, str):
+            raise UserError(f"{path}: extends: expected a file name, got {base_name!r}")
+        raw, sources = _load_file(path.parent / base_name, chain + (path.resolve(),))
+    merge(raw, data, Config, sources, str(path))
+    return raw, sources
+
+
+def merge(base: dict, update: dict, schema: Any, sources: dict[str, str], source: str, key: str = "") -> None:
+    """Merge ``update`` into ``base`` in place: sections merge key by key, values replace.
+
+    A free-form mapping such as ``loss.terms`` is a value, so a child config that sets
+    ``terms: {dice: 1}`` means exactly that, not dice plus whatever the parent had.
+    """
+    hints = typing.get_type_hints(schema) if dataclasses.is_dataclass(schema) else {}
+    for name, value in update.items():
+        path = f"{key}.{name}" if key else str(name)
+        sub = hints.get(name)
+        if dataclasses.is_dataclass(sub) and isinstance(value, dict) and isinstance(base.get(name), dict):
+            merge(base[name], value, sub, sources, source, path)
+            continue
+        base[name] = value
+        for old in [k for k in sources if k == path or k.startswith(path + ".")]:
+            del sources[old]
+        sources[path] = source
+
+
+def _nest(key: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def _source_of(key: str, sources: dict[str, str], default: str) -> str:
+    key = key.split("[")[0]
+    while key:
+        if key in sources:
+            return sources[key]
+        key = key.rpartition(".")[0]
+    return default

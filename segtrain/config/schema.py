@@ -1,0 +1,193 @@
+"""The typed schema of a segtrain config: one dataclass per YAML section.
+
+Field types and ``metadata`` bounds are read by :mod:`segtrain.config.validate`, so a new
+option is one line here and is validated, documented in errors and dumped with every run.
+Cross-field rules live in each section's ``check`` method and name the key they are about.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+from segtrain.errors import UserError
+
+# Architectures from segmentation-models-pytorch, by their class names there.
+SMP_ARCHS = (
+    "Unet", "UnetPlusPlus", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "Linknet", "MAnet", "PAN",
+    "UPerNet", "Segformer",
+)
+LOSS_TERMS = ("bce", "dice", "focal", "mse")
+METRICS = ("iou", "dice", "precision", "recall", "accuracy", "loss")
+
+
+def bounds(ge: float | None = None, le: float | None = None, gt: float | None = None,
+           lt: float | None = None) -> dict:
+    """Field metadata for numeric ranges, checked by the validator (inclusive ge/le, strict gt/lt)."""
+    return {k: v for k, v in dict(ge=ge, le=le, gt=gt, lt=lt).items() if v is not None}
+
+
+class ConfigError(UserError):
+    """A config value that is not allowed; the validator prefixes the file and key path."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+@dataclass
+class AugmentConfig:
+    """Seeded augmentations applied identically to image, mask and validity mask."""
+    hflip: bool = True
+    vflip: bool = True
+    rot90: bool = True
+    brightness: float = field(default=0.0, metadata=bounds(ge=0.0, le=1.0))  # max relative jitter
+
+
+@dataclass
+class DataConfig:
+    """Where the data set lives and how tiles are cut from it."""
+    root: str = "data/demo"
+    bands: Optional[list[int]] = None  # 0-based band indices; None selects every band
+    nodata: Optional[float] = None  # overrides the scene's own no-data value (TIFF tag or 0)
+    tile_size: int = field(default=256, metadata=bounds(ge=16, le=8192))
+    overlap: int = field(default=32, metadata=bounds(ge=0))  # grid tiling for val/eval/predict
+    sampling: Literal["random", "grid"] = "random"  # how training tiles are drawn each epoch
+    tiles_per_epoch: int = field(default=1000, metadata=bounds(ge=1))  # for random sampling
+    min_valid_fraction: float = field(default=0.25, metadata=bounds(ge=0.0, le=1.0))
+    normalize: Literal["stats", "none"] = "stats"
+    stats_file: Optional[str] = None  # default: <root>/stats.json
+    cache: bool = False  # convert scenes to .npy on scratch before training
+    cache_dir: Optional[str] = None
+    num_workers: int = field(default=4, metadata=bounds(ge=0, le=64))
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def check(self) -> None:
+        if self.overlap >= self.tile_size:
+            raise ConfigError("data.overlap", f"must be smaller than data.tile_size ({self.tile_size}), got {self.overlap}")
+        if self.bands is not None:
+            if not self.bands:
+                raise ConfigError("data.bands", "must list at least one band (or be null for all bands)")
+            if min(self.bands) < 0:
+                raise ConfigError("data.bands", f"band indices are 0-based and >= 0, got {self.bands}")
+            if len(set(self.bands)) != len(self.bands):
+                raise ConfigError("data.bands", f"lists a band twice: {self.bands}")
+
+
+@dataclass
+class ModelConfig:
+    """The network: the U-Net written here (``unet``) or an smp architecture by class name."""
+    arch: str = "unet"
+    encoder: str = "resnet34"  # smp encoder name (ignored by arch: unet)
+    encoder_weights: Optional[str] = None  # a local .pth/.safetensors file; never downloaded
+    depth: int = field(default=4, metadata=bounds(ge=1, le=6))  # unet: number of down-steps
+    base_width: int = field(default=32, metadata=bounds(ge=4, le=512))  # unet: channels at full res
+    norm: Literal["batch", "group"] = "batch"
+    in_channels: Optional[int] = field(default=None, metadata=bounds(ge=1))  # None: number of selected bands
+    out_channels: Literal[1, 2] = 1  # 1: sigmoid logit, 2: two-class softmax
+    sync_batchnorm: bool = False  # under DDP
+
+    def check(self) -> None:
+        if self.arch != "unet" and self.arch not in SMP_ARCHS:
+            raise ConfigError("model.arch", f"unknown architecture {self.arch!r}; choose 'unet' or one of {', '.join(SMP_ARCHS)}")
+
+
+@dataclass
+class LossConfig:
+    """A weighted sum of masked loss terms, e.g. ``terms: {bce: 1.0, dice: 1.0}``."""
+    terms: dict[str, float] = field(default_factory=lambda: {"bce": 1.0, "dice": 1.0})
+    pos_weight: Union[float, Literal["auto"], None] = None  # bce: weight of positives; auto from stats
+    label_smoothing: float = field(default=0.0, metadata=bounds(ge=0.0, lt=0.5))
+    dice_mode: Literal["per_sample", "per_batch"] = "per_sample"
+    dice_smooth: float = field(default=1.0, metadata=bounds(ge=0.0))
+    focal_gamma: float = field(default=2.0, metadata=bounds(ge=0.0))
+    focal_alpha: Optional[float] = field(default=0.25, metadata=bounds(ge=0.0, le=1.0))
+
+    def check(self) -> None:
+        if not self.terms:
+            raise ConfigError("loss.terms", f"needs at least one term of {', '.join(LOSS_TERMS)}")
+        for name, weight in self.terms.items():
+            if name not in LOSS_TERMS:
+                raise ConfigError(f"loss.terms.{name}", f"unknown loss term; choose from {', '.join(LOSS_TERMS)}")
+            if weight < 0:
+                raise ConfigError(f"loss.terms.{name}", f"weight must be >= 0, got {weight}")
+        if isinstance(self.pos_weight, float) and self.pos_weight <= 0:
+            raise ConfigError("loss.pos_weight", f"must be > 0 or 'auto', got {self.pos_weight}")
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule."""
+    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = field(default=1e-3, metadata=bounds(gt=0.0, le=10.0))
+    weight_decay: float = field(default=1e-4, metadata=bounds(ge=0.0))
+    momentum: float = field(default=0.9, metadata=bounds(ge=0.0, lt=1.0))  # sgd
+    schedule: Literal["constant", "cosine", "onecycle", "plateau"] = "cosine"
+    warmup_steps: int = field(default=0, metadata=bounds(ge=0))
+    min_lr: float = field(default=0.0, metadata=bounds(ge=0.0))
+    plateau_patience: int = field(default=3, metadata=bounds(ge=0))
+    plateau_factor: float = field(default=0.5, metadata=bounds(gt=0.0, lt=1.0))
+    grad_clip: Optional[float] = field(default=None, metadata=bounds(gt=0.0))
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when the monitored validation metric has not improved for ``patience`` validations."""
+    metric: Literal["iou", "dice", "precision", "recall", "accuracy", "loss"] = "iou"
+    patience: Optional[int] = field(default=None, metadata=bounds(ge=1))  # None: never stop early
+    min_delta: float = field(default=0.0, metadata=bounds(ge=0.0))
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: length, batch, device and precision, checkpoint cadence."""
+    epochs: int = field(default=50, metadata=bounds(ge=1))
+    batch_size: int = field(default=16, metadata=bounds(ge=1))  # global batch, over all processes
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # ignored on CPU
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile, CUDA only
+    threshold: float = field(default=0.5, metadata=bounds(gt=0.0, lt=1.0))  # on probabilities
+    val_every_epochs: int = field(default=1, metadata=bounds(ge=1))
+    checkpoint_every_steps: Optional[int] = field(default=None, metadata=bounds(ge=1))
+    checkpoint_every_minutes: Optional[float] = field(default=10.0, metadata=bounds(gt=0.0))
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases; offline by default so that runs never need an account or network."""
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "segtrain"
+    entity: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    log_model: bool = False  # upload the final model as an artifact
+
+
+@dataclass
+class LoggingConfig:
+    """Console, metrics.jsonl and W&B cadence."""
+    every_steps: int = field(default=20, metadata=bounds(ge=1))
+    samples_every_epochs: int = field(default=5, metadata=bounds(ge=1))
+    num_samples: int = field(default=4, metadata=bounds(ge=0, le=64))
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class RunConfig:
+    """Where run directories go and what they are called."""
+    root: str = "runs"
+    name: Optional[str] = None  # default: <config name>-<override hash>-<time>
+
+
+@dataclass
+class Config:
+    """A whole, resolved segtrain config."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    run: RunConfig = field(default_factory=RunConfig)

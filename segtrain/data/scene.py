@@ -1,0 +1,71 @@
+"""What a scene TIFF is, read from its metadata alone (no pixel data is decoded).
+
+Band-axis detection, the no-data value and a truncation check live here so that both the
+preflight and the readers agree on what a file holds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import tifffile
+
+from segtrain.errors import UserError
+
+GDAL_NODATA_TAG = 42113
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """Shape and storage of one scene or mask file."""
+    path: Path
+    height: int
+    width: int
+    bands: int
+    band_axis: Optional[int]  # 0 (bands, H, W), 2 (H, W, bands), None for a single 2-D band
+    dtype: str
+    nodata: Optional[float]  # from the GDAL_NODATA tag, when the file has one
+    tiled: bool
+    compression: str
+
+
+def read_info(path: str | Path) -> SceneInfo:
+    """Metadata of a TIFF; a missing, corrupt or truncated file is a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            page = series.pages[0]
+            shape, axes = series.shape, series.axes
+            size = path.stat().st_size
+            for p in series.pages:
+                if any(o + n > size for o, n in zip(p.dataoffsets, p.databytecounts)):
+                    raise UserError(f"{path}: corrupt TIFF: image data runs past the end of the file (truncated?)")
+            nodata_tag = page.tags.get(GDAL_NODATA_TAG)
+            info = dict(dtype=str(series.dtype), tiled=bool(page.is_tiled), compression=page.compression.name)
+    except UserError:
+        raise
+    except Exception as exc:  # tifffile raises many types for broken files; all mean the same here
+        raise UserError(f"{path}: corrupt or unreadable TIFF: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if len(shape) == 2:
+        bands, band_axis, (height, width) = 1, None, shape
+    elif len(shape) == 3:
+        band_axis = 2 if axes.endswith("S") else 0
+        bands = shape[band_axis]
+        height, width = (shape[0], shape[1]) if band_axis == 2 else (shape[1], shape[2])
+    else:
+        raise UserError(f"{path}: expected a 2-D or 3-D image, got shape {shape} (axes {axes})")
+    return SceneInfo(path=path, height=int(height), width=int(width), bands=int(bands), band_axis=band_axis,
+                     nodata=_parse_nodata(nodata_tag.value) if nodata_tag is not None else None, **info)
+
+
+def _parse_nodata(value: object) -> Optional[float]:
+    text = value.decode(errors="ignore") if isinstance(value, bytes) else str(value)
+    text = text.strip("\x00 ").lower()
+    try:
+        return float(text)
+    except ValueError:
+        return None

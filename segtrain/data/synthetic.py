@@ -1,0 +1,203 @@
+"""A seeded generator of realistic demo data sets in the segtrain layout.
+
+The scenes imitate a 4-band (blue, green, red, near-infrared) surface-reflectance product
+with water bodies as the positive class: several land covers whose spectra overlap the water
+spectrum in every single band (dark soil and shadow are dark in NIR, wet meadows bright in
+green), so the mask cannot be recovered by thresholding one band; a network has to combine
+bands and use shape. Scenes have odd sizes (some smaller than a tile), rotated no-data
+footprints filled with 0, haze gradients and sensor noise, and they are stored the way real
+data sets arrive: band axis first or last, tiled + deflate-compressed or plain strips.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from segtrain.errors import UserError
+
+DEFAULT_DIR = "data/demo"
+MARKER = ".segtrain-demo.json"  # parameters of a generated data set, to make re-runs idempotent
+NODATA = 0
+GDAL_NODATA_TAG = 42113
+
+# Surface reflectance (blue, green, red, nir) of each land cover. Water is index 0.
+WATER = np.array([0.07, 0.09, 0.05, 0.02])
+TURBID = np.array([0.01, 0.03, 0.04, 0.025])  # added to water by sediment, up to this much
+LAND_COVERS = np.array([
+    [0.04, 0.08, 0.05, 0.35],  # forest: dark visible, bright NIR
+    [0.06, 0.12, 0.07, 0.30],  # wet meadow: green as bright as water, NIR high
+    [0.10, 0.12, 0.16, 0.035],  # dark wet soil: NIR as low as turbid water, red high
+    [0.04, 0.05, 0.04, 0.025],  # terrain shadow: dark in every band, but flat visible spectrum
+    [0.15, 0.17, 0.19, 0.25],  # built-up / bare ground
+])
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """What to generate. The same spec and seed always produce byte-identical files."""
+    seed: int = 0
+    n_train: int = 8
+    n_val: int = 3
+    n_test: int = 3
+    bands: int = 4
+    min_size: int = 90
+    max_size: int = 620
+
+
+def make_demo_data(root: str | Path = DEFAULT_DIR, spec: DemoSpec = DemoSpec(), force: bool = False) -> bool:
+    """Write a demo data set to ``root``; return False when the same one is already there.
+
+    The data set is written to a temporary sibling folder and renamed into place, so an
+    interrupted run never leaves a half-written data set behind, and an existing folder is
+    only replaced with ``force``.
+    """
+    root = Path(root)
+    if root.exists() and any(root.iterdir()):
+        marker = root / MARKER
+        if marker.is_file() and json.loads(marker.read_text()) == asdict(spec) and not force:
+            return False
+        if not force:
+            raise UserError(f"{root}: folder exists and is not this demo data set; not overwriting (use --force)")
+    if spec.bands > len(WATER) + 9 or spec.bands < 1:
+        raise UserError(f"--bands: must be between 1 and {len(WATER) + 9}, got {spec.bands}")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the data set should look like any folder
+    try:
+        _write_dataset(tmp, spec)
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return True
+
+
+def _write_dataset(root: Path, spec: DemoSpec) -> None:
+    rng = np.random.default_rng(spec.seed)
+    (root / "scenes").mkdir()
+    (root / "masks").mkdir()
+    (root / "filelists").mkdir()
+    n = spec.n_train + spec.n_val + spec.n_test
+    names = [f"scene_{i:03d}.tif" for i in range(n)]
+    for i, name in enumerate(names):
+        scene_rng = np.random.default_rng([spec.seed, i])
+        h, w = (_odd_size(scene_rng, spec) for _ in range(2))
+        image, mask = make_scene(scene_rng, h, w, spec.bands)
+        _write_scene(root / "scenes" / name, image, band_first=i % 2 == 0, tiled=i % 3 != 1)
+        _write_mask(root / "masks" / name, mask, scale255=i % 4 == 3, compressed=i % 2 == 1)
+    order = rng.permutation(n)
+    splits = {"train": order[:spec.n_train], "val": order[spec.n_train:spec.n_train + spec.n_val],
+              "test": order[spec.n_train + spec.n_val:]}
+    for split, idx in splits.items():
+        (root / "filelists" / f"{split}.csv").write_text("".join(f"{names[j]}\n" for j in sorted(idx)))
+    (root / MARKER).write_text(json.dumps(asdict(spec), indent=1) + "\n")
+
+
+def _odd_size(rng: np.random.Generator, spec: DemoSpec) -> int:
+    """A size that is no multiple of 8, so every padding and cropping path gets exercised."""
+    size = int(rng.integers(spec.min_size, spec.max_size))
+    return size + 1 if size % 8 == 0 else size
+
+
+def make_scene(rng: np.random.Generator, h: int, w: int, bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """One scene (bands, h, w) uint16 and its 0/1 water mask (h, w) uint8."""
+    # Land covers: the argmax of smooth random fields gives blobby, natural-looking patches.
+    fields = np.stack([smooth_noise(rng, h, w, sigma=rng.uniform(8, 20)) for _ in LAND_COVERS])
+    cover = np.argmax(fields, axis=0)
+    reflectance = LAND_COVERS[cover].transpose(2, 0, 1)  # (4, h, w)
+    # Water: lakes from a thresholded smooth field plus one meandering river.
+    target = rng.uniform(0.06, 0.26)
+    lakes = smooth_noise(rng, h, w, sigma=rng.uniform(6, 14))
+    water = lakes > np.quantile(lakes, 1 - target * 0.8)
+    water |= _river(rng, h, w)
+    # Mixed pixels at shores: blend with a softened copy of the mask.
+    soft = np.clip(_blur(water.astype(np.float64), 1.0) * 1.2 - 0.1, 0, 1)
+    turbidity = np.clip(smooth_noise(rng, h, w, sigma=10.0) * 0.5 + 0.5, 0, 1)
+    water_refl = WATER[:, None, None] + TURBID[:, None, None] * turbidity[None]
+    reflectance = reflectance * (1 - soft) + water_refl * soft
+    reflectance = _more_bands(rng, reflectance, bands)
+    # Texture within covers, a haze gradient (strongest in blue), sensor noise.
+    reflectance = reflectance * (1 + 0.2 * smooth_noise(rng, h, w, sigma=2.0))
+    haze = 0.03 * (np.linspace(0, 1, w)[None, :] * rng.uniform(0.2, 1) + rng.uniform(0, 0.5))
+    reflectance = reflectance + haze[None] * np.linspace(1, 0.2, bands)[:, None, None]
+    reflectance = reflectance + rng.normal(0, 0.006, reflectance.shape)
+    image = np.clip(reflectance * 10000 + 1000, 1, 65535).astype(np.uint16)  # L2A-style DN, never 0
+    valid = footprint(rng, h, w)
+    image[:, ~valid] = NODATA
+    mask = (water & valid).astype(np.uint8)
+    return image, mask
+
+
+def smooth_noise(rng: np.random.Generator, h: int, w: int, sigma: float) -> np.ndarray:
+    """White noise low-passed with a Gaussian of ``sigma`` pixels, scaled to zero mean, unit std."""
+    out = _blur(rng.normal(size=(h, w)), sigma)
+    return (out - out.mean()) / (out.std() + 1e-12)
+
+
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    h, w = x.shape
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
+    kernel = np.exp(-2 * (np.pi * sigma) ** 2 * (fy ** 2 + fx ** 2))
+    return np.fft.irfft2(np.fft.rfft2(x) * kernel, s=(h, w))
+
+
+def _river(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    phase = rng.uniform(0, 2 * np.pi)
+    centre = h * rng.uniform(0.2, 0.8) + h * 0.12 * np.sin(xx / w * rng.uniform(2, 6) + phase)
+    width = rng.uniform(2, 6)
+    return np.abs(yy - centre) < width
+
+
+def _more_bands(rng: np.random.Generator, refl: np.ndarray, bands: int) -> np.ndarray:
+    """Fewer bands: the first ones; more: noisy mixtures of the four, like extra spectral bands."""
+    if bands <= refl.shape[0]:
+        return refl[:bands]
+    mix = rng.dirichlet(np.ones(refl.shape[0]), size=bands - refl.shape[0])
+    return np.concatenate([refl, np.einsum("kb,bhw->khw", mix, refl)])
+
+
+def footprint(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """The valid area: the whole scene, or a rotated rectangle like an orbit's swath edge."""
+    if rng.uniform() < 0.35:
+        return np.ones((h, w), dtype=bool)
+    angle = np.deg2rad(rng.uniform(8, 22) * rng.choice([-1, 1]))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    cy, cx = h / 2 + rng.uniform(-0.15, 0.15) * h, w / 2 + rng.uniform(-0.15, 0.15) * w
+    u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+    v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
+    return (np.abs(u) < w * rng.uniform(0.4, 0.55)) & (np.abs(v) < h * rng.uniform(0.4, 0.55))
+
+
+def _write_scene(path: Path, image: np.ndarray, band_first: bool, tiled: bool) -> None:
+    data = image if band_first else np.ascontiguousarray(image.transpose(1, 2, 0))
+    tiling = dict(tile=(64, 64), compression="zlib") if tiled else {}
+    tifffile.imwrite(path, data, photometric="minisblack", planarconfig="separate" if band_first else "contig",
+                     metadata=None, extratags=[(GDAL_NODATA_TAG, "s", 0, str(NODATA), True)], **tiling)
+
+
+def _write_mask(path: Path, mask: np.ndarray, scale255: bool, compressed: bool) -> None:
+    data = mask * np.uint8(255) if scale255 else mask
+    tifffile.imwrite(path, data, photometric="minisblack", metadata=None,
+                     compression="zlib" if compressed else None)
+
+
+def dataset_digest(root: str | Path) -> str:
+    """SHA-256 over every file's relative path and bytes: equal digests, identical data sets."""
+    digest = hashlib.sha256()
+    root = Path(root)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()

@@ -1,0 +1,14 @@
+"""Exit codes and the one exception type for problems the user can fix.
+
+Every command turns a :class:`UserError` into one line on stderr and exit code 2, so that a
+typo in a config costs seconds on the frontend instead of a crashed GPU job hours later.
+"""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 2
+EXIT_RESUMABLE = 3  # stopped early (walltime, signal) with a checkpoint written; resume it
+
+
+class UserError(Exception):
+    """Bad input the user can fix: printed as one line naming the file or key, exit code 2."""

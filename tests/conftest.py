@@ -1,0 +1,37 @@
+"""Shared fixtures: a small generated data set, made once per session and copied when mutated."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from segtrain.data.synthetic import DemoSpec, make_demo_data
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = DemoSpec(seed=7, n_train=3, n_val=2, n_test=2, max_size=200)
+
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def small_data_ro(tmp_path_factory) -> Path:
+    """A small demo data set shared by all tests; never modify it (use ``small_data``)."""
+    root = tmp_path_factory.mktemp("data") / "small"
+    make_demo_data(root, SMALL)
+    return root
+
+
+@pytest.fixture
+def small_data(small_data_ro, tmp_path) -> Path:
+    """A private copy of the small data set that a test may break."""
+    root = tmp_path / "data"
+    shutil.copytree(small_data_ro, root)
+    return root
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and mtime: equal states mean nothing was written."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
