@@ -80,6 +80,7 @@ class ModelConfig:
     arch: str = "unet"
     encoder: str = "resnet34"  # smp encoder name (ignored by arch: unet)
     encoder_weights: Optional[str] = None  # a local .pth/.safetensors file; never downloaded
+    encoder_depth: Optional[int] = field(default=None, metadata=bounds(ge=3, le=5))  # smp: encoder stages; None: smp's default
     depth: int = field(default=4, metadata=bounds(ge=1, le=6))  # unet: number of down-steps
     base_width: int = field(default=32, metadata=bounds(ge=4, le=512))  # unet: channels at full res
     norm: Literal["batch", "group"] = "batch"
@@ -90,6 +91,8 @@ class ModelConfig:
     def check(self) -> None:
         if self.arch != "unet" and self.arch not in SMP_ARCHS:
             raise ConfigError("model.arch", f"unknown architecture {self.arch!r}; choose 'unet' or one of {', '.join(SMP_ARCHS)}")
+        if self.arch == "unet" and self.encoder_weights is not None:
+            raise ConfigError("model.encoder_weights", "the unet has no pretrained encoder; set it to null or pick an smp arch")
 
 
 @dataclass
