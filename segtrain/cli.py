@@ -17,6 +17,9 @@ from segtrain.errors import EXIT_USER_ERROR, UserError
 COMMANDS = {
     "make-demo-data": "segtrain.commands.make_demo_data",
     "check": "segtrain.commands.check",
+    "stats": "segtrain.commands.stats",
+    "cache": "segtrain.commands.cache",
+    "train": "segtrain.commands.train",
 }
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import tifffile
 
 from segtrain.errors import UserError
@@ -60,6 +61,19 @@ def read_info(path: str | Path) -> SceneInfo:
         raise UserError(f"{path}: expected a 2-D or 3-D image, got shape {shape} (axes {axes})")
     return SceneInfo(path=path, height=int(height), width=int(width), bands=int(bands), band_axis=band_axis,
                      nodata=_parse_nodata(nodata_tag.value) if nodata_tag is not None else None, **info)
+
+
+def resolve_nodata(info: SceneInfo, override: Optional[float] = None) -> Optional[float]:
+    """The value that marks a pixel invalid: ``data.nodata``, else the file's tag, else 0 for integers.
+
+    Integer products without a tag almost always use 0 as fill; for float scenes NaN already
+    marks no-data, so they get None (only NaN is invalid).
+    """
+    if override is not None:
+        return float(override)
+    if info.nodata is not None:
+        return info.nodata
+    return 0.0 if np.dtype(info.dtype).kind in "iu" else None
 
 
 def _parse_nodata(value: object) -> Optional[float]:

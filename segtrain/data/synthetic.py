@@ -22,6 +22,7 @@ import numpy as np
 import tifffile
 
 from segtrain.errors import UserError
+from segtrain.fsutil import UMASK
 
 DEFAULT_DIR = "data/demo"
 MARKER = ".segtrain-demo.json"  # parameters of a generated data set, to make re-runs idempotent
@@ -70,9 +71,7 @@ def make_demo_data(root: str | Path = DEFAULT_DIR, spec: DemoSpec = DemoSpec(), 
         raise UserError(f"--bands: must be between 1 and {len(WATER) + 9}, got {spec.bands}")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the data set should look like any folder
+    tmp.chmod(0o777 & ~UMASK)  # mkdtemp makes 0700; the data set should look like any folder
     try:
         _write_dataset(tmp, spec)
         if root.exists():

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Tiles per second of the training data set beside the naive way and the raw limit, in one run.
+
+Full-size scenes (default 2 of 4 x 10980 x 10980 uint16, a demo scene tiled up, so they are
+made in seconds) are written twice: deflate-compressed in 256 px tiles, pixel-interleaved (as
+GDAL writes them) and plain (uncompressed strips, band-first); the compressed set is then
+staged with the cache. Measured on the same random windows:
+
+- naive: ``tifffile.imread`` of the whole scene for every tile, then slicing;
+- raw limit: copying the window's bytes out of an ``np.memmap`` of the cached array;
+- TileDataset (random windows, augmentation, normalization, validity): its items directly (0
+  workers) and through a DataLoader with 2 workers, beside that DataLoader moving ready-made
+  zero tiles of the same shapes (its own ceiling on this machine).
+
+Goals: the cache at >= 50 % of the raw limit, compressed TIFFs at >= 20x the naive way.
+Also timed: opening a 1,000-scene data set (metadata only) and building the cache.
+
+    .venv/bin/python scripts/bench/data.py [--scenes 2] [--size 10980] [--tiles 600] [--dir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from segtrain.config.schema import DataConfig  # noqa: E402
+from segtrain.data.cache import build_cache  # noqa: E402
+from segtrain.data.dataset import TileDataset  # noqa: E402
+from segtrain.data.scene import GDAL_NODATA_TAG  # noqa: E402
+from segtrain.data.stats import Stats  # noqa: E402
+from segtrain.data.synthetic import make_scene  # noqa: E402
+
+BLOCK = 732  # side of the generated demo scene that is tiled up to full size
+NODATA_TAG = [(GDAL_NODATA_TAG, "s", 0, "0", True)]
+
+
+def write_scenes(base: Path, scenes: int, size: int, bands: int) -> tuple[Path, Path, Stats]:
+    """Two data roots (compressed, plain) with the same scenes, and statistics of those scenes."""
+    rng = np.random.default_rng(0)
+    image, mask = make_scene(rng, BLOCK, BLOCK, bands)
+    valid = image.any(axis=0)
+    values = image[:, valid].astype(np.float64)
+    stats = Stats(mean=values.mean(1).tolist(), std=values.std(1).tolist(), pos_fraction=float(mask[valid].mean()),
+                  pos_weight=1.0, nodata_fraction=float(1 - valid.mean()))
+    reps = -(-size // BLOCK)
+    roots = base / "compressed", base / "plain"
+    for root in roots:
+        for sub in ("scenes", "masks", "filelists"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / "filelists" / "train.csv").write_text("".join(f"scene_{i}.tif\n" for i in range(scenes)))
+    for i in range(scenes):
+        shift = rng.integers(0, BLOCK, size=2)
+        big = np.tile(np.roll(image, shift, axis=(1, 2)), (1, reps, reps))[:, :size, :size]
+        big_mask = np.tile(np.roll(mask, shift, axis=(0, 1)), (reps, reps))[:size, :size]
+        name = f"scene_{i}.tif"
+        tifffile.imwrite(roots[0] / "scenes" / name, big.transpose(1, 2, 0), photometric="minisblack",
+                         planarconfig="contig", tile=(256, 256), compression="zlib", compressionargs={"level": 1},
+                         maxworkers=2, metadata=None, extratags=NODATA_TAG)
+        tifffile.imwrite(roots[0] / "masks" / name, big_mask, photometric="minisblack", tile=(256, 256),
+                         compression="zlib", metadata=None)
+        tifffile.imwrite(roots[1] / "scenes" / name, big, photometric="minisblack", planarconfig="separate",
+                         metadata=None, extratags=NODATA_TAG)
+        tifffile.imwrite(roots[1] / "masks" / name, big_mask, photometric="minisblack", metadata=None)
+    return roots[0], roots[1], stats
+
+
+class EmptyTiles(torch.utils.data.Dataset):
+    """Ready-made zero tiles of the data set's item shapes: what the DataLoader alone can move."""
+
+    def __init__(self, bands: int, tile: int, tiles: int):
+        self.bands, self.tile, self.tiles = bands, tile, tiles
+
+    def __len__(self) -> int:
+        return self.tiles
+
+    def __getitem__(self, i: int) -> dict:
+        t = self.tile
+        return {"image": torch.zeros(self.bands, t, t), "mask": torch.zeros(1, t, t),
+                "valid": torch.zeros(1, t, t, dtype=torch.bool), "scene": 0, "y": 0, "x": 0}
+
+
+def dataset_rate(cfg: DataConfig, stats: Stats, workers: int, tiles: int) -> float:
+    """Steady tiles/s of a training TileDataset, items consumed and dropped as a training loop does."""
+    ds = TileDataset(cfg, "train", training=True, seed=0, stats=stats)
+    ds.set_epoch(0)
+    if workers == 0:
+        ds[0]
+        start = time.perf_counter()
+        for i in range(1, tiles):
+            ds[i]
+        return (tiles - 1) / (time.perf_counter() - start)
+    return loader_rate(ds, workers)
+
+
+def loader_rate(ds: torch.utils.data.Dataset, workers: int) -> float:
+    """Steady tiles/s of a DataLoader (batches of 16) over ``ds``."""
+    batches = iter(torch.utils.data.DataLoader(ds, batch_size=16, num_workers=workers))
+    next(batches)  # worker start-up is not part of the steady rate
+    start = time.perf_counter()
+    served = sum(len(batch["scene"]) for batch in batches)
+    return served / (time.perf_counter() - start)
+
+
+def epoch_windows(cfg: DataConfig, stats: Stats, tiles: int) -> list[tuple[int, int, int]]:
+    """The (scene, y, x) windows of the data set's epoch 0: the same for every root."""
+    ds = TileDataset(cfg, "train", training=True, seed=0, stats=stats)
+    return [(item["scene"], item["y"], item["x"]) for item in (ds[i] for i in range(tiles))]
+
+
+def naive_rate(root: Path, windows: list[tuple[int, int, int]], tile: int) -> float:
+    start = time.perf_counter()
+    for scene, y, x in windows:
+        np.array(tifffile.imread(root / "scenes" / f"scene_{scene}.tif")[..., y:y + tile, x:x + tile])
+    return len(windows) / (time.perf_counter() - start)
+
+
+def raw_rate(root: Path, windows: list[tuple[int, int, int]], tile: int, scenes: int) -> float:
+    maps = [tifffile.memmap(root / "scenes" / f"scene_{i}.tif", mode="r") for i in range(scenes)]
+    start = time.perf_counter()
+    for scene, y, x in windows:
+        np.array(maps[scene][:, y:y + tile, x:x + tile])
+    return len(windows) / (time.perf_counter() - start)
+
+
+def open_time(root: Path, scenes: int, count: int) -> float:
+    """Seconds to open a data set listing ``count`` scenes (links to the full-size ones)."""
+    many = root.parent / "many"
+    shutil.rmtree(many, ignore_errors=True)
+    for sub in ("scenes", "masks", "filelists"):
+        (many / sub).mkdir(parents=True)
+    for i in range(count):
+        for sub in ("scenes", "masks"):
+            (many / sub / f"s{i:04d}.tif").symlink_to(root / sub / f"scene_{i % scenes}.tif")
+    (many / "filelists" / "train.csv").write_text("".join(f"s{i:04d}.tif\n" for i in range(count)))
+    start = time.perf_counter()
+    TileDataset(DataConfig(root=str(many), normalize="none"), "train", training=True, seed=0, stats=None)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", type=int, default=2)
+    parser.add_argument("--size", type=int, default=10980)
+    parser.add_argument("--bands", type=int, default=4)
+    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--tiles", type=int, default=600, help="tiles per data set measurement")
+    parser.add_argument("--naive", type=int, default=3, help="tiles for the naive baseline")
+    parser.add_argument("--dir", help="work folder (default: a temporary one, removed at the end)")
+    args = parser.parse_args()
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="segtrain-bench-data-"))
+    try:
+        run(args, base)
+    finally:
+        if not args.dir:
+            shutil.rmtree(base)
+
+
+def run(args: argparse.Namespace, base: Path) -> None:
+    t0 = time.perf_counter()
+    params = json.dumps(dict(scenes=args.scenes, size=args.size, bands=args.bands))
+    marker = base / "bench.json"
+    if marker.is_file() and marker.read_text() == params:  # --dir of an earlier run: reuse its scenes
+        compressed, plain = base / "compressed", base / "plain"
+        stats = Stats.from_dict(json.loads((base / "stats.json").read_text()))
+        print(f"reusing the scenes in {base}")
+    else:
+        for sub in ("compressed", "plain", "cache"):
+            shutil.rmtree(base / sub, ignore_errors=True)
+        compressed, plain, stats = write_scenes(base, args.scenes, args.size, args.bands)
+        (base / "stats.json").write_text(json.dumps(stats.to_dict()))
+        marker.write_text(params)
+        print(f"{args.scenes} scenes of {args.bands} x {args.size} x {args.size} uint16 written in "
+              f"{time.perf_counter() - t0:.1f} s")
+    cfg = DataConfig(root=str(compressed), tile_size=args.tile, tiles_per_epoch=args.tiles, num_workers=0)
+    t0 = time.perf_counter()
+    cache = build_cache(cfg, base / "cache")
+    print(f"staging cache built in {time.perf_counter() - t0:.1f} s")
+    print(f"opening a 1000-scene data set (metadata only): {open_time(compressed, args.scenes, 1000):.2f} s")
+
+    windows = epoch_windows(dataclasses.replace(cfg, root=str(cache)), stats, args.tiles)
+    raw = raw_rate(cache, windows, args.tile, args.scenes)
+    naive = {root.name: naive_rate(root, windows[:args.naive], args.tile) for root in (compressed, plain)}
+    naive["cache"] = naive["plain"]  # the cache is a plain file too
+    rows = [("cache", "raw limit (np.memmap copy)", "-", raw)]
+    rows += [(name, "naive (imread whole scene)", "-", rate) for name, rate in naive.items() if name != "cache"]
+    rows.append(("-", "DataLoader, empty tiles", "2", loader_rate(EmptyTiles(args.bands, args.tile, args.tiles), 2)))
+    rates = {}
+    for root in (compressed, plain, cache):
+        for workers in (0, 2):
+            rates[root.name, workers] = dataset_rate(dataclasses.replace(cfg, root=str(root)), stats, workers, args.tiles)
+            rows.append((root.name, "TileDataset", str(workers), rates[root.name, workers]))
+    print(f"\n{'source':11s} {'reader':27s} {'workers':>7s} {'tiles/s':>9s} {'x naive':>8s} {'% of raw':>8s}")
+    for source, reader, workers, rate in rows:
+        vs_naive = f"{rate / naive[source]:8.1f}" if source in naive else f"{'-':>8s}"
+        print(f"{source:11s} {reader:27s} {workers:>7s} {rate:9.1f} {vs_naive} {100 * rate / raw:7.1f}%")
+    print(f"\ngoal: cache >= 50 % of the raw limit: {100 * rates['cache', 0] / raw:.0f} %; "
+          f"compressed >= 20x naive: {rates['compressed', 0] / naive['compressed']:.0f}x (0 workers)")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training: the loop (trainer), checkpoints, run directories, stopping, logging, distribution."""

@@ -1,0 +1,112 @@
+"""The run directory: the unit users copy, compare and resume (layout in shared/DESIGN.md).
+
+    config.yaml  run.json  metrics.jsonl  curves.png  checkpoints/  samples/  logs/  eval/  export/
+
+``run.json`` records who ran what: run and W&B ids, git commit, status and one entry per job
+segment, so a chain of resubmitted jobs can be followed back from its results.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from segtrain.fsutil import atomic_write_json
+from segtrain.errors import UserError
+
+CONFIG, INFO, METRICS = "config.yaml", "run.json", "metrics.jsonl"
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def make_run_name(config_path: str | Path, overrides: Sequence[str], when: Optional[_dt.datetime] = None) -> str:
+    """``<config stem>-<6-hex hash of the overrides>-<YYYYmmdd-HHMMSS>``: readable and sortable."""
+    digest = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:6]
+    stamp = (when or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return f"{Path(config_path).stem}-{digest}-{stamp}"
+
+
+def unique_path(root: Path, name: str) -> Path:
+    path, n = root / name, 2
+    while path.exists():
+        path, n = root / f"{name}-{n}", n + 1
+    return path
+
+
+def git_commit() -> Optional[str]:
+    """The commit of the segtrain checkout that runs, or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=5, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+class RunDir:
+    """Paths of one run directory and the read-modify-write of its ``run.json``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / CONFIG
+        self.info_path = self.path / INFO
+        self.metrics = self.path / METRICS
+        self.checkpoints = self.path / "checkpoints"
+        self.samples = self.path / "samples"
+        self.logs = self.path / "logs"
+
+    def create(self) -> None:
+        for folder in (self.path, self.checkpoints, self.samples, self.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def read_info(self) -> dict[str, Any]:
+        if not self.info_path.exists():
+            return {}
+        try:
+            return json.loads(self.info_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"{self.info_path}: unreadable run.json: {exc}") from None
+
+    def update_info(self, **fields: Any) -> dict[str, Any]:
+        info = self.read_info()
+        info.update(fields)
+        atomic_write_json(self.info_path, info)
+        return info
+
+    def start_segment(self, name: str, wandb_id: Optional[str]) -> dict[str, Any]:
+        """Record that a job segment starts: one entry per process run, with the PBS job id."""
+        info = self.read_info()
+        info.setdefault("name", name)
+        info.setdefault("run_id", uuid.uuid4().hex[:12])
+        info.setdefault("created", now_iso())
+        info["wandb_id"] = wandb_id
+        info["git_commit"] = git_commit()
+        info["status"] = "running"
+        info.setdefault("segments", []).append({
+            "job_id": os.environ.get("PBS_JOBID"), "host": socket.gethostname(), "started": now_iso(),
+            "ended": None, "exit_code": None, "start_step": None, "end_step": None,
+        })
+        atomic_write_json(self.info_path, info)
+        return info
+
+    def end_segment(self, status: str, exit_code: int, **fields: Any) -> None:
+        info = self.read_info()
+        info["status"] = status
+        if info.get("segments"):
+            info["segments"][-1].update(ended=now_iso(), exit_code=exit_code)
+            info["segments"][-1].update(fields)
+        atomic_write_json(self.info_path, info)
+
+    def update_segment(self, **fields: Any) -> None:
+        info = self.read_info()
+        if info.get("segments"):
+            info["segments"][-1].update(fields)
+            atomic_write_json(self.info_path, info)

@@ -1,0 +1,447 @@
+"""The training loop, top to bottom: set-up, resume, epochs of steps, validation, checkpoints.
+
+Exactness is the design constraint. Everything random comes from the config's seed: the
+model's initial weights, the windows and augmentations of each epoch (drawn from
+``(seed, epoch)`` by the data set), the order of the batches (from ``(seed, epoch)`` by the
+sampler). A checkpoint records the position inside the epoch and every RNG state, so a run
+stopped anywhere and resumed ends with the same weights as one never stopped.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from segtrain.config import Config, to_dict, to_yaml
+from segtrain.config.load import load_raw
+from segtrain.config.validate import build_config
+from segtrain.errors import EXIT_OK, EXIT_RESUMABLE, UserError
+from segtrain.fsutil import atomic_write_text
+from segtrain.losses import build_criterion
+from segtrain.metrics import ConfusionCounts
+from segtrain.models import build_model, positive_probability
+from segtrain.preflight import check_dataset
+from segtrain.train import checkpoint as ckpt
+from segtrain.train.config_changes import check_resume_compatible
+from segtrain.train.console import Console
+from segtrain.train.distributed import DistContext, EpochSampler, any_rank, barrier, init_distributed, shutdown, sum_across_ranks
+from segtrain.train.metrics_log import MetricsLog
+from segtrain.train.optim import Schedule, build_optimizer
+from segtrain.train.plots import plot_curves, plot_samples
+from segtrain.train.rundir import RunDir, make_run_name, unique_path
+from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
+from segtrain.train.wandb_log import WandbLogger, new_wandb_id
+
+EXIT_FAILED = 1
+MIRRORED = ["config.yaml", "run.json", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt"]
+
+
+class TrainingFailed(Exception):
+    """The run cannot go on (a non-finite loss): reported as one line, status 'failed'."""
+
+
+@dataclass
+class TrainOptions:
+    """What the command line adds to the config."""
+    config_path: str
+    overrides: list[str] = field(default_factory=list)
+    run_dir: Optional[Path] = None
+    mirror: Optional[Path] = None
+    time_limit: Optional[float] = None  # seconds from start
+
+
+@dataclass
+class Position:
+    """Where the run stands: the unit of resumption."""
+    epoch: int = 0
+    batch: int = 0  # batches of this epoch already trained
+    step: int = 0  # optimizer steps since the run began
+
+
+def train(cfg: Config, opts: TrainOptions) -> int:
+    """Train (or resume) one run; return the exit code (0 done, 3 stopped to resume)."""
+    summary = check_dataset(cfg)
+    device = _select_device(cfg.train.device)
+    ctx = init_distributed(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    try:
+        return _Run(cfg, opts, ctx, device, summary.in_channels).execute()
+    finally:
+        shutdown(ctx)
+
+
+def _select_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device: 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu')")
+    return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _Run:
+    """One process's part of a run. Methods are the loop's steps, in the order they happen."""
+
+    def __init__(self, cfg: Config, opts: TrainOptions, ctx: DistContext, device: torch.device, in_channels: int):
+        self.cfg, self.opts, self.ctx, self.device = cfg, opts, ctx, device
+        self.budget = TimeBudget(opts.time_limit)
+        self.rd = RunDir(opts.run_dir or unique_path(Path(cfg.run.root), cfg.run.name or make_run_name(opts.config_path, opts.overrides)))
+        self.state = self._open_run_dir()
+        self.console = Console(0, enabled=ctx.is_main, log_path=self.rd.logs / "train.log" if ctx.is_main else None)
+        for note in self.notes:
+            self.console.message(note)
+        self.stats = self._stats()
+        self._build_data()
+        self._build_model(in_channels)
+        self.pos = Position()
+        self.early = EarlyStopping(cfg.train.early_stopping.metric, cfg.train.early_stopping.patience,
+                                   cfg.train.early_stopping.min_delta)
+        if self.state is not None:
+            self._restore(self.state)
+        self.console.total_steps = cfg.train.epochs * self.n_batches
+
+    # ---- set-up ---------------------------------------------------------------------------
+    def _open_run_dir(self) -> Optional[dict]:
+        """Create the run directory, or open it to resume; refuse unsafe config changes."""
+        self.notes: list[str] = []
+        if self.rd.config.exists():
+            old_raw, _ = load_raw(self.rd.config)
+            self.notes += check_resume_compatible(build_config(old_raw), self.cfg, self.rd.config)
+        state = ckpt.load_latest(self.rd.checkpoints, warn=self.notes.append) if self.rd.checkpoints.exists() else None
+        if self.ctx.is_main:
+            self.rd.create()
+            atomic_write_text(self.rd.config, to_yaml(self.cfg))
+        barrier(self.ctx)
+        return state
+
+    def _stats(self) -> Optional[dict]:
+        """Normalization statistics: from the checkpoint when resuming (so they cannot drift)."""
+        if self.state is not None:
+            return self.state["stats"]
+        if self.cfg.data.normalize == "none" and self.cfg.loss.pos_weight != "auto":
+            return None
+        from segtrain.data.stats import load_or_compute_stats
+
+        return load_or_compute_stats(self.cfg.data).to_dict()
+
+    def _build_data(self) -> None:
+        from segtrain.data.dataset import TileDataset
+        from segtrain.data.stats import Stats
+
+        cfg, ctx = self.cfg, self.ctx
+        if cfg.train.batch_size % ctx.world_size:
+            raise UserError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the {ctx.world_size} processes")
+        self.per_batch = cfg.train.batch_size // ctx.world_size
+        stats = Stats.from_dict(self.stats) if self.stats is not None else None
+        self.train_set = TileDataset(cfg.data, "train", training=True, seed=cfg.train.seed, stats=stats)
+        self.val_set = TileDataset(cfg.data, "val", training=False, seed=cfg.train.seed, stats=stats)
+        self.train_set.set_epoch(0)
+        self.sampler = EpochSampler(len(self.train_set), shuffle=True, seed=cfg.train.seed, ctx=ctx)
+        self.n_batches = self.sampler.epoch_length // self.per_batch
+        if self.n_batches == 0:
+            raise UserError(f"train.batch_size: {cfg.train.batch_size} is larger than the {len(self.train_set)} tiles of an epoch")
+        loader_args = dict(num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda",
+                           persistent_workers=False)
+        self.train_loader = DataLoader(self.train_set, batch_size=self.per_batch, sampler=self.sampler, drop_last=True,
+                                       generator=torch.Generator(), **loader_args)
+        # Validation tiles are split between ranks without padding, so no pixel is counted twice.
+        val_indices = list(range(ctx.rank, len(self.val_set), ctx.world_size))
+        self.val_loader = DataLoader(self.val_set, batch_size=self.per_batch, sampler=val_indices, **loader_args)
+
+    def _build_model(self, in_channels: int) -> None:
+        cfg = self.cfg
+        seed_everything(cfg.train.seed)
+        self.in_channels = in_channels
+        model = build_model(cfg.model, in_channels)
+        if cfg.model.sync_batchnorm and self.ctx.distributed:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.raw_model = model.to(self.device)
+        self.cuda = self.device.type == "cuda"
+        self.channels_last = self.cuda and cfg.train.channels_last
+        if self.channels_last:
+            self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
+        self.model = self.raw_model
+        if self.ctx.distributed:
+            ids = [self.device.index] if self.cuda else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.raw_model, device_ids=ids)
+        if cfg.train.compile and self.cuda:
+            self.model = torch.compile(self.model)
+        pos_weight = self.stats.get("pos_weight") if self.stats else None
+        self.criterion = build_criterion(cfg.loss, cfg.model.out_channels, pos_weight=pos_weight).to(self.device)
+        self.optimizer = build_optimizer(cfg.optim, self.raw_model.parameters())
+        self.schedule = Schedule(cfg.optim, self.optimizer, cfg.train.epochs * self.n_batches, self.early_mode)
+        self.amp_dtype = _amp_dtype(cfg.train.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    @property
+    def early_mode(self) -> str:
+        return "min" if self.cfg.train.early_stopping.metric == "loss" else "max"
+
+    def _restore(self, state: dict) -> None:
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.early.load_state_dict(state["early_stopping"])
+        self.pos = Position(**state["position"])
+        if state.get("world_size", 1) != self.ctx.world_size:
+            raise UserError(f"{self.rd.checkpoints}: checkpoint was written by {state.get('world_size', 1)} processes; "
+                            f"resume it with the same number (now {self.ctx.world_size}) for an exact continuation")
+        ckpt.restore_rng(state["rng"][self.ctx.rank] if isinstance(state["rng"], list) else state["rng"])
+        self.console.message(f"resuming {self.rd.path} at epoch {self.pos.epoch}, batch {self.pos.batch}, step {self.pos.step}")
+
+    # ---- the loop -------------------------------------------------------------------------
+    def execute(self) -> int:
+        cfg, rd = self.cfg, self.rd
+        info = rd.read_info()
+        wandb_id = (self.state or {}).get("wandb_id") or info.get("wandb_id") or new_wandb_id()
+        self.log = MetricsLog(rd.metrics, self.pos.step if self.state else None) if self.ctx.is_main else None
+        if self.ctx.is_main:
+            rd.start_segment(rd.path.name, wandb_id if cfg.logging.wandb.mode != "disabled" else None)
+            rd.update_segment(start_step=self.pos.step)
+        self.wandb = WandbLogger(cfg.logging.wandb, rd.path, rd.path.name, wandb_id, to_dict(cfg), enabled=self.ctx.is_main)
+        self.wandb_id = wandb_id
+        status, code = "failed", EXIT_FAILED
+        try:
+            with StopSignals() as self.signals:
+                code = self._epochs()
+            status = "done" if code == EXIT_OK else "stopped"
+            return code
+        except TrainingFailed as exc:
+            self.console.message(f"error: {exc}")
+            return EXIT_FAILED
+        except UserError:
+            code = 2
+            raise
+        finally:
+            self.wandb.finish(code)
+            if self.ctx.is_main:
+                self.log.close()
+                rd.end_segment(status, code, end_step=self.pos.step)
+                if self.opts.mirror:
+                    ckpt.mirror_files(rd.path, self.opts.mirror, MIRRORED)
+
+    def _epochs(self) -> int:
+        cfg, pos = self.cfg, self.pos
+        self.console.message(f"run {self.rd.path}: {self.n_batches} steps/epoch x {cfg.train.epochs} epochs, "
+                             f"batch {cfg.train.batch_size} on {self.ctx.world_size} x {self.device.type}, "
+                             f"{sum(p.numel() for p in self.raw_model.parameters()) / 1e6:.2f} M parameters")
+        last_checkpoint = time.monotonic()
+        while pos.epoch < cfg.train.epochs:
+            self.train_set.set_epoch(pos.epoch)
+            self.sampler.set_epoch(pos.epoch, start=pos.batch * self.per_batch)
+            self.train_loader.generator.manual_seed(cfg.train.seed * 100_003 + pos.epoch)
+            self.model.train()
+            waited = time.monotonic()
+            for batch in self.train_loader:
+                data_s = time.monotonic() - waited
+                step_start = time.monotonic()
+                loss, parts, grad_norm = self._train_step(batch)
+                pos.batch += 1
+                pos.step += 1
+                step_s = time.monotonic() - step_start
+                self.budget.record_step(step_s + data_s)
+                if pos.step % cfg.logging.every_steps == 0:
+                    self._log_train(loss, parts, grad_norm, data_s, step_s)
+                stop = self._stop_requested(validation_next=pos.batch == self.n_batches)
+                if stop:
+                    self._checkpoint()
+                    self.console.message(f"stopping at step {pos.step} ({stop}); checkpoint written, resume to continue")
+                    return EXIT_RESUMABLE
+                if self._periodic_checkpoint_due(last_checkpoint):
+                    self._checkpoint()
+                    last_checkpoint = time.monotonic()
+                waited = time.monotonic()
+            improved, should_stop = self._end_epoch()
+            pos.epoch, pos.batch = pos.epoch + 1, 0
+            self._checkpoint(best=improved)
+            last_checkpoint = time.monotonic()
+            if should_stop:
+                self.console.message(f"early stopping: no {cfg.train.early_stopping.metric} improvement for "
+                                     f"{self.early.bad_validations} validations (best {self.early.best:.4f})")
+                break
+            stop = self._stop_requested(validation_next=False) if pos.epoch < cfg.train.epochs else None
+            if stop:
+                self.console.message(f"stopping after epoch {pos.epoch} ({stop}); checkpoint written, resume to continue")
+                return EXIT_RESUMABLE
+        self._finish()
+        return EXIT_OK
+
+    def _train_step(self, batch: dict) -> tuple[float, dict[str, float], float]:
+        image, target, valid = self._to_device(batch)
+        with self._autocast():
+            logits = self.model(image)
+        loss, parts = self.criterion(logits.float(), target, valid)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.optim.grad_clip or math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
+        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
+        if not finite and not self.scaler.is_enabled():
+            raise TrainingFailed(f"non-finite loss or gradient at step {self.pos.step + 1} (epoch {self.pos.epoch}); "
+                                 f"the last good checkpoint is in {self.rd.checkpoints}")
+        self.scaler.step(self.optimizer)  # the fp16 scaler skips steps with non-finite gradients
+        self.scaler.update()
+        self.schedule.step()
+        return float(loss.detach()), {k: float(v) for k, v in parts.items()}, float(grad_norm)
+
+    def _to_device(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        image = batch["image"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return image, batch["mask"].to(self.device, non_blocking=True), batch["valid"].to(self.device, non_blocking=True)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _stop_requested(self, validation_next: bool) -> Optional[str]:
+        """The reason to stop now, agreed by all ranks: a signal, or the time budget."""
+        reason = self.signals.received or ("time limit" if self.budget.exhausted(validation_next) else None)
+        if any_rank(reason is not None, self.ctx, self.device):
+            return reason or "stop on another rank"
+        return None
+
+    def _periodic_checkpoint_due(self, last: float) -> bool:
+        every_steps, every_min = self.cfg.train.checkpoint_every_steps, self.cfg.train.checkpoint_every_minutes
+        due = bool(every_steps and self.pos.step % every_steps == 0)
+        due |= bool(every_min and time.monotonic() - last >= every_min * 60)
+        return any_rank(due, self.ctx, self.device)  # minutes differ per rank; all must agree
+
+    def _log_train(self, loss: float, parts: dict[str, float], grad_norm: float, data_s: float, step_s: float) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        tiles_s = self.per_batch * self.ctx.world_size / max(step_s + data_s, 1e-9)
+        record = {"step": self.pos.step, "epoch": self.pos.epoch, "split": "train", "loss": loss,
+                  **{f"loss/{k}": v for k, v in parts.items()}, "lr": lr, "grad_norm": grad_norm,
+                  "tiles_per_s": tiles_s, "data_wait": data_s / max(step_s + data_s, 1e-9),
+                  "time": time.monotonic() - self.budget.start}
+        if self.scaler.is_enabled():
+            record["loss_scale"] = float(self.scaler.get_scale())
+        self._record(record)
+        self.console.progress(self.pos.step, self.pos.epoch, {"loss": loss, "lr": lr, "tiles/s": round(tiles_s, 1),
+                                                               "data wait": f"{record['data_wait']:.0%}"})
+
+    def _record(self, record: dict[str, Any]) -> None:
+        if self.ctx.is_main:
+            self.log.write(record)
+            self.wandb.log({k if k in ("epoch",) else f"{record['split']}/{k}": v for k, v in record.items()
+                            if k not in ("step", "split")}, step=record["step"])
+
+    # ---- epoch end: validation, early stopping, samples ----------------------------------------
+    def _end_epoch(self) -> tuple[bool, bool]:
+        cfg, epoch = self.cfg, self.pos.epoch
+        last = epoch + 1 == cfg.train.epochs
+        if (epoch + 1) % cfg.train.val_every_epochs and not last:
+            return False, False
+        start = time.monotonic()
+        scores, samples = self._validate(want_samples=(epoch + 1) % cfg.logging.samples_every_epochs == 0 or last)
+        self.budget.record_validation(time.monotonic() - start)
+        self._record({"step": self.pos.step, "epoch": epoch, "split": "val", **scores})
+        monitored = scores[cfg.train.early_stopping.metric]
+        improved = self.early.update(monitored)
+        self.schedule.validated(monitored)
+        self.console.message(f"epoch {epoch} validation: " + "  ".join(f"{k} {scores[k]:.4f}" for k in
+                             ("loss", "iou", "dice", "precision", "recall")) + ("  (best)" if improved else ""))
+        if self.ctx.is_main:
+            plot_curves(self.log.history, self.rd.path / "curves.png")
+            if samples:
+                plot_samples(samples, self.rd.samples / f"epoch_{epoch:04d}.png", f"{self.rd.path.name}, epoch {epoch}")
+                self.wandb.log_samples(samples, self.pos.step, epoch)
+        return improved, self.early.should_stop
+
+    @torch.no_grad()
+    def _validate(self, want_samples: bool) -> tuple[dict[str, float], list[dict[str, np.ndarray]]]:
+        """Loss and confusion counts over the whole validation split (summed over ranks), plus samples."""
+        self.model.eval()
+        counts = ConfusionCounts(device=self.device)
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # valid-pixel-weighted loss, valid pixels
+        sample_ids = set(np.linspace(0, len(self.val_set) - 1, min(self.cfg.logging.num_samples, len(self.val_set)), dtype=int).tolist())
+        samples = []
+        seen = 0
+        for batch in self.val_loader:
+            image, target, valid = self._to_device(batch)
+            with self._autocast():
+                logits = self.model(image)
+            logits = logits.float()
+            loss, _ = self.criterion(logits, target, valid)
+            prob = positive_probability(logits)
+            counts.update(prob, target, valid, threshold=self.cfg.train.threshold)
+            n_valid = valid.sum().double()
+            totals += torch.stack([loss.double() * n_valid, n_valid])
+            if want_samples and self.ctx.is_main:
+                samples += self._pick_samples(batch, prob, sample_ids, seen)
+            seen += len(image)
+        counts.all_reduce()
+        sum_across_ranks(totals, self.ctx)
+        self.model.train()
+        scores = counts.compute()
+        scores["loss"] = float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
+        return scores, samples
+
+    def _pick_samples(self, batch: dict, prob: torch.Tensor, wanted: set, offset: int) -> list[dict[str, np.ndarray]]:
+        out = []
+        for i in range(len(prob)):
+            if offset + i in wanted:
+                valid = batch["valid"][i, 0].numpy()
+                p = prob[i, 0].cpu().numpy()
+                out.append({"image": batch["image"][i].numpy(), "truth": batch["mask"][i, 0].numpy(), "valid": valid,
+                            "prob": p, "pred": (p >= self.cfg.train.threshold) & valid})
+        return out
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def _checkpoint(self, best: bool = False) -> None:
+        rng = ckpt.capture_rng()
+        rngs = [rng]
+        if self.ctx.distributed:
+            rngs = [None] * self.ctx.world_size
+            torch.distributed.all_gather_object(rngs, rng)
+        if self.ctx.is_main:
+            state = {
+                "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+                "early_stopping": self.early.state_dict(), "position": vars(self.pos).copy(),
+                "rng": rngs if self.ctx.distributed else rng, "world_size": self.ctx.world_size,
+                "wandb_id": self.wandb_id, "config": to_dict(self.cfg), "stats": self.stats,
+                "in_channels": self.in_channels, "best_metric": self.early.best,
+            }
+            self.log.sync()
+            seconds = ckpt.save_checkpoint(state, self.rd.checkpoints / ckpt.LAST, keep_previous=True)
+            if best:
+                seconds += ckpt.save_checkpoint(state, self.rd.checkpoints / ckpt.BEST)
+            self.rd.update_segment(end_step=self.pos.step)
+            if self.opts.mirror:
+                ckpt.mirror_files(self.rd.path, self.opts.mirror, MIRRORED)
+            self.budget.record_checkpoint(seconds)
+        barrier(self.ctx)
+
+    def _finish(self) -> None:
+        if self.ctx.is_main:
+            best = self.rd.checkpoints / ckpt.BEST
+            self.console.message(f"done: best validation {self.cfg.train.early_stopping.metric} "
+                                 f"{self.early.best:.4f}; checkpoints in {self.rd.checkpoints}")
+            if self.cfg.logging.wandb.log_model and best.exists():
+                self.wandb.log_model(best, self.rd.path.name)
+
+
+def _amp_dtype(choice: str, device: torch.device) -> Optional[torch.dtype]:
+    """bf16 where the GPU supports it, else fp16 (with a grad scaler); never on CPU."""
+    if device.type != "cuda" or choice == "off":
+        return None
+    if choice == "fp16" or (choice == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16

@@ -1,0 +1,74 @@
+"""The staging cache: a drop-in data root of memory-mappable copies, built once."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tifffile
+
+from segtrain.cli import main
+from segtrain.config.schema import DataConfig
+from segtrain.data.cache import build_cache, stage_file
+from segtrain.data.layout import read_split
+from segtrain.data.reader import SceneReader
+from segtrain.data.scene import GDAL_NODATA_TAG, read_info
+from segtrain.data.stats import compute_stats, write_stats
+from segtrain.errors import UserError
+from tests.conftest import REPO, tree_state
+
+
+def test_the_cache_reads_exactly_like_the_source_and_is_memory_mapped(small_data_ro, tmp_path):
+    cached = build_cache(DataConfig(root=str(small_data_ro)), tmp_path / "cache")
+    for split in ("train", "val", "test"):
+        for src, dst in zip(read_split(small_data_ro, split), read_split(cached, split), strict=True):
+            with SceneReader(src.scene, src.mask) as a, SceneReader(dst.scene, dst.mask) as b:
+                assert b.memory_mapped
+                for x, y in zip(a.read(0, 0, a.height, a.width), b.read(0, 0, b.height, b.width)):
+                    np.testing.assert_array_equal(x, y)
+
+
+def test_a_second_build_writes_nothing(small_data_ro, tmp_path):
+    cfg = DataConfig(root=str(small_data_ro))
+    build_cache(cfg, tmp_path / "cache")
+    before = tree_state(tmp_path / "cache")
+    build_cache(cfg, tmp_path / "cache")
+    assert tree_state(tmp_path / "cache") == before
+
+
+def test_a_changed_scene_is_staged_again(small_data, tmp_path):
+    cfg = DataConfig(root=str(small_data))
+    build_cache(cfg, tmp_path / "cache")
+    files = read_split(small_data, "train")[0]
+    info = read_info(files.scene)
+    tifffile.imwrite(files.scene, np.full((info.height, info.width), 3, dtype=np.uint16), metadata=None)
+    build_cache(cfg, tmp_path / "cache")
+    with SceneReader(tmp_path / "cache" / "scenes" / files.name) as reader:
+        assert reader.bands == 1 and (reader.read(0, 0, 2, 2)[0] == 3).all()
+
+
+def test_the_nodata_tag_and_the_stats_file_come_along(small_data, tmp_path):
+    write_stats(compute_stats(small_data), small_data / "stats.json")
+    cached = build_cache(DataConfig(root=str(small_data)), tmp_path / "cache")
+    assert (cached / "stats.json").read_bytes() == (small_data / "stats.json").read_bytes()
+    src = tmp_path / "float.tif"
+    tifffile.imwrite(src, np.full((3, 5, 4), -9999.5, dtype=np.float32), photometric="minisblack",
+                     planarconfig="separate", metadata=None, extratags=[(GDAL_NODATA_TAG, "s", 0, "-9999.5", True)])
+    assert stage_file(src, tmp_path / "out" / "float.tif")
+    assert read_info(tmp_path / "out" / "float.tif").nodata == -9999.5
+    assert not stage_file(src, tmp_path / "out" / "float.tif")  # current: skipped
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["float.tif"]  # no temporary files left
+
+
+def test_the_cache_must_not_replace_the_source(small_data_ro):
+    with pytest.raises(UserError, match="must differ"):
+        build_cache(DataConfig(root=str(small_data_ro)), small_data_ro)
+
+
+def test_cache_command_prints_a_root_that_passes_the_check(small_data_ro, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"extends: {REPO / 'configs' / 'demo.yaml'}\ndata: {{root: {small_data_ro}}}\n")
+    assert main(["cache", str(config), str(tmp_path / "cache"), "data.tile_size=64"]) == 0
+    root = capsys.readouterr().out.strip()
+    assert os.path.samefile(root, tmp_path / "cache")
+    assert main(["check", str(config), f"data.root={root}"]) == 0

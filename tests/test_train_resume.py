@@ -1,0 +1,91 @@
+"""Exact resume: a run stopped anywhere and resumed ends with the weights of one never stopped."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trainutil import SIGKILL, SIGTERM, assert_same_weights, final_weights, interrupt, train_run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def reference(small_data_ro, tmp_path_factory):
+    """An uninterrupted tiny run (3 epochs of 6 steps), the baseline for every resume test."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    code, out = train_run(run_dir, small_data_ro, "train.checkpoint_every_steps=4")
+    assert code == 0, out
+    return run_dir
+
+
+def test_uninterrupted_run_finishes_with_status_done(reference):
+    info = json.loads((reference / "run.json").read_text())
+    assert info["status"] == "done"
+    assert [s["exit_code"] for s in info["segments"]] == [0]
+    steps = [json.loads(line)["step"] for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 18 and steps == sorted(steps)
+
+
+def test_sigterm_mid_epoch_stops_with_exit_3_and_resumes_exactly(reference, small_data_ro, tmp_path):
+    run_dir = tmp_path / "run"
+    assert interrupt(run_dir, small_data_ro, 8, SIGTERM, "train.checkpoint_every_steps=4") == 3
+    stopped = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["position"]
+    assert 0 < stopped["batch"] < 6, "the stop must land inside an epoch for this test to mean anything"
+    code, out = train_run(run_dir, small_data_ro, "train.checkpoint_every_steps=4")
+    assert code == 0, out
+    assert "resuming" in out
+    assert_same_weights(final_weights(run_dir), final_weights(reference))
+    info = json.loads((run_dir / "run.json").read_text())
+    assert [s["exit_code"] for s in info["segments"]] == [3, 0]
+    assert info["status"] == "done"
+
+
+def test_sigkill_resumes_from_the_last_checkpoint_exactly(reference, small_data_ro, tmp_path):
+    run_dir = tmp_path / "run"
+    assert interrupt(run_dir, small_data_ro, 11, SIGKILL, "train.checkpoint_every_steps=4") == -9
+    kept = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["position"]["step"]
+    assert 6 <= kept <= 11
+    code, out = train_run(run_dir, small_data_ro, "train.checkpoint_every_steps=4")
+    assert code == 0, out
+    assert_same_weights(final_weights(run_dir), final_weights(reference))
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["split"] == "train"]
+    assert steps == list(range(1, 19)), "metrics.jsonl reads as one uninterrupted run"
+
+
+def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(reference, small_data_ro, tmp_path):
+    run_dir = tmp_path / "run"
+    assert interrupt(run_dir, small_data_ro, 13, SIGTERM, "train.checkpoint_every_steps=4") == 3
+    last = run_dir / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    code, out = train_run(run_dir, small_data_ro, "train.checkpoint_every_steps=4")
+    assert code == 0, out
+    assert "unreadable checkpoint" in out
+    assert_same_weights(final_weights(run_dir), final_weights(reference))
+
+
+def test_time_limit_stops_with_a_checkpoint(small_data_ro, tmp_path):
+    run_dir = tmp_path / "run"
+    code, out = train_run(run_dir, small_data_ro, "train.epochs=50", flags=("--time-limit", "15"))
+    assert code == 3, out
+    position = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["position"]
+    assert 0 < position["step"] < 50 * 6
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "stopped"
+
+
+def test_unsafe_config_change_is_refused_and_safe_one_accepted(reference, small_data_ro, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    before = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    code, out = train_run(run_dir, small_data_ro, "train.checkpoint_every_steps=4", "optim.lr=0.1")
+    assert code == 2
+    assert "optim.lr: changed from 0.003 to 0.1" in out and "Traceback" not in out
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
+    code, out = train_run(run_dir, small_data_ro, "train.checkpoint_every_steps=4", "train.epochs=4")
+    assert code == 0, out
+    assert "config change accepted on resume: train.epochs: 3 -> 4" in out
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["position"]["step"] == 24
