@@ -74,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--repeat", type=int, default=2, help="alternate trainer/bare this many times, report the best")
+    parser.add_argument("--repeat", type=int, default=3, help="alternate trainer/bare this many times, report the best")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,8 +91,10 @@ def main() -> None:
                   "data.num_workers=" + ("6" if args.gpu else "0")]
         skip = 10 if args.gpu else 5
         fp32 = common + (["train.amp=off", "train.channels_last=false"] if args.gpu else [])
-        trainer = max(trainer_tiles_s(config, fp32, work, batch, skip) for _ in range(args.repeat))
-        bare = max(bare_tiles_s(config, fp32, work, batch, skip, device) for _ in range(args.repeat))
+        trainer = bare = 0.0
+        for _ in range(args.repeat):  # interleaved, so a noisy neighbour slows both alike; best of each
+            trainer = max(trainer, trainer_tiles_s(config, fp32, work, batch, skip))
+            bare = max(bare, bare_tiles_s(config, fp32, work, batch, skip, device))
         print(f"{device} fp32: trainer {trainer:.1f} tiles/s, bare loop {bare:.1f} tiles/s, "
               f"trainer/bare = {trainer / bare:.3f} (overhead {100 * (1 - trainer / bare):+.1f} %)")
         if args.gpu:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from segtrain.commands.common import add_config_arguments, config_from_args
@@ -15,11 +16,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mirror", type=Path, help="also copy checkpoints, run.json and metrics here (atomically)")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                         help="stop with a checkpoint (exit 3) before this many seconds have passed")
+    dist = parser.add_argument_group("several processes (DDP through torch.distributed's elastic launcher)")
+    dist.add_argument("--nproc-per-node", type=int, default=1, help="processes on this node, one per GPU")
+    dist.add_argument("--nnodes", type=int, default=1, help="nodes taking part (all run this same command)")
+    dist.add_argument("--node-rank", type=int, default=0, help="this node's rank; 0 hosts the rendezvous")
+    dist.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous on the first node (several nodes)")
+    dist.add_argument("--rdzv-id", help="a job-wide id, the same on every node (e.g. $PBS_JOBID)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from segtrain.train.trainer import TrainOptions, train
+    from segtrain.errors import UserError
+    from segtrain.train.trainer import TrainOptions, default_run_dir, train
 
     cfg = config_from_args(args)
-    return train(cfg, TrainOptions(config_path=args.config, overrides=list(args.overrides), run_dir=args.run_dir,
-                                   mirror=args.mirror, time_limit=args.time_limit))
+    opts = TrainOptions(config_path=args.config, overrides=list(args.overrides), run_dir=args.run_dir,
+                        mirror=args.mirror, time_limit=args.time_limit)
+    if (args.nproc_per_node > 1 or args.nnodes > 1) and "LOCAL_RANK" not in os.environ:
+        from segtrain.preflight import check_dataset
+        from segtrain.train.launch import LaunchSpec, launch
+
+        if args.nnodes > 1 and not (args.rdzv_endpoint and args.run_dir):
+            raise UserError("--nnodes: several nodes need --rdzv-endpoint HOST:PORT and an explicit --run-dir")
+        check_dataset(cfg)  # fail here, once, before starting processes
+        spec = LaunchSpec(args.nproc_per_node, args.nnodes, args.node_rank, args.rdzv_endpoint, args.rdzv_id)
+        worker_args = [args.config, *args.overrides]
+        for flag, value in (("--mirror", args.mirror), ("--time-limit", args.time_limit)):
+            if value is not None:
+                worker_args += [flag, str(value)]
+        return launch(spec, opts.run_dir or default_run_dir(cfg, opts), worker_args)
+    return train(cfg, opts)

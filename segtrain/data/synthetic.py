@@ -100,6 +100,8 @@ def _write_dataset(root: Path, spec: DemoSpec) -> None:
     splits = {"train": order[:spec.n_train], "val": order[spec.n_train:spec.n_train + spec.n_val],
               "test": order[spec.n_train + spec.n_val:]}
     for split, idx in splits.items():
+        if not len(idx):
+            continue  # an empty filelist is an error; an absent optional split is not
         (root / "filelists" / f"{split}.csv").write_text("".join(f"{names[j]}\n" for j in sorted(idx)))
     (root / MARKER).write_text(json.dumps(asdict(spec), indent=1) + "\n")
 

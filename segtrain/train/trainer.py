@@ -32,7 +32,8 @@ from segtrain.preflight import check_dataset
 from segtrain.train import checkpoint as ckpt
 from segtrain.train.config_changes import check_resume_compatible
 from segtrain.train.console import Console
-from segtrain.train.distributed import DistContext, EpochSampler, any_rank, barrier, init_distributed, shutdown, sum_across_ranks
+from segtrain.train.distributed import (DistContext, EpochSampler, any_rank, barrier, broadcast_from_main, init_distributed,
+                                        shutdown, sum_across_ranks)
 from segtrain.train.metrics_log import MetricsLog
 from segtrain.train.optim import Schedule, build_optimizer
 from segtrain.train.plots import plot_curves, plot_samples
@@ -75,9 +76,16 @@ def train(cfg: Config, opts: TrainOptions) -> int:
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
     try:
+        # Every rank must write into the same directory: the name (it has a time in it) is rank 0's.
+        opts.run_dir = broadcast_from_main(opts.run_dir or default_run_dir(cfg, opts), ctx)
         return _Run(cfg, opts, ctx, device, summary.in_channels).execute()
     finally:
         shutdown(ctx)
+
+
+def default_run_dir(cfg: Config, opts: TrainOptions) -> Path:
+    """``run.root/run.name``, or a new readable, unique name from the config and overrides."""
+    return unique_path(Path(cfg.run.root), cfg.run.name or make_run_name(opts.config_path, opts.overrides))
 
 
 def _select_device(choice: str) -> torch.device:
@@ -98,7 +106,7 @@ class _Run:
     def __init__(self, cfg: Config, opts: TrainOptions, ctx: DistContext, device: torch.device, in_channels: int):
         self.cfg, self.opts, self.ctx, self.device = cfg, opts, ctx, device
         self.budget = TimeBudget(opts.time_limit)
-        self.rd = RunDir(opts.run_dir or unique_path(Path(cfg.run.root), cfg.run.name or make_run_name(opts.config_path, opts.overrides)))
+        self.rd = RunDir(opts.run_dir)
         self.state = self._open_run_dir()
         self.console = Console(0, enabled=ctx.is_main, log_path=self.rd.logs / "train.log" if ctx.is_main else None)
         for note in self.notes:
