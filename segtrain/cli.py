@@ -20,6 +20,7 @@ COMMANDS = {
     "stats": "segtrain.commands.stats",
     "cache": "segtrain.commands.cache",
     "train": "segtrain.commands.train",
+    "submit": "segtrain.commands.submit",
 }
 
 

@@ -1,0 +1,411 @@
+"""The steps of ``jobs/train.pbs`` that need logic, as ``python -m segtrain.cluster.job STEP PLAN``.
+
+    plan           read the job's variables, validate config, data set and run before anything
+                   is copied; write the plan (a JSON file on scratch) the other steps read
+    stage          copy the data set (and a run being continued) to scratch, verified
+    train-args     the trainer's arguments, with a time limit from the walltime (NUL-separated)
+    finish         say how the trainer ended; copy the run back to storage, verified (exit 1: failed)
+    resubmit-args  the qsub command of the next job of the chain (NUL-separated; exit 10: none due)
+    record         note a resubmission in the run's run.json on storage
+
+The job's variables (``qsub -v``) are decoded here (see :mod:`segtrain.cluster.submit`);
+argument lists go to the shell NUL-separated, read with ``mapfile -d ''``: no value is ever
+parsed by a shell.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from segtrain.cluster import submit
+from segtrain.cluster.pbs_env import JobEnvironment, job_attributes, job_walltime, require_job
+from segtrain.cluster.resources import job_name
+from segtrain.cluster.stage import stage_dataset, sync_tree
+from segtrain.cluster.walltime import default_margin, format_duration, parse_duration, training_time_limit
+from segtrain.config import Config, load_config
+from segtrain.errors import EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR, UserError
+from segtrain.fsutil import atomic_write_json
+
+DEFAULT_CONFIG = "configs/default.yaml"
+DEFAULT_MAX_RESUBMITS = 10
+JOB_SCRIPT = "jobs/train.pbs"
+EXIT_NO_RESUBMIT = 10
+RUN_INFO = "run.json"
+
+
+@dataclass
+class Plan:
+    """Everything the steps of one job agree on; written once by ``plan``, completed by ``stage``."""
+    job_id: str
+    job_name: str
+    workdir: str
+    config: str  # absolute path of the config file
+    overrides: list[str]  # the user's, exactly as given
+    run_dir: str  # on storage: the run's home, and the trainer's --mirror
+    continuing: bool
+    data: str  # on storage: a data set folder or a tar archive
+    runs: str
+    scratch: str
+    job_start: float
+    walltime_s: Optional[float]
+    walltime_source: str
+    margin_s: Optional[float]
+    max_resubmits: int
+    resubmits: int
+    resources: dict[str, str] = field(default_factory=dict)  # select/walltime the job really got
+    passed_on: dict[str, str] = field(default_factory=dict)  # variables the next job inherits as they are
+    data_root: Optional[str] = None  # on scratch, set by ``stage``
+
+    @property
+    def work_run(self) -> Path:
+        return Path(self.scratch) / "runs" / Path(self.run_dir).name
+
+    @property
+    def work_data(self) -> Path:
+        return Path(self.scratch) / "data"
+
+    def save(self, path: Path) -> None:
+        atomic_write_json(path, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> "Plan":
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise UserError(f"{path}: unreadable job plan: {exc}") from None
+
+
+# ---- plan ---------------------------------------------------------------------------------------
+def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job_start: float,
+              qstat_text: Optional[str], scratch: Optional[Path] = None) -> tuple[Plan, Config]:
+    """Validate the job's variables against the files they name; nothing is written or copied.
+
+    ``scratch`` is the folder the job script chose; by default the job's $SCRATCHDIR or $TMPDIR.
+    """
+    env = require_job(JobEnvironment.from_environ(environ))
+    workdir = env.workdir.resolve()
+    scratch = scratch or env.scratch_dir
+    if scratch is None or not scratch.is_dir():
+        raise UserError(f"no scratch folder: SCRATCHDIR and TMPDIR unset or missing ({scratch})")
+    var = {name: submit.decode_value(environ.get(name, "")) for name in submit.JOB_VARIABLES}
+    overrides = submit.split_overrides(var[submit.OVERRIDES])
+    run = _existing(workdir, var[submit.RUN], submit.RUN, want_dir=True) if var[submit.RUN] else None
+    info = _read_info(run) if run else {}
+    config = _resolve(workdir, var[submit.CONFIG] or (str(run / "config.yaml") if run else DEFAULT_CONFIG))
+    cfg = load_config(config, overrides)
+    data_default = info.get("data_source") or cfg.data.root  # a run's config names the scratch it last used
+    data = _existing(workdir, var[submit.DATA] or data_default, submit.DATA if var[submit.DATA] else "data.root")
+    if not data.is_dir() and not _is_archive(data):
+        raise UserError(f"{submit.DATA}={data}: neither a data set folder nor a tar archive")
+    runs = _resolve(workdir, var[submit.RUNS] or cfg.run.root)
+    run_dir = run or _new_run_dir(runs, config, overrides, cfg)
+    walltime_s, source = job_walltime(qstat_text, env.job_id, script_candidates)
+    attrs = job_attributes(qstat_text, env.job_id) if qstat_text else {}
+    resources = {key: attrs[f"Resource_List.{key}"] for key in ("select", "walltime") if f"Resource_List.{key}" in attrs}
+    plan = Plan(
+        job_id=env.job_id, job_name=env.job_name or job_name(config.stem), workdir=str(workdir),
+        config=str(config), overrides=overrides, run_dir=str(run_dir), continuing=run is not None, data=str(data),
+        runs=str(runs), scratch=str(scratch.resolve()), job_start=job_start, walltime_s=walltime_s,
+        walltime_source=source,
+        margin_s=parse_duration(var[submit.MARGIN], submit.MARGIN) if var[submit.MARGIN] else None,
+        max_resubmits=_count(var, submit.MAX_RESUBMITS, DEFAULT_MAX_RESUBMITS),
+        resubmits=_count(var, submit.RESUBMITS, 0), resources=resources,
+        passed_on={name: environ[name] for name in (submit.ENV_VARIABLE, submit.MARGIN)
+                   if environ.get(name)},
+    )
+    return plan, cfg
+
+
+def _resolve(workdir: Path, text: str) -> Path:
+    return (workdir / Path(text).expanduser()).absolute()
+
+
+def _existing(workdir: Path, text: str, name: str, want_dir: bool = False) -> Path:
+    path = _resolve(workdir, text)
+    if not path.exists() or (want_dir and not path.is_dir()):
+        kind = "folder" if want_dir else "file or folder"
+        raise UserError(f"{name}={text}: {kind} not found ({path})")
+    return path
+
+
+def _is_archive(path: Path) -> bool:
+    return path.is_file() and tarfile.is_tarfile(path)
+
+
+def _count(var: Mapping[str, str], name: str, default: int) -> int:
+    text = var[name].strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise UserError(f"{name}={text}: expected a whole number >= 0")
+    return int(text)
+
+
+def _read_info(run: Path) -> dict:
+    path = run / RUN_INFO
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable run.json: {exc}") from None
+
+
+def _new_run_dir(runs: Path, config: Path, overrides: list[str], cfg: Config) -> Path:
+    """A fresh run directory named as the trainer names runs (never an existing one)."""
+    from segtrain.train.rundir import make_run_name, unique_path
+
+    name = cfg.run.name or make_run_name(config, overrides)
+    if Path(name).name != name or name in (".", ".."):
+        raise UserError(f"run.name: {name!r} must be a plain folder name (no '/')")
+    return unique_path(runs, name)
+
+
+def step_plan(args: argparse.Namespace) -> int:
+    qstat_text = args.qstat.read_text(errors="replace") if args.qstat and args.qstat.is_file() else None
+    scripts = ([args.script] if args.script else []) + [Path(os.environ.get("PBS_O_WORKDIR", ".")) / JOB_SCRIPT]
+    plan, cfg = make_plan(os.environ, scripts, args.job_start, qstat_text, args.scratch)
+    print(f"config {_rel(plan.config, plan.workdir)}" + (f" with {submit.display(plan.overrides)}" if plan.overrides else ""))
+    print(f"run {plan.run_dir} ({'continuing' if plan.continuing else 'new'})")
+    print(f"data {plan.data} ({'folder' if Path(plan.data).is_dir() else 'archive'}) -> {plan.work_data}")
+    if plan.walltime_s is None:
+        print(f"warning: walltime found {plan.walltime_source}; training without a time limit")
+    else:
+        margin = plan.margin_s if plan.margin_s is not None else default_margin(plan.walltime_s)
+        print(f"walltime {format_duration(plan.walltime_s)} from {plan.walltime_source}; "
+              f"margin {format_duration(margin)} kept for the checkpoint and the copy-back")
+    if Path(plan.data).is_dir():  # a folder is checked where it is, before anything is copied
+        _check_data(cfg, Path(plan.data))
+    plan.save(args.plan)
+    return EXIT_OK
+
+
+def _check_data(cfg: Config, root: Path) -> None:
+    from segtrain.preflight import check_dataset
+
+    summary = check_dataset(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root))))
+    print("\n".join(summary.lines()))
+
+
+def _rel(path: str, start: str) -> str:
+    return os.path.relpath(path, start) if Path(path).is_relative_to(start) else path
+
+
+# ---- stage --------------------------------------------------------------------------------------
+def step_stage(args: argparse.Namespace) -> int:
+    plan = Plan.load(args.plan)
+    report = stage_dataset(Path(plan.data), plan.work_data)
+    print(f"staged data set: {report.summary()}")
+    if not report.ok:
+        return 1
+    root = data_root(plan.work_data)
+    cfg = load_config(plan.config, plan.overrides)
+    if not Path(plan.data).is_dir():  # an archive can only be checked once unpacked
+        _check_data(cfg, root)
+    if plan.continuing:
+        report = sync_tree(Path(plan.run_dir), plan.work_run)
+        print(f"staged run {plan.run_dir}: {report.summary()}")
+        if not report.ok:
+            return 1
+    _record_data_source(plan.work_run, plan.data)
+    if cfg.data.cache:
+        from segtrain.data.cache import build_cache
+
+        start = time.monotonic()
+        cached = build_cache(dataclasses.replace(cfg.data, root=str(root)), Path(plan.scratch) / "cache")
+        shutil.rmtree(plan.work_data)  # the cache is a complete data root; scratch space is better kept free
+        print(f"built the staging cache {cached} in {time.monotonic() - start:.1f} s")
+        root = cached
+    plan.data_root = str(root)
+    plan.save(args.plan)
+    return EXIT_OK
+
+
+def data_root(staged: Path) -> Path:
+    """Where ``filelists/`` is: the staged folder, or the one folder an archive unpacked into."""
+    if (staged / "filelists").is_dir():
+        return staged
+    subfolders = [p for p in staged.iterdir() if p.is_dir()]
+    if len(subfolders) == 1 and (subfolders[0] / "filelists").is_dir():
+        return subfolders[0]
+    raise UserError(f"{staged}: the staged data set has no filelists/ folder (nor one top-level folder with it)")
+
+
+def _record_data_source(work_run: Path, data: str) -> None:
+    """Keep the data set's storage path in run.json, so ``RUN=...`` alone can continue a run."""
+    path = work_run / RUN_INFO
+    info = _read_info(work_run)
+    if info.get("data_source") != data:
+        info["data_source"] = data
+        atomic_write_json(path, info)
+
+
+# ---- train-args ---------------------------------------------------------------------------------
+def trainer_args(plan: Plan, cfg: Config, now: float) -> tuple[list[str], Optional[float]]:
+    """``segtrain`` arguments of this job's trainer, and the time limit in them (None: none)."""
+    if plan.data_root is None:
+        raise UserError(f"{plan.work_data}: the data set was not staged (run the stage step first)")
+    words = ["train", plan.config, *plan.overrides, f"data.root={json.dumps(plan.data_root)}"]
+    if cfg.data.cache:
+        words.append("data.cache=false")  # data.root already is the cache built on scratch
+    words += ["--run-dir", str(plan.work_run), "--mirror", plan.run_dir]
+    limit = None
+    if plan.walltime_s is not None:
+        limit = training_time_limit(plan.walltime_s, now - plan.job_start, plan.margin_s)
+        words += ["--time-limit", f"{limit:.0f}"]
+    return words, limit
+
+
+def step_train_args(args: argparse.Namespace) -> int:
+    plan = Plan.load(args.plan)
+    words, limit = trainer_args(plan, load_config(plan.config, plan.overrides), time.time())
+    _write_words(words)
+    note = f" (time limit {format_duration(limit)})" if limit is not None else ""
+    print(f"launching: segtrain {submit.display(words)}{note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _write_words(words: Sequence[str]) -> None:
+    for word in words:
+        if "\0" in word:
+            raise UserError(f"argument {word!r} contains a NUL character")
+    sys.stdout.buffer.write(b"".join(w.encode() + b"\0" for w in words))
+    sys.stdout.flush()
+
+
+# ---- finish -------------------------------------------------------------------------------------
+def explain(code: Optional[int], terminated: bool, plan: Plan) -> str:
+    """What the trainer's exit status means for the user, and what to do next."""
+    again = f"continue it with: qsub -v RUN={plan.run_dir} {JOB_SCRIPT}"
+    if code is None:
+        return "the job stopped before the trainer started (the lines above say why)"
+    if code == EXIT_OK:
+        return f"training finished; results in {plan.run_dir}"
+    if code == EXIT_USER_ERROR:
+        return (f"the trainer stopped on a problem with the config or the data set (exit 2; the line above says "
+                f"which); its logs and last checkpoint, if any, are in {plan.run_dir}; after fixing it, {again}")
+    if code == EXIT_RESUMABLE:
+        why = "SIGTERM: walltime, qdel or node shutdown" if terminated else "the time limit"
+        return f"training stopped early with a checkpoint ({why})"
+    if code > 128:
+        name = _signal_name(code - 128)
+        hint = " (out of memory? ask for more mem=; or killed by PBS)" if code - 128 == signal.SIGKILL else ""
+        return (f"the trainer was killed by {name}{hint}; the last mirrored checkpoint is in {plan.run_dir}/checkpoints; "
+                f"{again}")
+    return (f"the trainer crashed (exit {code}; the traceback above says why); its logs and last checkpoint are in "
+            f"{plan.run_dir}; {again}")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def step_finish(args: argparse.Namespace) -> int:
+    plan = Plan.load(args.plan)
+    print(explain(args.trainer_exit, args.terminated, plan))
+    report = sync_tree(plan.work_run, Path(plan.run_dir))
+    if not report.ok:
+        print(f"copy-back FAILED: {report.summary()}")
+        return 1
+    if report.files:
+        print(f"copied back to {plan.run_dir}: {report.summary()}")
+    return EXIT_OK
+
+
+# ---- resubmission -------------------------------------------------------------------------------
+def resubmission(plan: Plan, code: Optional[int], terminated: bool) -> tuple[Optional[list[str]], str]:
+    """The qsub words of the next job, or None and why there is none."""
+    manual = f"qsub -v RUN={plan.run_dir} {JOB_SCRIPT}"
+    if code != EXIT_RESUMABLE:
+        return None, ""
+    if terminated:
+        return None, f"not resubmitting after SIGTERM (it may have been qdel); to continue: {manual}"
+    if plan.resubmits >= plan.max_resubmits:
+        return None, f"not resubmitting: MAX_RESUBMITS={plan.max_resubmits} reached; to continue: {manual}"
+    variables = {submit.RUN: plan.run_dir, submit.DATA: plan.data, submit.RUNS: plan.runs,
+                 submit.MAX_RESUBMITS: str(plan.max_resubmits), submit.RESUBMITS: str(plan.resubmits + 1),
+                 **plan.passed_on}
+    argv = submit.qsub_argv(Path(plan.workdir) / JOB_SCRIPT, variables, name=plan.job_name,
+                            resources=plan.resources, depend=f"afterany:{plan.job_id}")
+    return argv, f"resubmission {plan.resubmits + 1} of at most {plan.max_resubmits}: {submit.display(argv)}"
+
+
+def step_resubmit_args(args: argparse.Namespace) -> int:
+    plan = Plan.load(args.plan)
+    argv, message = resubmission(plan, args.trainer_exit, args.terminated)
+    if message:
+        print(message, file=sys.stderr)
+    if argv is None:
+        return EXIT_NO_RESUBMIT
+    _write_words(argv)
+    return EXIT_OK
+
+
+def record_resubmission(run_dir: Path, from_job: str, to_job: str) -> None:
+    """Append ``{from, to, at}`` to run.json's ``resubmissions`` (atomically; other keys kept)."""
+    from segtrain.train.rundir import now_iso
+
+    info = _read_info(run_dir)
+    info.setdefault("resubmissions", []).append({"from": from_job, "to": to_job, "at": now_iso()})
+    atomic_write_json(run_dir / RUN_INFO, info)
+
+
+def step_record(args: argparse.Namespace) -> int:
+    plan = Plan.load(args.plan)
+    record_resubmission(Path(plan.run_dir), plan.job_id, args.job_id.strip())
+    return EXIT_OK
+
+
+# ---- command line -------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m segtrain.cluster.job", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="step", required=True)
+    p = sub.add_parser("plan")
+    p.add_argument("plan", type=Path)
+    p.add_argument("--scratch", type=Path, help="the job's scratch folder (default $SCRATCHDIR, else $TMPDIR)")
+    p.add_argument("--script", type=Path, help="the running job script ($0), for its walltime directive")
+    p.add_argument("--job-start", type=float, default=None, help="when the job started (epoch seconds)")
+    p.add_argument("--qstat", type=Path, help="a file holding `qstat -f $PBS_JOBID` output")
+    p.set_defaults(run=step_plan)
+    for name, func in (("stage", step_stage), ("train-args", step_train_args), ("finish", step_finish),
+                       ("resubmit-args", step_resubmit_args), ("record", step_record)):
+        p = sub.add_parser(name)
+        p.add_argument("plan", type=Path)
+        if name in ("finish", "resubmit-args"):
+            p.add_argument("--trainer-exit", type=int, default=None, help="the trainer's exit status (unset: never ran)")
+            p.add_argument("--terminated", action="store_true", help="the job received SIGTERM")
+        if name == "record":
+            p.add_argument("job_id")
+        p.set_defaults(run=func)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "job_start", 0) is None:
+        args.job_start = time.time()
+    try:
+        return args.run(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""qsub options, from a command line or from a job script's ``#PBS`` directives, parsed alike.
+
+The local PBS-like runner needs what the server would derive from a submission (name,
+walltime, select, variables, dependency, output joining), and the job needs its script's own
+walltime directive when ``qstat`` cannot answer. qsub's rules apply: directives are read up to
+the first executable line, and an option given on the command line wins over the same option
+in a directive (for ``-l``, resource by resource).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from segtrain.errors import UserError
+
+# qsub options that take a value, by the attribute they set here; flags take none.
+VALUE_OPTIONS = {"N": "name", "l": "resources", "v": "variables", "W": "attributes", "j": "join", "o": "output",
+                 "e": "error", "S": "shell", "J": "array", "q": "queue", "m": "mail_events", "M": "mail_users",
+                 "A": "account", "P": "project", "r": "rerunnable", "k": "keep"}
+FLAG_OPTIONS = {"V", "h", "z"}
+# Characters whose meaning in ``-v`` lists differs between qsub versions (quoting, escaping);
+# segtrain never sends them (see submit.encode_value) and the local qsub refuses them.
+V_SPECIAL = set(",'\"\\")
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What one ``qsub`` asks for; unset options are None (or empty)."""
+    script: Optional[Path] = None
+    name: Optional[str] = None
+    resources: dict[str, str] = field(default_factory=dict)  # e.g. select, walltime
+    variables: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)  # -W key=value, e.g. depend
+    join: Optional[str] = None
+    output: Optional[str] = None
+    error: Optional[str] = None
+    shell: Optional[str] = None
+    array: Optional[str] = None
+    queue: Optional[str] = None
+    mail_events: Optional[str] = None
+    mail_users: Optional[str] = None
+    account: Optional[str] = None
+    project: Optional[str] = None
+    rerunnable: Optional[str] = None
+    keep: Optional[str] = None
+    export_all: bool = False  # -V
+
+    def merged_over(self, base: "JobRequest") -> "JobRequest":
+        """This request (the command line) with ``base`` (the directives) filling what it leaves unset."""
+        values = {}
+        for name in JobRequest.__dataclass_fields__:
+            mine, theirs = getattr(self, name), getattr(base, name)
+            if isinstance(mine, dict):
+                values[name] = {**theirs, **mine}
+            else:
+                values[name] = mine if mine not in (None, False) else theirs
+        return JobRequest(**values)
+
+
+def parse_qsub_args(argv: Sequence[str], environ: Optional[Mapping[str, str]] = None,
+                    where: str = "qsub") -> JobRequest:
+    """Parse qsub's options (getopt style: ``-N name`` or ``-Nname``) and the optional script."""
+    environ = os.environ if environ is None else environ
+    values: dict = {"resources": {}, "variables": {}, "attributes": {}}
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            break
+        letter = arg[1]
+        if letter in FLAG_OPTIONS and len(arg) == 2:
+            if letter == "V":
+                values["export_all"] = True
+            i += 1
+            continue
+        if letter not in VALUE_OPTIONS:
+            raise UserError(f"{where}: option {arg} is not supported here")
+        if len(arg) > 2:
+            value = arg[2:]
+        elif i + 1 < len(args):
+            i += 1
+            value = args[i]
+        else:
+            raise UserError(f"{where}: option -{letter} needs a value")
+        _set_option(values, VALUE_OPTIONS[letter], value, environ, where)
+        i += 1
+    rest = args[i:]
+    if len(rest) > 1:
+        raise UserError(f"{where}: expected one job script after the options, got {' '.join(rest)}")
+    return JobRequest(script=Path(rest[0]) if rest else None, **values)
+
+
+def read_directives(script: str | Path, prefix: str = "#PBS") -> list[str]:
+    """The option words of a script's directives, up to its first executable line (as qsub reads them)."""
+    try:
+        lines = Path(script).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{script}: cannot read job script: {exc}") from None
+    words: list[str] = []
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if stripped.startswith(prefix) and (len(stripped) == len(prefix) or stripped[len(prefix)].isspace()):
+            try:
+                words += shlex.split(stripped[len(prefix):], comments=True)
+            except ValueError as exc:
+                raise UserError(f"{script}:{number}: bad directive: {exc}") from None
+        elif stripped and not stripped.startswith("#"):
+            break
+    return words
+
+
+def script_request(script: str | Path) -> JobRequest:
+    """The request a script's directives alone make."""
+    return parse_qsub_args(read_directives(script), where=f"{script}: directive")
+
+
+def job_request(argv: Sequence[str], environ: Optional[Mapping[str, str]] = None,
+                cwd: Optional[Path] = None) -> JobRequest:
+    """A qsub command line merged over its script's directives: what the server would queue.
+
+    A relative script path is taken from ``cwd`` (qsub's working folder), default the process's.
+    """
+    cmdline = parse_qsub_args(argv, environ)
+    if cmdline.script is None:
+        raise UserError("qsub: no job script given (reading a script from stdin is not supported here)")
+    script = Path(cwd or Path.cwd()) / cmdline.script
+    if not script.is_file():
+        raise UserError(f"qsub: cannot access script file {cmdline.script}")
+    return replace(cmdline.merged_over(script_request(script)), script=script)
+
+
+def _set_option(values: dict, attr: str, value: str, environ: Mapping[str, str], where: str) -> None:
+    if attr == "resources":
+        for item in value.split(","):
+            key, sep, val = item.partition("=")
+            if not sep or not key:
+                raise UserError(f"{where}: -l {value!r}: expected resource=value")
+            values["resources"][key.strip()] = val.strip()
+    elif attr == "variables":
+        values["variables"].update(parse_variable_list(value, environ, where))
+    elif attr == "attributes":
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise UserError(f"{where}: -W {value!r}: expected attribute=value")
+        values["attributes"][key.strip()] = val.strip()
+    else:
+        values[attr] = value
+
+
+def parse_variable_list(text: str, environ: Mapping[str, str], where: str = "qsub") -> dict[str, str]:
+    """``A=1,B=2,C`` (a bare name takes its value from the environment, as qsub does)."""
+    bad = V_SPECIAL & (set(text) - {","})
+    if bad:
+        raise UserError(f"{where}: -v {text!r}: quotes and backslashes are not supported here; "
+                        "scripts/submit encodes such values safely")
+    out = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not name:
+            raise UserError(f"{where}: -v {text!r}: empty variable name")
+        if not sep:
+            if name not in environ:
+                raise UserError(f"{where}: -v {name}: not set in the environment, cannot send it with the job")
+            value = environ[name]
+        out[name] = value
+    return out

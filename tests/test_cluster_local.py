@@ -1,0 +1,133 @@
+"""The local PBS-like runner, with small shell jobs: environment, walltime, stand-ins, chains."""
+import os
+from pathlib import Path
+
+import pytest
+
+from segtrain.cluster.local import EXIT_WALLTIME, LocalServer, main
+from segtrain.cluster.resources import METACENTRUM, OPENPBS
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch) -> LocalServer:
+    monkeypatch.setenv("SEGTRAIN_LOCAL_PBS", str(tmp_path / "state"))
+    return LocalServer()
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    return work
+
+
+def job_script(workdir: Path, body: str, directives: str = "#PBS -N t\n#PBS -j oe\n") -> str:
+    (workdir / "job.sh").write_text("#!/bin/bash\n" + directives + body)
+    return "job.sh"
+
+
+def run(server, workdir, argv, site=METACENTRUM, kill_delay=10.0):
+    job = server.submit(argv, {"HOME": str(workdir.parent), "PATH": os.environ["PATH"], "SECRET": "x"}, workdir, site=site)
+    return server.run_chain(job, kill_delay=kill_delay)
+
+
+def output(job) -> str:
+    return job.output_paths()[0].read_text()
+
+
+def test_job_runs_in_home_with_the_pbs_variables_and_not_the_submitters_environment(server, workdir):
+    script = job_script(workdir, 'pwd; echo "$PBS_JOBID|$PBS_JOBNAME|$PBS_O_WORKDIR|$PBS_ENVIRONMENT|$NCPUS|${SECRET:-}|$A"\n'
+                                 'test -s "$PBS_NODEFILE" && test -d "$SCRATCHDIR" && test -d "$TMPDIR" && echo places-ok\n'
+                                 'echo "script is $0"\n')
+    [job] = run(server, workdir, ["-v", "A=1", script])
+    lines = output(job).splitlines()
+    assert lines[0] == str(workdir.parent)  # PBS starts jobs in $HOME
+    assert lines[1] == f"1.local|t|{workdir}|PBS_BATCH|{min(1, os.cpu_count())}||1"
+    assert lines[2] == "places-ok"
+    assert lines[3] == f"script is {job.spool}" and job.exit_status == 0
+
+
+def test_output_file_is_named_like_pbs_and_stderr_goes_to_its_own_file_without_join(server, workdir):
+    script = job_script(workdir, "echo out; echo err >&2\n", directives="#PBS -N named\n")
+    [job] = run(server, workdir, [script])
+    assert (workdir / "named.o1").read_text() == "out\n" and (workdir / "named.e1").read_text() == "err\n"
+
+
+def test_ncpus_follows_the_select_statement_capped_at_this_machine(server, workdir):
+    script = job_script(workdir, 'echo "$NCPUS $OMP_NUM_THREADS"\n')
+    [job] = run(server, workdir, ["-l", "select=1:ncpus=64:mem=1gb", script])
+    assert output(job).split() == [str(os.cpu_count())] * 2
+
+
+def test_walltime_sends_sigterm_then_sigkill_after_the_kill_delay(server, workdir):
+    script = job_script(workdir, "trap 'echo got-TERM' TERM\nwhile :; do sleep 0.1; done\necho never\n")
+    [job] = run(server, workdir, ["-l", "walltime=00:00:01", script], kill_delay=0.5)
+    text = output(job)
+    assert "=>> PBS: job killed: walltime" in text and "exceeded limit 00:00:01" in text
+    assert "got-TERM" in text and "never" not in text
+    assert job.exit_status == EXIT_WALLTIME
+
+
+def test_sigterm_reaches_every_process_of_the_job(server, workdir):
+    script = job_script(workdir, "sh -c \"trap 'echo child-TERM; exit 0' TERM; while :; do sleep 0.1; done\" &\nwait\n")
+    [job] = run(server, workdir, ["-l", "walltime=00:00:01", script], kill_delay=1)
+    assert "child-TERM" in output(job)
+
+
+def test_a_job_killed_by_a_signal_ends_with_256_plus_the_signal(server, workdir):
+    [job] = run(server, workdir, [job_script(workdir, "kill -KILL $$\n")])
+    assert job.exit_status == 256 + 9
+
+
+def test_qsub_stand_in_chains_a_job_that_starts_after_this_one_ends(server, workdir):
+    script = job_script(workdir, 'cd "$PBS_O_WORKDIR"; echo "run $PBS_JOBID N=${N:-0}"\n'
+                                 '[ "${N:-0}" -lt 2 ] && id=$(qsub -W depend=afterany:$PBS_JOBID -v N=$(( ${N:-0} + 1 )) '
+                                 'job.sh </dev/null) && echo "submitted $id"\nexit 3\n')
+    jobs = run(server, workdir, [script])
+    assert [j.id for j in jobs] == ["1.local", "2.local", "3.local"]
+    assert "submitted 2.local" in output(jobs[0]) and "run 3.local N=2" in output(jobs[2])
+    assert all(j.exit_status == 3 for j in jobs)
+
+
+def test_afterok_dependant_is_deleted_when_its_dependency_fails(server, workdir):
+    script = job_script(workdir, 'cd "$PBS_O_WORKDIR"; [ -z "${CHILD:-}" ] && qsub -W depend=afterok:$PBS_JOBID -v CHILD=1 job.sh; exit 1\n')
+    jobs = run(server, workdir, [script])
+    assert len(jobs) == 1
+    child = server.get("2.local")
+    assert child.state == "F" and child.exit_status is None and "dependency" in child.comment
+
+
+def test_qstat_stand_in_reports_the_walltime_the_job_got(server, workdir):
+    script = job_script(workdir, "qstat -f $PBS_JOBID; qstat -f 99.local; echo rc=$?\n")
+    [job] = run(server, workdir, ["-l", "walltime=02:00:00", script])
+    text = output(job)
+    assert "Job Id: 1.local" in text and "Resource_List.walltime = 02:00:00" in text
+    assert "qstat: Unknown Job Id 99.local" in text and "rc=153" in text
+
+
+def test_scratch_is_removed_when_the_job_empties_it_and_kept_when_it_does_not(server, workdir):
+    [tidy] = run(server, workdir, [job_script(workdir, "touch $SCRATCHDIR/x; clean_scratch\n")])
+    [messy] = run(server, workdir, [job_script(workdir, "touch $SCRATCHDIR/x\n")])
+    assert not Path(tidy.scratch).exists()
+    assert (Path(messy.scratch) / "x").is_file()
+
+
+def test_clean_scratch_stand_in_refuses_folders_it_did_not_make(server, workdir):
+    victim = workdir / "keep.txt"
+    victim.write_text("important")
+    [job] = run(server, workdir, [job_script(workdir, f"SCRATCHDIR={workdir} clean_scratch; echo rc=$?\n")])
+    assert "rc=1" in output(job) and victim.read_text() == "important"
+
+
+def test_stock_openpbs_site_has_no_scratchdir_nor_clean_scratch(server, workdir):
+    script = job_script(workdir, 'echo "[${SCRATCHDIR:-}]"; command -v clean_scratch || echo none; touch "$TMPDIR/left"\n')
+    [job] = run(server, workdir, [script], site=OPENPBS)
+    assert output(job).split() == ["[]", "none"]
+    assert job.tmpdir_left == ["left"]  # recorded, then removed as PBS removes $TMPDIR
+
+
+def test_run_command_submits_a_script_from_the_current_folder_and_returns_its_status(server, workdir, monkeypatch, capsys):
+    monkeypatch.chdir(workdir)
+    job_script(workdir, "echo hello; exit 4\n")
+    assert main(["run", "--quiet", "--", "-N", "cli", "job.sh"]) == 4
+    assert (workdir / "cli.o1").read_text() == "hello\n" and "job 1.local (cli): exit 4" in capsys.readouterr().out
