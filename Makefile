@@ -16,7 +16,7 @@ $(STAMP): envs/requirements.txt envs/requirements-dev.txt setup.cfg pyproject.to
 ## The main job end to end on generated demo data, on this machine's CPU.
 demo: $(STAMP)
 	$(BIN)/segtrain make-demo-data
-	$(BIN)/python scripts/submit configs/demo.yaml --local
+	scripts/submit configs/demo.yaml --local
 
 ## The test suite (what CI runs).
 test: $(STAMP)
