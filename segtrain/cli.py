@@ -21,6 +21,10 @@ COMMANDS = {
     "cache": "segtrain.commands.cache",
     "train": "segtrain.commands.train",
     "submit": "segtrain.commands.submit",
+    "eval": "segtrain.commands.eval",
+    "export": "segtrain.commands.export",
+    "predict": "segtrain.commands.predict",
+    "quantize": "segtrain.commands.quantize",
 }
 
 

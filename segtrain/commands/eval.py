@@ -1,0 +1,35 @@
+"""Evaluate a run on whole scenes (tiled, stitched prediction), as deployment will see them."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segtrain.data.layout import SPLITS
+
+HELP = "evaluate a run on whole scenes of a split: metrics.json, scenes.csv, worst/best overlays"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, help="run directory")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="default test")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="default best")
+    parser.add_argument("--out", type=Path, help="output folder (default RUN/eval)")
+    parser.add_argument("--data", metavar="ROOT", help="data set root, when not where the run's data.root says")
+    parser.add_argument("--batch-size", type=int, default=16, help="tiles per model call (default 16)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA if available")
+    parser.add_argument("--no-wandb", action="store_true", help="do not log to the run's W&B run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from segtrain.evaluate import EvalOptions, evaluate_run
+
+    options = EvalOptions(split=args.split, checkpoint=args.checkpoint, out=args.out, data_root=args.data,
+                          batch_size=args.batch_size, device=args.device, wandb=not args.no_wandb,
+                          progress=not args.quiet)
+    m = evaluate_run(args.run, options)
+    out = args.out or args.run / "eval"
+    print(f"{args.split} ({m['scenes']} scenes, whole-scene prediction): iou {m['iou']:.4f}  dice {m['dice']:.4f}  "
+          f"precision {m['precision']:.4f}  recall {m['recall']:.4f}")
+    print(f"written: {out / 'metrics.json'}, {out / 'scenes.csv'}, overlays {out}/worst.png, best.png")
+    return 0

@@ -1,0 +1,245 @@
+"""The deployable form of a trained model, and its ONNX export for any input size.
+
+A deployed model takes the *raw* values of the scene bands it was trained on, (N, C, H, W)
+float32 with no-data pixels set to NaN, and returns the water probability (N, 1, H, W): the
+data set's normalization, the zeroing of invalid pixels and the final sigmoid are inside the
+graph, so a user of the ONNX file needs nothing from segtrain but the band order, which is
+stored in the file with everything else prediction needs (:class:`ModelMeta`).
+
+Exporter: the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), opset 17.
+Measured with torch 2.14.1 on every architecture segtrain builds, dynamic batch, height and
+width, compared with PyTorch on unseen non-square shapes:
+
+- TorchScript: the segtrain U-Net and smp Unet, UnetPlusPlus, FPN, DeepLabV3(+), Linknet,
+  MAnet, PAN and Segformer export and agree (max |logit diff| <= 7e-5); PSPNet and UPerNet
+  (adaptive pooling of a dynamic size) *fail to export*, loudly. Under a second per model.
+- dynamo (``dynamo=True``): PAN and UPerNet fail to export; PSPNet exports but fails at run
+  time on other shapes; Segformer silently loses the dynamic batch. 5 to 50 s per model.
+
+So the TorchScript exporter covers more models and fails only loudly; it also exists in every
+torch the package supports (>= 2.4, where ``dynamo=True`` is not yet usable). It is deprecated
+since torch 2.9 (a DeprecationWarning, silenced here); torch is pinned in envs/requirements.txt,
+and every export is verified against PyTorch before it is written, so an exporter change
+cannot produce a wrong file unnoticed. Opset 17: the exporter's default opset in torch 2.4 to
+2.8 (so its most exercised one), within what every supported onnxruntime (>= 1.18) runs on CPU
+and CUDA, and above the 13 that per-channel int8 quantization (QDQ) needs.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from segtrain import __version__
+from segtrain.config import to_dict, to_yaml
+from segtrain.errors import UserError
+from segtrain.fsutil import atomic_open
+from segtrain.models import positive_probability
+from segtrain.train.checkpoint import TrainedModel
+
+OPSET = 17
+INPUT, OUTPUT = "bands", "probability"
+TOLERANCE = 1e-4  # max |probability difference| between onnxruntime and PyTorch, fp32 on CPU
+EXPORT_DIR, MODEL_FILE = "export", "model.onnx"
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What prediction needs besides the weights; stored as metadata in every exported model."""
+    bands: list[int]  # 0-based file bands the model reads, in input-channel order
+    scene_bands: Optional[int]  # bands of the training scenes (None when unknown)
+    tile_size: int  # training tile size: the default prediction tile
+    overlap: int  # data.overlap: the default prediction overlap
+    threshold: float  # a pixel is water when its probability is above this
+    nodata: Optional[float]  # data.nodata of the training config (None: each scene's own value)
+
+    @classmethod
+    def from_trained(cls, trained: TrainedModel) -> "ModelMeta":
+        data = trained.config.data
+        bands = list(range(trained.in_channels)) if data.bands is None else list(data.bands)
+        if trained.stats is not None:
+            scene_bands: Optional[int] = len(trained.stats["mean"])
+        else:
+            scene_bands = trained.in_channels if data.bands is None else None
+        return cls(bands=bands, scene_bands=scene_bands, tile_size=data.tile_size, overlap=data.overlap,
+                   threshold=trained.config.train.threshold, nodata=data.nodata)
+
+    def to_props(self) -> dict[str, str]:
+        return {key: json.dumps(value) for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str) -> "ModelMeta":
+        """Read back :meth:`to_props`; a model without segtrain metadata is a UserError naming ``source``."""
+        try:
+            return cls(**{name: json.loads(props[name]) for name in cls.__dataclass_fields__})
+        except KeyError as exc:
+            raise UserError(f"{source}: not a segtrain model (metadata {exc} missing); "
+                            "export it with `segtrain export RUN`") from None
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{source}: unreadable segtrain metadata: {exc}") from None
+
+
+class DeployedModel(nn.Module):
+    """Raw bands (N, C, H, W), no-data as NaN -> positive-class probability (N, 1, H, W).
+
+    The normalization is the data set's, operation for operation (``x * (1/std) - mean/std``
+    in float32, then invalid pixels set to 0), so a tile gives the network exactly the input
+    it saw in training. A pixel is invalid when any of its bands is NaN.
+    """
+
+    def __init__(self, net: nn.Module, scale: np.ndarray, offset: np.ndarray):
+        super().__init__()
+        self.net = net
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).reshape(1, -1, 1, 1))
+        self.register_buffer("offset", torch.as_tensor(offset, dtype=torch.float32).reshape(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x * self.scale - self.offset
+        invalid = torch.isnan(z).any(dim=1, keepdim=True)
+        z = torch.where(invalid, torch.zeros_like(z), z)
+        return positive_probability(self.net(z))
+
+
+def normalization(trained: TrainedModel, bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per selected band (1/std, mean/std) as float32, as segtrain.data.dataset computes them
+    (a zero std counts as 1); (1, 0) for ``data.normalize: none``."""
+    if trained.config.data.normalize == "none" or trained.stats is None:
+        return np.ones(len(bands), np.float32), np.zeros(len(bands), np.float32)
+    mean = np.asarray(trained.stats["mean"], dtype=np.float64)[bands]
+    std = np.asarray(trained.stats["std"], dtype=np.float64)[bands]
+    std = np.where(std > 0, std, 1.0)
+    return (1 / std).astype(np.float32), (mean / std).astype(np.float32)
+
+
+def deploy(trained: TrainedModel) -> tuple[DeployedModel, ModelMeta]:
+    """The raw-input model of a trained run (eval mode, CPU) and its metadata."""
+    meta = ModelMeta.from_trained(trained)
+    model = DeployedModel(trained.model, *normalization(trained, meta.bands))
+    return model.eval(), meta
+
+
+def config_hash(trained: TrainedModel) -> str:
+    """SHA-256 of the resolved config (canonical JSON): equal hashes, equal configs."""
+    return hashlib.sha256(json.dumps(to_dict(trained.config), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    shapes: list[tuple[int, ...]]  # input shapes verified against PyTorch
+    max_abs_diff: float  # largest |probability difference| seen on them
+
+
+def verification_shapes(meta: ModelMeta) -> list[tuple[int, ...]]:
+    """The export shape, and two non-square shapes of other batch sizes, neither seen at export."""
+    t, c = meta.tile_size, len(meta.bands)
+    return [(1, c, t, t), (2, c, t // 2 + 3, t + 21), (1, c, 2 * t + 5, t // 3 + 2)]
+
+
+def export_onnx(trained: TrainedModel, path: str | Path) -> ExportResult:
+    """Export, check, verify and then atomically write ``path``; nothing is written on failure."""
+    import onnx
+
+    model, meta = deploy(trained)
+    proto = _to_onnx(model, meta, trained)
+    _add_metadata(proto, meta, trained)
+    onnx.checker.check_model(proto, full_check=True)
+    data = proto.SerializeToString()
+    shapes = verification_shapes(meta)
+    diff = verify(model, data, shapes, trained.stats, meta.bands)
+    if not diff <= TOLERANCE:
+        raise UserError(f"{trained.path}: the ONNX export of model.arch {trained.config.model.arch} differs from "
+                        f"PyTorch by {diff:.2e} (tolerance {TOLERANCE:.0e}); nothing written")
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+    return ExportResult(Path(path), shapes, diff)
+
+
+def _to_onnx(model: DeployedModel, meta: ModelMeta, trained: TrainedModel):
+    import onnx
+
+    example = torch.zeros(1, len(meta.bands), meta.tile_size, meta.tile_size)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, see above
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks, verified below
+            torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=OPSET,
+                              input_names=[INPUT], output_names=[OUTPUT],
+                              dynamic_axes={INPUT: axes, OUTPUT: axes}, do_constant_folding=True)
+    except Exception as exc:  # the exporter's many error types all mean: this architecture cannot go
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"model.arch: {trained.config.model.arch} (from {trained.path}) cannot be exported to ONNX "
+                        f"for any input size: {first}") from None
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _add_metadata(proto, meta: ModelMeta, trained: TrainedModel) -> None:
+    stats = None if trained.stats is None else {k: v for k, v in trained.stats.items() if k != "scenes"}
+    props = {
+        **meta.to_props(),
+        "input": f"{INPUT}: raw values of the file bands listed in 'bands', float32 (N, C, H, W), "
+                 "any N, H, W; no-data pixels as NaN",
+        "output": f"{OUTPUT}: positive-class probability, float32 (N, 1, H, W)",
+        "normalize": trained.config.data.normalize,
+        "stats": json.dumps(stats),
+        "config_hash": config_hash(trained),
+        "config": to_yaml(trained.config),
+        "checkpoint": json.dumps({"file": trained.path.name, **trained.position}),
+        "segtrain_version": __version__,
+        "exporter": f"torch {torch.__version__} TorchScript exporter, opset {OPSET}",
+    }
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name, proto.producer_version = "segtrain", __version__
+    proto.doc_string = f"segtrain {trained.config.model.arch} model; {props['input']}"
+
+
+def verify(model: DeployedModel, onnx_bytes: bytes, shapes: list[tuple[int, ...]],
+           stats: Optional[dict], bands: list[int]) -> float:
+    """Largest |probability difference| between onnxruntime (CPU) and PyTorch over ``shapes``.
+
+    Inputs look like scenes: per-band values around the training mean and spread, with a
+    no-data corner (NaN) in every sample, so the no-data path is compared too.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    mean = np.asarray(stats["mean"])[bands] if stats else np.zeros(len(bands))
+    std = np.asarray(stats["std"])[bands] if stats else np.ones(len(bands))
+    worst = 0.0
+    for shape in shapes:
+        x = (mean[:, None, None] + std[:, None, None] * rng.standard_normal(shape)).astype(np.float32)
+        x[:, :, : shape[2] // 4, : shape[3] // 3] = np.nan
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        got = session.run([OUTPUT], {INPUT: x})[0]
+        if got.shape != expected.shape:
+            return float("inf")
+        worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def read_props(path: str | Path) -> dict[str, str]:
+    """The metadata of an ONNX file without loading its weights into a session."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf decode errors have no common type
+        raise UserError(f"{path}: not a readable ONNX model: {type(exc).__name__}") from None
+    return {p.key: p.value for p in proto.metadata_props}

@@ -1,0 +1,434 @@
+"""Whole-scene prediction of any size, with PyTorch or onnxruntime, in bounded memory.
+
+A scene is processed one row of tiles at a time: the row's strip of the scene is read, cut
+into overlapping tiles (the data pipeline's grid and padding), tiles are run in batches (also
+across rows) and blended (the data pipeline's Stitcher and window). Rows of the result are
+final as soon as no later tile reaches them; they are written out at once. So memory holds
+a few tile rows, never the scene: measured on a 10980 x 10980 4-band scene with 256 px tiles,
+writing mask and probabilities, the process grew by 340 MB (input strip, its tiles, blending
+accumulators of two tile rows, output tiles being compressed), where whole-scene accumulators
+and result alone would take 1.5 GB. Reading, tiling and stitching ran at 17 Mpx/s there, so
+the model, not this pipeline, sets the speed.
+
+No-data pixels (the reader's validity: the no-data value in every band, or NaN) reach the
+model as NaN, which the deployed model turns into the zeros it saw in training (see
+:mod:`segtrain.export`), and stay no-data in the output.
+"""
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Protocol, TextIO
+
+import numpy as np
+import tifffile
+import torch
+
+from segtrain.data.reader import SceneReader
+from segtrain.data.scene import GDAL_NODATA_TAG, read_info
+from segtrain.data.stitching import Stitcher
+from segtrain.data.tiling import axis_origins, cut_tile
+from segtrain.errors import UserError
+from segtrain.export import INPUT, OUTPUT, ModelMeta, deploy
+from segtrain.fsutil import atomic_open
+from segtrain.train.checkpoint import load_trained
+from segtrain.train.console import format_duration
+
+MASK_NODATA = 255
+OUT_TILE = 256  # tile size of the written TIFFs
+# GeoTIFF tags copied from a scene to its outputs, so they overlay it in any GIS:
+# ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDoubleParams, GeoAsciiParams.
+GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)
+
+
+# ---- backends ---------------------------------------------------------------------------------
+class Backend(Protocol):
+    """A model that maps raw tiles (N, C, t, t) float32, no-data NaN, to probabilities (N, t, t)."""
+    meta: ModelMeta
+    name: str
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class TorchBackend:
+    """A run's checkpoint, in PyTorch (eager), on CPU or CUDA."""
+
+    def __init__(self, run_dir: str | Path, checkpoint: str = "best", device: str = "auto"):
+        self.trained = load_trained(run_dir, checkpoint)
+        model, self.meta = deploy(self.trained)
+        self.device = torch.device(_torch_device(device))
+        self.model = model.to(self.device)
+        self.name = f"pytorch ({self.device.type})"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(batch).to(self.device))[:, 0].float().cpu().numpy()
+
+
+class OnnxBackend:
+    """An exported ``.onnx`` model in onnxruntime, with the CUDA provider where there is one."""
+
+    def __init__(self, path: str | Path, device: str = "auto"):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: model file not found")
+        available = ort.get_available_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise UserError(f"--device: cuda requested but this onnxruntime has no CUDA provider ({', '.join(available)})")
+        use_cuda = device != "cpu" and "CUDAExecutionProvider" in available
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{path}: not a usable ONNX model: {first}") from None
+        self.meta = ModelMeta.from_props(self.session.get_modelmeta().custom_metadata_map, str(path))
+        self.path = path
+        self.name = f"onnxruntime ({self.session.get_providers()[0]})"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT], {INPUT: batch})[0][:, 0]
+
+
+def load_backend(model: str | Path, device: str = "auto", checkpoint: str = "best") -> Backend:
+    """``model`` is an ``.onnx`` file (onnxruntime) or a run directory (PyTorch, its checkpoint)."""
+    model = Path(model)
+    if model.suffix.lower() == ".onnx":
+        return OnnxBackend(model, device)
+    if model.is_dir():
+        return TorchBackend(model, checkpoint, device)
+    raise UserError(f"{model}: not found, or neither an .onnx file nor a run directory")
+
+
+def _torch_device(choice: str) -> str:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device: cuda requested but no CUDA device is available")
+    return "cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu"
+
+
+# ---- opening scenes ---------------------------------------------------------------------------
+def open_scene(scene: str | Path, meta: ModelMeta, mask: str | Path | None = None) -> SceneReader:
+    """A reader of the bands the model needs; a scene with other bands than the training scenes
+    is a UserError naming it (a 3-band scene for a 4-band model would give plausible nonsense)."""
+    info = read_info(scene)
+    if meta.scene_bands is not None and info.bands != meta.scene_bands:
+        raise UserError(f"{scene}: has {info.bands} bands, but the model was trained on {meta.scene_bands}-band "
+                        f"scenes (it reads bands {meta.bands})")
+    if max(meta.bands) >= info.bands:
+        raise UserError(f"{scene}: has {info.bands} bands, but the model reads bands {meta.bands}")
+    return SceneReader(scene, mask, bands=meta.bands, nodata=meta.nodata)
+
+
+# ---- tiling, inference, stitching -------------------------------------------------------------
+@dataclass
+class Strip:
+    """Final rows ``[y, y + len(probs))`` of a scene's prediction."""
+    y: int
+    probs: np.ndarray  # float32 (h, W); 0 where not covered
+    covered: np.ndarray  # bool (h, W): a valid pixel that some tile predicted
+
+
+@dataclass
+class Tile:
+    """One tile of a row: its column, its input until predicted, its validity, then its probabilities."""
+    x: int
+    image: Optional[np.ndarray]  # (C, t, t) raw, NaN where invalid; dropped once predicted
+    valid: np.ndarray
+    prob: Optional[np.ndarray] = None
+
+
+class StripStitcher:
+    """Blends tile rows into final strips, keeping only the tile rows that reach further down.
+
+    Tile row ``r`` (origin ``y_r``) completes the rows ``[y_r, y_{r+1})``: every tile covering
+    them is in rows ``<= r``. They are stitched with the data pipeline's :class:`Stitcher` over
+    just the kept rows, adding tiles in the same order as a whole-scene Stitcher, so the
+    result is bit-identical to it.
+    """
+
+    def __init__(self, height: int, width: int, tile: int, overlap: int, window: str = "gaussian"):
+        self.height, self.width, self.tile, self.overlap, self.window = height, width, tile, overlap, window
+        self.ys = axis_origins(height, tile, tile - overlap)
+        self._kept: list[tuple[int, list[Tile]]] = []
+        self._next = 0
+
+    def add_row(self, tiles: list[Tile]) -> Strip:
+        """Add the next tile row's predicted tiles (any that were skipped just absent); return its strip."""
+        r = self._next
+        y = self.ys[r]
+        end = self.ys[r + 1] if r + 1 < len(self.ys) else self.height
+        self._kept = [(yk, row) for yk, row in self._kept if yk + self.tile > y] + [(y, tiles)]
+        top = self._kept[0][0]
+        stitcher = Stitcher(end - top, self.width, self.tile, self.overlap, self.window)
+        for yk, row in self._kept:
+            for t in row:
+                stitcher.add(t.prob, yk - top, t.x, t.valid)
+        probs, covered = stitcher.result()
+        self._next += 1
+        return Strip(y, probs[y - top:], covered[y - top:])
+
+
+@dataclass
+class Timing:
+    """Where the time of a prediction went; ``model_seconds`` is inside the backend only."""
+    pixels: int = 0  # of the scenes
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+
+    @property
+    def megapixels_per_second(self) -> float:
+        return self.pixels / 1e6 / self.seconds if self.seconds else float("nan")
+
+
+def check_tiling(tile: int, overlap: int, batch_size: int) -> None:
+    """Prediction settings a user may give on the command line, named by their flags."""
+    if tile < 1:
+        raise UserError(f"--tile: must be at least 1, got {tile}")
+    if not 0 <= overlap < tile:
+        raise UserError(f"--overlap: must be in [0, tile size {tile}), got {overlap}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size: must be at least 1, got {batch_size}")
+
+
+def predict_strips(reader: SceneReader, backend: Backend, tile: int, overlap: int, batch_size: int,
+                   timing: Optional[Timing] = None) -> Iterator[Strip]:
+    """The scene's stitched probabilities, top to bottom, one final strip per tile row.
+
+    Tiles without a valid pixel are skipped (their area stays not covered); the others are
+    batched in order, across row boundaries, so every batch but the last is full.
+    """
+    check_tiling(tile, overlap, batch_size)
+    timing = timing if timing is not None else Timing()
+    start = time.perf_counter()
+    stitcher = StripStitcher(reader.height, reader.width, tile, overlap)
+    xs = axis_origins(reader.width, tile, tile - overlap)
+    rows: deque[list[Tile]] = deque()
+    pending: list[Tile] = []
+    for y in stitcher.ys:
+        row = _cut_row(reader, y, xs, tile)
+        rows.append(row)
+        pending += row
+        while len(pending) >= batch_size:
+            _infer(backend, pending[:batch_size], timing)
+            del pending[:batch_size]
+        while rows and all(t.prob is not None for t in rows[0]):
+            yield stitcher.add_row(rows.popleft())
+    if pending:
+        _infer(backend, pending, timing)
+    while rows:
+        yield stitcher.add_row(rows.popleft())
+    timing.pixels += reader.height * reader.width
+    timing.seconds += time.perf_counter() - start
+
+
+def _cut_row(reader: SceneReader, y: int, xs: list[int], tile: int) -> list[Tile]:
+    """The tiles of the row at ``y`` that hold a valid pixel; invalid pixels and padding NaN."""
+    image, valid, _ = reader.read(y, 0, min(tile, reader.height - y), reader.width)
+    row = []
+    for x in xs:
+        patch, patch_valid = cut_tile(image, valid, 0, x, tile)
+        if patch_valid.any():
+            row.append(Tile(x, np.where(patch_valid, patch, np.float32(np.nan)), patch_valid))
+    return row
+
+
+def _infer(backend: Backend, tiles: list[Tile], timing: Timing) -> None:
+    batch = np.stack([t.image for t in tiles])
+    start = time.perf_counter()
+    probs = backend(batch)
+    timing.model_seconds += time.perf_counter() - start
+    for t, prob in zip(tiles, probs):
+        t.prob, t.image = prob, None
+
+
+# ---- writing ---------------------------------------------------------------------------------
+_END, _ABORT = object(), object()
+
+
+class _Aborted(Exception):
+    pass
+
+
+class TiledTiffWriter:
+    """A one-band (H, W) TIFF written from consecutive row blocks: tiled, deflate, atomic.
+
+    tifffile writes a tiled image from an iterator that it pulls, while prediction pushes
+    strips, so a thread runs tifffile and takes blocks from a queue of at most two: memory
+    stays a few strips whatever the scene size. On :meth:`abort` (or an exception inside the
+    ``with``) the temporary file is removed and an existing file at ``path`` is left as it was.
+    """
+
+    def __init__(self, path: Path, height: int, width: int, dtype: np.dtype, nodata: str,
+                 extratags: list[tuple] = ()):
+        self.path, self.height, self.width, self.dtype = Path(path), height, width, np.dtype(dtype)
+        self._tags = [(GDAL_NODATA_TAG, "s", 0, nodata, True), *extratags]
+        self._blocks: queue.Queue = queue.Queue(maxsize=2)
+        self._failure: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name=f"write {self.path.name}", daemon=True)
+        self._thread.start()
+
+    def write(self, rows: np.ndarray) -> None:
+        """Append the next rows (h, W) of the image."""
+        self._put(rows)
+
+    def close(self) -> None:
+        """Finish the file and move it into place; raises what went wrong in the writer."""
+        self._put(_END)
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+
+    def abort(self) -> None:
+        if self._thread.is_alive():
+            self._blocks.put(_ABORT)
+        self._thread.join()
+
+    def __enter__(self) -> "TiledTiffWriter":
+        return self
+
+    def __exit__(self, kind, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _put(self, item: object) -> None:
+        while True:
+            if not self._thread.is_alive():
+                raise self._failure or RuntimeError(f"{self.path}: the writer thread has stopped")
+            try:
+                self._blocks.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        big = self.height * self.width * self.dtype.itemsize > 2**31  # classic TIFF ends at 4 GB
+        try:
+            with atomic_open(self.path, "wb") as f, \
+                    tifffile.TiffWriter(tifffile.FileHandle(f, mode="wb", name=self.path.name), bigtiff=big) as tif:
+                tif.write(self._tiles(), shape=(self.height, self.width), dtype=self.dtype,
+                          tile=(OUT_TILE, OUT_TILE), compression="zlib", photometric="minisblack",
+                          metadata=None, extratags=self._tags)
+        except _Aborted:
+            pass
+        except BaseException as exc:  # reported to the producer by close() / write()
+            self._failure = exc
+
+    def _tiles(self) -> Iterator[np.ndarray]:
+        """Output tiles in row-major order, cut from bands of OUT_TILE rows gathered from the blocks."""
+        band, filled, rows = np.empty((OUT_TILE, self.width), self.dtype), 0, 0
+        while True:
+            item = self._blocks.get()
+            if item is _ABORT:
+                raise _Aborted
+            if item is _END:
+                break
+            rows += len(item)
+            pos = 0
+            while pos < len(item):
+                n = min(OUT_TILE - filled, len(item) - pos)
+                band[filled:filled + n] = item[pos:pos + n]
+                filled, pos = filled + n, pos + n
+                if filled == OUT_TILE:
+                    yield from (band[:, x:x + OUT_TILE] for x in range(0, self.width, OUT_TILE))
+                    band, filled = np.empty((OUT_TILE, self.width), self.dtype), 0
+        if rows != self.height:
+            raise ValueError(f"{self.path}: got {rows} rows of {self.height}")
+        if filled:
+            yield from (band[:filled, x:x + OUT_TILE] for x in range(0, self.width, OUT_TILE))
+
+
+def georeference(scene: str | Path) -> list[tuple]:
+    """The scene's GeoTIFF tags as tifffile ``extratags`` (empty for a plain TIFF)."""
+    with tifffile.TiffFile(scene) as tif:
+        return [(tag.code, tag.dtype, tag.count, tag.value, True) for tag in tif.pages[0].tags if tag.code in GEO_TAGS]
+
+
+# ---- progress ---------------------------------------------------------------------------------
+class Progress:
+    """A progress line on stderr: redrawn in place on a terminal, a line per 10 % in batch logs."""
+
+    def __init__(self, label: str, total: int, stream: Optional[TextIO] = None, enabled: bool = True):
+        self.label, self.total, self.enabled = label, max(1, total), enabled
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = time.monotonic()
+        self._reported = 0
+
+    def update(self, done: int, pixels: int) -> None:
+        if not self.enabled:
+            return
+        tenth = done * 10 // self.total
+        if not self.tty and tenth == self._reported and done < self.total:
+            return
+        self._reported = tenth
+        elapsed = time.monotonic() - self.start
+        rate = pixels / 1e6 / elapsed if elapsed > 0 else 0.0
+        eta = elapsed * (self.total - done) / done if done else 0.0
+        filled = 20 * done // self.total
+        line = (f"{self.label} [{'#' * filled}{'.' * (20 - filled)}] {100 * done // self.total:3d}%  "
+                f"{rate:.2f} Mpx/s  eta {format_duration(eta)}")
+        self.stream.write(("\r\033[K" + line) if self.tty else line + "\n")
+        if self.tty and done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+# ---- one scene, end to end ----------------------------------------------------------------------
+@dataclass
+class PredictOptions:
+    tile: Optional[int] = None  # default: the model's training tile size
+    overlap: Optional[int] = None  # default: the model's data.overlap
+    batch_size: int = 16
+    write_prob: bool = False
+    progress: bool = True
+
+
+@dataclass
+class ScenePrediction:
+    scene: Path
+    mask: Path
+    prob: Optional[Path]
+    timing: Timing = field(default_factory=Timing)
+
+
+def output_paths(scene: Path, out_dir: Path) -> tuple[Path, Path]:
+    return out_dir / f"{scene.stem}_mask.tif", out_dir / f"{scene.stem}_prob.tif"
+
+
+def predict_scene(scene: str | Path, backend: Backend, out_dir: str | Path,
+                  options: PredictOptions = PredictOptions()) -> ScenePrediction:
+    """Write ``<stem>_mask.tif`` (uint8: 1 positive, 0 negative, 255 no-data) and optionally
+    ``<stem>_prob.tif`` (float32, NaN no-data), georeferenced like the scene."""
+    scene, out_dir = Path(scene), Path(out_dir)
+    meta = backend.meta
+    tile = meta.tile_size if options.tile is None else options.tile
+    overlap = meta.overlap if options.overlap is None else options.overlap
+    mask_path, prob_path = output_paths(scene, out_dir)
+    result = ScenePrediction(scene, mask_path, prob_path if options.write_prob else None)
+    with open_scene(scene, meta) as reader:
+        h, w = reader.height, reader.width
+        tags = georeference(scene)
+        progress = Progress(scene.name, h, enabled=options.progress)
+        with TiledTiffWriter(mask_path, h, w, np.uint8, str(MASK_NODATA), tags) as mask_out, \
+                _optional_writer(result.prob, h, w, tags) as prob_out:
+            for strip in predict_strips(reader, backend, tile, overlap, options.batch_size, result.timing):
+                mask_out.write(np.where(strip.covered, strip.probs > meta.threshold, MASK_NODATA).astype(np.uint8))
+                if prob_out is not None:
+                    prob_out.write(np.where(strip.covered, strip.probs, np.float32(np.nan)))
+                done = strip.y + len(strip.probs)
+                progress.update(done, done * w)
+    return result
+
+
+def _optional_writer(path: Optional[Path], height: int, width: int, tags: list[tuple]):
+    return nullcontext() if path is None else TiledTiffWriter(path, height, width, np.float32, "nan", tags)
