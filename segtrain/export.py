@@ -40,6 +40,7 @@ from torch import nn
 
 from segtrain import __version__
 from segtrain.config import to_dict, to_yaml
+from segtrain.data.stats import scale_shift
 from segtrain.errors import UserError
 from segtrain.fsutil import atomic_open
 from segtrain.models import positive_probability
@@ -109,14 +110,11 @@ class DeployedModel(nn.Module):
 
 
 def normalization(trained: TrainedModel, bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per selected band (1/std, mean/std) as float32, as segtrain.data.dataset computes them
-    (a zero std counts as 1); (1, 0) for ``data.normalize: none``."""
+    """Per selected band (1/std, mean/std) as float32, the training data set's normalization
+    (:func:`segtrain.data.stats.scale_shift`); (1, 0) for ``data.normalize: none``."""
     if trained.config.data.normalize == "none" or trained.stats is None:
         return np.ones(len(bands), np.float32), np.zeros(len(bands), np.float32)
-    mean = np.asarray(trained.stats["mean"], dtype=np.float64)[bands]
-    std = np.asarray(trained.stats["std"], dtype=np.float64)[bands]
-    std = np.where(std > 0, std, 1.0)
-    return (1 / std).astype(np.float32), (mean / std).astype(np.float32)
+    return scale_shift(trained.stats["mean"], trained.stats["std"], bands)
 
 
 def deploy(trained: TrainedModel) -> tuple[DeployedModel, ModelMeta]:

@@ -30,7 +30,7 @@ from segtrain.data.augment import Augmentation, apply_augmentation, draw_augment
 from segtrain.data.layout import read_split
 from segtrain.data.reader import SceneReader
 from segtrain.data.scene import SceneInfo, read_info
-from segtrain.data.stats import Stats
+from segtrain.data.stats import Stats, scale_shift
 from segtrain.data.tiling import pad_tile, tile_origins
 from segtrain.errors import UserError
 
@@ -189,7 +189,5 @@ def _normalization(data_cfg: DataConfig, stats: Optional[Stats], bands: list[int
     if len(stats.mean) != example.bands:
         raise UserError(f"data.stats_file: the statistics describe {len(stats.mean)} bands but "
                         f"{example.path} has {example.bands}; recompute them with `segtrain stats`")
-    mean = np.asarray(stats.mean, dtype=np.float64)[bands]
-    std = np.asarray(stats.std, dtype=np.float64)[bands]
-    std = np.where(std > 0, std, 1.0)  # a constant band: centre it, do not divide by zero
-    return (1 / std).astype(np.float32)[:, None, None], (mean / std).astype(np.float32)[:, None, None]
+    scale, shift = scale_shift(stats.mean, stats.std, bands)
+    return scale[:, None, None], shift[:, None, None]

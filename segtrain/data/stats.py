@@ -91,6 +91,19 @@ class _SceneScan:
         return self.height * self.width
 
 
+def scale_shift(mean: list[float], std: list[float], bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per selected band ``(1/std, mean/std)`` as float32, so that ``x * scale - shift`` normalizes.
+
+    The one definition of normalization: the training data set and the exported ONNX graph both
+    use it, so a model sees the same numbers in deployment as in training. A constant band
+    (std 0) is centred, not divided by zero.
+    """
+    mean_b = np.asarray(mean, dtype=np.float64)[bands]
+    std_b = np.asarray(std, dtype=np.float64)[bands]
+    std_b = np.where(std_b > 0, std_b, 1.0)
+    return (1 / std_b).astype(np.float32), (mean_b / std_b).astype(np.float32)
+
+
 def scan_split(root: str | Path, split: str = "train", nodata: Optional[float] = None,
                workers: int = 4) -> tuple[Stats, np.ndarray]:
     """Statistics of a split and a subsample (bands, n) of its valid pixel values (for histograms)."""
