@@ -17,6 +17,11 @@ $(STAMP): envs/requirements.txt envs/requirements-dev.txt setup.cfg pyproject.to
 demo: $(STAMP)
 	$(BIN)/segtrain make-demo-data
 	scripts/submit configs/demo.yaml --local
+	run=$$(ls -dt runs/demo-*/ | head -n 1) && \
+	$(BIN)/segtrain eval $$run && \
+	$(BIN)/segtrain export $$run && \
+	$(BIN)/segtrain predict $$run/export/model.onnx data/demo/scenes/$$(head -n 1 data/demo/filelists/test.csv) \
+	    --out $${run}predictions --prob
 
 ## The test suite (what CI runs).
 test: $(STAMP)

@@ -26,6 +26,7 @@ import torch
 
 from segtrain.data.layout import SceneFiles, filelist_path
 from segtrain.errors import UserError
+from segtrain.train.rundir import data_root
 from segtrain.fsutil import atomic_write_json, atomic_write_text
 from segtrain.metrics import SCORES, ConfusionCounts, Counts, per_scene_scores, scores_from_counts
 from segtrain.predict import Backend, Progress, Timing, TorchBackend, check_tiling, open_scene, predict_strips
@@ -160,7 +161,7 @@ class EvalOptions:
     split: str = "test"
     checkpoint: str = "best"
     out: Optional[Path] = None  # default <run>/eval
-    data_root: Optional[str] = None  # default: the run's data.root
+    data_root: Optional[str] = None  # default: the run's data.root, else its recorded data_source
     batch_size: int = 16
     device: str = "auto"
     wandb: bool = True
@@ -174,8 +175,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions = EvalOptions()) -> d
     run_dir = Path(run_dir)
     backend = TorchBackend(run_dir, options.checkpoint, options.device)
     cfg = backend.trained.config
-    if options.data_root is not None:
-        cfg.data.root = options.data_root
+    cfg.data.root = data_root(run_dir, cfg.data.root, options.data_root)
     files = check_dataset(cfg).splits.get(options.split)
     if files is None:
         raise UserError(f"{filelist_path(cfg.data.root, options.split)}: filelist for split '{options.split}' not found")

@@ -91,3 +91,17 @@ def test_resume_accepts_safe_changes_with_a_note_and_refuses_others(tmp_path):
     notes = check_resume_compatible(old, more, tmp_path / "config.yaml")
     assert notes == ["config change accepted on resume: data.root: 'data/demo' -> '/scratch/job/data'",
                      "config change accepted on resume: train.epochs: 50 -> 80"]
+
+
+def test_a_finished_job_run_finds_its_data_through_the_recorded_source(tmp_path):
+    from segtrain.train.rundir import RunDir, data_root
+
+    storage = tmp_path / "storage-data"
+    storage.mkdir()
+    run = RunDir(tmp_path / "run")
+    run.create()
+    gone = str(tmp_path / "scratch" / "data")  # the staged copy, cleaned after the job
+    assert data_root(run.path, gone) == gone
+    run.update_info(data_source=str(storage))
+    assert data_root(run.path, gone) == str(storage)
+    assert data_root(run.path, str(storage), given="/elsewhere") == "/elsewhere"

@@ -110,3 +110,18 @@ class RunDir:
         if info.get("segments"):
             info["segments"][-1].update(fields)
             atomic_write_json(self.info_path, info)
+
+
+def data_root(run_dir: str | Path, configured: str, given: Optional[str] = None) -> str:
+    """Where a finished run's data set is now.
+
+    A PBS job trains on a copy staged to scratch, which is gone after the job; the job records
+    the data set's storage location in ``run.json`` as ``data_source``. An explicit ``given``
+    root wins, then the configured one if it still exists, then ``data_source``.
+    """
+    if given is not None:
+        return given
+    if Path(configured).is_dir():
+        return configured
+    source = RunDir(run_dir).read_info().get("data_source")
+    return source if source and Path(source).is_dir() else configured
