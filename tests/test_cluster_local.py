@@ -6,6 +6,7 @@ import pytest
 
 from segtrain.cluster.local import EXIT_WALLTIME, LocalServer, main
 from segtrain.cluster.resources import METACENTRUM, OPENPBS
+from segtrain.errors import UserError
 
 
 @pytest.fixture
@@ -131,3 +132,34 @@ def test_run_command_submits_a_script_from_the_current_folder_and_returns_its_st
     job_script(workdir, "echo hello; exit 4\n")
     assert main(["run", "--quiet", "--", "-N", "cli", "job.sh"]) == 4
     assert (workdir / "cli.o1").read_text() == "hello\n" and "job 1.local (cli): exit 4" in capsys.readouterr().out
+
+
+# ---- job arrays -------------------------------------------------------------------------------------
+def test_job_array_runs_every_subjob_with_its_index_and_pbs_ids_and_output_names(server, workdir):
+    script = job_script(workdir, 'echo "$PBS_JOBID $PBS_ARRAY_INDEX $PBS_ARRAY_ID"\n')
+    jobs = run(server, workdir, ["-J", "0-4:2", script])
+    assert [j.id for j in jobs] == ["1[0].local", "1[2].local", "1[4].local"]
+    assert (workdir / "t.o1.2").read_text() == "1[2].local 2 1[].local\n"
+    array = server.get("1[].local")
+    assert array.state == "F" and array.exit_status == 0
+
+
+def test_job_array_exit_status_is_1_when_a_subjob_fails(server, workdir):
+    jobs = run(server, workdir, ["-J", "0-2", job_script(workdir, '[ "$PBS_ARRAY_INDEX" != 1 ]\n')])
+    assert [j.exit_status for j in jobs] == [0, 1, 0]
+    assert server.get("1[].local").exit_status == 1
+
+
+@pytest.mark.parametrize("bad", ["3-3", "4-2", "0-", "1,2", "0-3:0"])
+def test_qsub_refuses_array_ranges_pbs_refuses(server, workdir, bad):
+    with pytest.raises(UserError, match="X-Y"):
+        run(server, workdir, ["-J", bad, job_script(workdir, "true\n")])
+
+
+def test_qstat_stand_in_shows_an_array_and_with_t_its_subjobs(server, workdir):
+    script = job_script(workdir, 'cd "$PBS_O_WORKDIR"; [ "$PBS_ARRAY_INDEX" = 1 ] && qstat -f -t "$PBS_ARRAY_ID"; true\n')
+    run(server, workdir, ["-J", "0-1", script])
+    text = (workdir / "t.o1.1").read_text()
+    assert "Job Id: 1[].local" in text and "array_indices_submitted = 0-1" in text
+    assert "Job Id: 1[1].local" in text and "array_index = 1" in text
+    assert "Job Id: 1[0].local" not in text  # finished: shown with -x only

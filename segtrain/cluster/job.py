@@ -7,6 +7,9 @@
     finish         say how the trainer ended; copy the run back to storage, verified (exit 1: failed)
     resubmit-args  the qsub command of the next job of the chain (NUL-separated; exit 10: none due)
     record         note a resubmission in the run's run.json on storage
+    node-args      the pbsdsh commands that run jobs/node.sh on each other node (jobs on several nodes)
+    node-plan      on another node: its copy of the plan, with its own scratch
+    node-status    how the other nodes' jobs/node.sh ended, from pbsdsh's report (exit 1: one failed)
 
 The job's variables (``qsub -v``) are decoded here (see :mod:`segtrain.cluster.submit`);
 argument lists go to the shell NUL-separated, read with ``mapfile -d ''``: no value is ever
@@ -26,19 +29,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
+from urllib.parse import quote, unquote
 
-from segtrain.cluster import submit
+from segtrain.cluster import nodes, submit
+from segtrain.cluster.options import script_request
 from segtrain.cluster.pbs_env import JobEnvironment, job_attributes, job_walltime, require_job
 from segtrain.cluster.resources import job_name
 from segtrain.cluster.stage import stage_dataset, sync_tree
 from segtrain.cluster.walltime import default_margin, format_duration, parse_duration, training_time_limit
 from segtrain.config import Config, load_config
 from segtrain.errors import EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR, UserError
-from segtrain.fsutil import atomic_write_json
+from segtrain.fsutil import atomic_open, atomic_write_json
 
 DEFAULT_CONFIG = "configs/default.yaml"
 DEFAULT_MAX_RESUBMITS = 10
 JOB_SCRIPT = "jobs/train.pbs"
+NODE_SCRIPT = "jobs/node.sh"
+NODE_MODES = ("stage", "train", "clean")  # what node.sh does on another node
 EXIT_NO_RESUBMIT = 10
 RUN_INFO = "run.json"
 
@@ -62,13 +69,25 @@ class Plan:
     margin_s: Optional[float]
     max_resubmits: int
     resubmits: int
-    resources: dict[str, str] = field(default_factory=dict)  # select/walltime the job really got
+    resources: dict[str, str] = field(default_factory=dict)  # select/place/walltime the job really got
     passed_on: dict[str, str] = field(default_factory=dict)  # variables the next job inherits as they are
     data_root: Optional[str] = None  # on scratch, set by ``stage``
+    hosts: list[str] = field(default_factory=list)  # the job's nodes; the first runs the job script
+    host_indices: list[int] = field(default_factory=list)  # each node's first line in $PBS_NODEFILE (pbsdsh -n)
+    nproc_per_node: int = 1  # trainer processes on each node, one per GPU
+    nproc_source: str = ""
+    rdzv_port: Optional[int] = None  # several nodes: node rank 0's rendezvous port
+    node_rank: int = 0  # the node this copy of the plan is for
+    first_scratch: Optional[str] = None  # another node's copy: the first node's scratch
 
     @property
     def work_run(self) -> Path:
         return Path(self.scratch) / "runs" / Path(self.run_dir).name
+
+    @property
+    def trainer_run(self) -> Path:
+        """The run directory of every rank: rank 0 broadcasts its own, on the first node's scratch."""
+        return Path(self.first_scratch or self.scratch) / "runs" / Path(self.run_dir).name
 
     @property
     def work_data(self) -> Path:
@@ -83,6 +102,17 @@ class Plan:
             return cls(**json.loads(Path(path).read_text()))
         except (OSError, ValueError, TypeError) as exc:
             raise UserError(f"{path}: unreadable job plan: {exc}") from None
+
+    def to_word(self) -> str:
+        """The plan as one command-line word of letters, digits and ``%_.-~`` (for pbsdsh to carry)."""
+        return quote(json.dumps(dataclasses.asdict(self)), safe="")
+
+    @classmethod
+    def from_word(cls, word: str) -> "Plan":
+        try:
+            return cls(**json.loads(unquote(word)))
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"the job plan given on the command line is unreadable: {exc}") from None
 
 
 # ---- plan ---------------------------------------------------------------------------------------
@@ -99,6 +129,11 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         raise UserError(f"no scratch folder: SCRATCHDIR and TMPDIR unset or missing ({scratch})")
     var = {name: submit.decode_value(environ.get(name, "")) for name in submit.JOB_VARIABLES}
     overrides = submit.split_overrides(var[submit.OVERRIDES])
+    if var[submit.MANIFEST]:  # a subjob of a grid's job array: its point's config and overrides
+        from segtrain.cluster.grid import manifest_point
+
+        manifest = _existing(workdir, var[submit.MANIFEST], submit.MANIFEST)
+        var[submit.CONFIG], overrides = manifest_point(manifest, env.array_index)
     run = _existing(workdir, var[submit.RUN], submit.RUN, want_dir=True) if var[submit.RUN] else None
     info = _read_info(run) if run else {}
     config = _resolve(workdir, var[submit.CONFIG] or (str(run / "config.yaml") if run else DEFAULT_CONFIG))
@@ -111,7 +146,15 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     run_dir = run or _new_run_dir(runs, config, overrides, cfg)
     walltime_s, source = job_walltime(qstat_text, env.job_id, script_candidates)
     attrs = job_attributes(qstat_text, env.job_id) if qstat_text else {}
-    resources = {key: attrs[f"Resource_List.{key}"] for key in ("select", "walltime") if f"Resource_List.{key}" in attrs}
+    resources = {key: attrs[f"Resource_List.{key}"] for key in ("select", "place", "walltime")
+                 if f"Resource_List.{key}" in attrs}
+    found = env.nodes()
+    select = resources.get("select") or _directive(script_candidates, "select")
+    nproc, nproc_source = nodes.processes_per_node(environ, select, max(len(found), 1), nodes.cuda_device_count)
+    world = nproc * max(len(found), 1)
+    if cfg.train.batch_size % world:
+        raise UserError(f"train.batch_size: {cfg.train.batch_size} (the global batch) is not divisible by the {world} "
+                        f"processes of this job ({max(len(found), 1)} node(s) x {nproc}, {nproc_source})")
     plan = Plan(
         job_id=env.job_id, job_name=env.job_name or job_name(config.stem), workdir=str(workdir),
         config=str(config), overrides=overrides, run_dir=str(run_dir), continuing=run is not None, data=str(data),
@@ -120,10 +163,20 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         margin_s=parse_duration(var[submit.MARGIN], submit.MARGIN) if var[submit.MARGIN] else None,
         max_resubmits=_count(var, submit.MAX_RESUBMITS, DEFAULT_MAX_RESUBMITS),
         resubmits=_count(var, submit.RESUBMITS, 0), resources=resources,
-        passed_on={name: environ[name] for name in (submit.ENV_VARIABLE, submit.MARGIN)
+        passed_on={name: environ[name] for name in (submit.ENV_VARIABLE, submit.MARGIN, nodes.NPROC)
                    if environ.get(name)},
+        hosts=[node.host for node in found], host_indices=[node.index for node in found], nproc_per_node=nproc,
+        nproc_source=nproc_source, rdzv_port=nodes.rendezvous_port(env.job_id) if len(found) > 1 else None,
     )
     return plan, cfg
+
+
+def _directive(scripts: Sequence[Path], resource: str) -> Optional[str]:
+    """``resource`` as the first readable job script asks for it (qstat did not answer)."""
+    for script in scripts:
+        if script.is_file():
+            return script_request(script).resources.get(resource)
+    return None
 
 
 def _resolve(workdir: Path, text: str) -> Path:
@@ -184,6 +237,11 @@ def step_plan(args: argparse.Namespace) -> int:
         margin = plan.margin_s if plan.margin_s is not None else default_margin(plan.walltime_s)
         print(f"walltime {format_duration(plan.walltime_s)} from {plan.walltime_source}; "
               f"margin {format_duration(margin)} kept for the checkpoint and the copy-back")
+    if len(plan.hosts) > 1:
+        print(f"{len(plan.hosts)} nodes x {plan.nproc_per_node} trainer processes ({plan.nproc_source}): "
+              f"{', '.join(plan.hosts)}; rendezvous on {plan.hosts[0]}:{plan.rdzv_port}")
+    elif plan.nproc_per_node > 1:
+        print(f"{plan.nproc_per_node} trainer processes ({plan.nproc_source})")
     if Path(plan.data).is_dir():  # a folder is checked where it is, before anything is copied
         _check_data(cfg, Path(plan.data))
     plan.save(args.plan)
@@ -217,7 +275,12 @@ def step_stage(args: argparse.Namespace) -> int:
         print(f"staged run {plan.run_dir}: {report.summary()}")
         if not report.ok:
             return 1
-    _record_data_source(plan.work_run, plan.data)
+        if plan.node_rank and not plan.trainer_run.is_dir():  # every rank resumes from the checkpoint there
+            raise UserError(f"{plan.trainer_run}: rank 0's run directory is not on this node: this site's scratch "
+                            f"path differs between nodes ({plan.scratch} here), so a run cannot be continued on "
+                            "several nodes; continue it on one")
+    if plan.node_rank == 0:  # the other nodes write nothing that reaches storage
+        _record_data_source(plan.work_run, plan.data)
     if cfg.data.cache:
         from segtrain.data.cache import build_cache
 
@@ -258,17 +321,22 @@ def trainer_args(plan: Plan, cfg: Config, now: float) -> tuple[list[str], Option
     words = ["train", plan.config, *plan.overrides, f"data.root={json.dumps(plan.data_root)}"]
     if cfg.data.cache:
         words.append("data.cache=false")  # data.root already is the cache built on scratch
-    words += ["--run-dir", str(plan.work_run), "--mirror", plan.run_dir]
+    words += ["--run-dir", str(plan.trainer_run)]
+    if plan.node_rank == 0:  # rank 0 writes the run
+        words += ["--mirror", plan.run_dir]
     limit = None
     if plan.walltime_s is not None:
         limit = training_time_limit(plan.walltime_s, now - plan.job_start, plan.margin_s)
         words += ["--time-limit", f"{limit:.0f}"]
+    words += nodes.launch_flags(plan.nproc_per_node, plan.hosts, plan.node_rank, plan.rdzv_port, plan.job_id)
     return words, limit
 
 
 def step_train_args(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
     words, limit = trainer_args(plan, load_config(plan.config, plan.overrides), time.time())
+    if plan.node_rank == 0 and len(plan.hosts) > 1:
+        nodes.check_port_free(plan.hosts[0], plan.rdzv_port)
     _write_words(words)
     note = f" (time limit {format_duration(limit)})" if limit is not None else ""
     print(f"launching: segtrain {submit.display(words)}{note}", file=sys.stderr)
@@ -276,11 +344,66 @@ def step_train_args(args: argparse.Namespace) -> int:
 
 
 def _write_words(words: Sequence[str]) -> None:
+    sys.stdout.buffer.write(_nul_separated(words))
+    sys.stdout.flush()
+
+
+def _nul_separated(words: Sequence[str]) -> bytes:
     for word in words:
         if "\0" in word:
             raise UserError(f"argument {word!r} contains a NUL character")
-    sys.stdout.buffer.write(b"".join(w.encode() + b"\0" for w in words))
-    sys.stdout.flush()
+    return b"".join(w.encode() + b"\0" for w in words)
+
+
+# ---- other nodes --------------------------------------------------------------------------------
+def node_commands(plan: Plan, mode: str, env_dir: str) -> dict[int, list[str]]:
+    """By node rank, the pbsdsh command that runs ``jobs/node.sh MODE`` on each other node.
+
+    pbsdsh starts a task in $HOME with a small environment, so everything node.sh needs goes as
+    arguments: the submit folder, the software environment, the first node's scratch (the same
+    path on each node of a PBS site) and that node's copy of the plan, as one encoded word.
+    """
+    script = str(Path(plan.workdir) / NODE_SCRIPT)
+    commands = {}
+    for rank in range(1, len(plan.hosts)):
+        word = dataclasses.replace(plan, node_rank=rank, first_scratch=plan.scratch).to_word()
+        program = ["/bin/bash", "-l", script, mode, str(rank), plan.workdir, env_dir, plan.scratch, word]
+        commands[rank] = nodes.pbsdsh_argv(plan.host_indices[rank], program)
+    return commands
+
+
+def step_node_args(args: argparse.Namespace) -> int:
+    plan = Plan.load(args.plan)
+    for mode in args.modes:
+        for rank, argv in node_commands(plan, mode, args.env_dir).items():
+            with atomic_open(args.out / f"node-{rank}.{mode}.args") as f:
+                f.write(_nul_separated(argv))
+    return EXIT_OK
+
+
+def step_node_plan(args: argparse.Namespace) -> int:
+    plan = Plan.from_word(args.word)
+    plan.scratch = str(args.scratch.resolve())
+    plan.save(args.out)
+    return EXIT_OK
+
+
+def node_status(plan: Plan, mode: str, folder: Path) -> dict[int, Optional[int]]:
+    """By node rank, the exit status pbsdsh reported for ``node.sh MODE`` (None: none reported)."""
+    statuses = {}
+    for rank in range(1, len(plan.hosts)):
+        path = folder / f"node-{rank}.{mode}.out"
+        statuses[rank] = nodes.task_exit_status(path.read_text(errors="replace")) if path.is_file() else None
+    return statuses
+
+
+def step_node_status(args: argparse.Namespace) -> int:
+    plan = Plan.load(args.plan)
+    statuses = node_status(plan, args.mode, args.dir)
+    for rank, status in statuses.items():
+        ended = "no exit status reported (not started, or stopped)" if status is None else f"exit {status}"
+        print(f"node {rank} ({plan.hosts[rank]}): {args.mode} {ended}")
+    return EXIT_OK if all(status == 0 for status in statuses.values()) else 1
 
 
 # ---- finish -------------------------------------------------------------------------------------
@@ -338,8 +461,11 @@ def resubmission(plan: Plan, code: Optional[int], terminated: bool) -> tuple[Opt
     variables = {submit.RUN: plan.run_dir, submit.DATA: plan.data, submit.RUNS: plan.runs,
                  submit.MAX_RESUBMITS: str(plan.max_resubmits), submit.RESUBMITS: str(plan.resubmits + 1),
                  **plan.passed_on}
+    # PBS Pro takes no dependency on a subjob (13[2].server); the run is already copied back, so
+    # the next job of an array's point may start without waiting for this one to end.
+    depend = None if "[" in plan.job_id else f"afterany:{plan.job_id}"
     argv = submit.qsub_argv(Path(plan.workdir) / JOB_SCRIPT, variables, name=plan.job_name,
-                            resources=plan.resources, depend=f"afterany:{plan.job_id}")
+                            resources=plan.resources, depend=depend)
     return argv, f"resubmission {plan.resubmits + 1} of at most {plan.max_resubmits}: {submit.display(argv)}"
 
 
@@ -380,6 +506,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job-start", type=float, default=None, help="when the job started (epoch seconds)")
     p.add_argument("--qstat", type=Path, help="a file holding `qstat -f $PBS_JOBID` output")
     p.set_defaults(run=step_plan)
+    p = sub.add_parser("node-args")
+    p.add_argument("plan", type=Path)
+    p.add_argument("modes", nargs="+", choices=NODE_MODES)
+    p.add_argument("--env-dir", required=True, help="the software environment (SEGTRAIN_ENV)")
+    p.add_argument("--out", type=Path, required=True, help="folder for node-RANK.MODE.args")
+    p.set_defaults(run=step_node_args)
+    p = sub.add_parser("node-plan")
+    p.add_argument("word", help="the plan word node-args put on node.sh's command line")
+    p.add_argument("--scratch", type=Path, required=True, help="this node's scratch")
+    p.add_argument("out", type=Path)
+    p.set_defaults(run=step_node_plan)
+    p = sub.add_parser("node-status")
+    p.add_argument("plan", type=Path)
+    p.add_argument("mode", choices=NODE_MODES)
+    p.add_argument("--dir", type=Path, required=True, help="folder of node-RANK.MODE.out (pbsdsh's output)")
+    p.set_defaults(run=step_node_status)
     for name, func in (("stage", step_stage), ("train-args", step_train_args), ("finish", step_finish),
                        ("resubmit-args", step_resubmit_args), ("record", step_record)):
         p = sub.add_parser(name)

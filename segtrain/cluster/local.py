@@ -12,11 +12,19 @@ What it imitates (stock OpenPBS 23.06, plus MetaCentrum's additions for ``--site
 - the walltime: SIGTERM to every process of the job, SIGKILL ``kill_delay`` (10 s) later, exit
   status -29; a job killed by a signal ends with 256 + signal, like PBS reports it;
 - output in ``$PBS_O_WORKDIR/<name>.o<n>`` (``-j oe`` merges stderr, else ``.e<n>``);
+- job arrays (``-J X-Y[:Z]``): qsub answers ``<n>[].local``; subjob ``<n>[i].local`` gets
+  ``PBS_ARRAY_INDEX`` and ``PBS_ARRAY_ID``, writes ``<name>.o<n>.<i>``; subjobs run one after
+  another here (on a cluster they run side by side); the array ends when its last subjob does,
+  with exit status 0 (all subjobs 0), 1 (one failed) or 2 (one was deleted), as PBS Pro reports;
 - ``qsub``, ``qstat`` (``-f``, ``-x``) and, on MetaCentrum, ``clean_scratch`` stand-ins on the
   job's PATH, so resubmission and cleanup run the code paths they run on the cluster;
-  ``-W depend=afterany:ID`` / ``afterok:ID`` hold a job until ID has ended.
+  ``-W depend=afterany:ID`` / ``afterok:ID`` hold a job until ID has ended;
+- several chunks (``select=2:...``): a nodefile line per chunk, each chunk on a loopback "host"
+  of its own (127.0.0.1, 127.0.0.2, ...; all on 127.0.0.1 with ``place=pack``), each host with
+  its own ``TMPDIR`` and scratch folder; a ``pbsdsh -n INDEX`` stand-in runs a task "on" the
+  host of nodefile line INDEX, with that host's environment, and reports as OpenPBS's does.
 
-The runner runs the submitted job, then every job its chain submitted, until none is left.
+The runner runs the submitted job (or its subjobs), then every job its chain submitted, until none is left.
 State (job records, spool copies, scratch) lives in ``$SEGTRAIN_LOCAL_PBS``
 (default ``~/.cache/segtrain/local-pbs``).
 
@@ -29,6 +37,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,7 +51,7 @@ from pathlib import Path
 from typing import IO, Mapping, Optional, Sequence
 
 import segtrain
-from segtrain.cluster.options import JobRequest, job_request
+from segtrain.cluster.options import JobRequest, job_request, parse_array_range, parse_select
 from segtrain.cluster.resources import Site, get_site, job_name
 from segtrain.cluster.walltime import format_duration, parse_duration
 from segtrain.errors import UserError
@@ -55,7 +64,8 @@ KILL_DELAY_S = 10.0
 EXIT_WALLTIME = -29
 EXIT_QDEL = 256 + signal.SIGTERM
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
-STANDINS = ("qsub", "qstat", "clean_scratch")
+STANDINS = ("qsub", "qstat", "clean_scratch", "pbsdsh")
+_JOB_SEQ = re.compile(r"^\d+(\[\d*\])?$")  # 12, 13[] (an array), 13[2] (one of its subjobs)
 
 
 def default_state_dir() -> Path:
@@ -78,7 +88,7 @@ class LocalJob:
     join: Optional[str] = None
     output: Optional[str] = None
     error: Optional[str] = None
-    state: str = "Q"  # Q queued, R running, F finished
+    state: str = "Q"  # Q queued, R running, F finished; B an array some of whose subjobs have not ended
     exit_status: Optional[int] = None
     comment: str = ""
     pgid: Optional[int] = None
@@ -87,6 +97,9 @@ class LocalJob:
     submitted: float = field(default_factory=time.time)
     started: Optional[float] = None
     ended: Optional[float] = None
+    array_indices: Optional[str] = None  # an array: its -J range
+    array_id: Optional[str] = None  # a subjob: its array's id (13[].local) ...
+    array_index: Optional[int] = None  # ... and its index
 
     @property
     def walltime_s(self) -> Optional[float]:
@@ -95,11 +108,20 @@ class LocalJob:
 
     @property
     def ncpus(self) -> int:
-        for part in self.resources.get("select", "").split(":"):
-            key, _, value = part.partition("=")
-            if key == "ncpus" and value.isdigit():
+        if self.resources.get("select"):
+            value = parse_select(self.resources["select"], f"job {self.id}: select")[0][1].get("ncpus", "")
+            if value.isdigit():
                 return int(value)
         return int(self.resources.get("ncpus", "1"))
+
+    @property
+    def vnodes(self) -> list[str]:
+        """The nodefile's lines: one per chunk, each on a loopback "host" of its own unless ``place=pack``."""
+        select = self.resources.get("select")
+        chunks = sum(count for count, _ in parse_select(select, f"job {self.id}: select")) if select else 1
+        if "pack" in self.resources.get("place", ""):
+            return ["127.0.0.1"] * chunks
+        return [f"127.0.0.{i + 1}" for i in range(chunks)]
 
     def output_paths(self) -> tuple[Path, Optional[Path]]:
         """The .o file and the .e file (None when ``-j oe`` merges them)."""
@@ -107,7 +129,7 @@ class LocalJob:
         return out, None if self.join == "oe" else self._path(self.error, "e")
 
     def _path(self, given: Optional[str], kind: str) -> Path:
-        default = f"{self.name}.{kind}{self.seq}"
+        default = f"{self.name}.{kind}{self.seq}" + (f".{self.array_index}" if self.array_index is not None else "")
         if not given:
             return Path(self.workdir) / default
         path = Path(self.workdir) / given.split(":", 1)[-1]  # PBS accepts host:path
@@ -127,10 +149,17 @@ class LocalServer:
         return self.jobs_dir / f"{job_id.split('.', 1)[0]}.json"
 
     def get(self, job_id: str) -> Optional[LocalJob]:
-        path = self._record_path(job_id)
-        if not path.is_file() or not job_id.split(".", 1)[0].isdigit():
+        if not _JOB_SEQ.match(job_id.split(".", 1)[0]):
             return None
-        return LocalJob(**json.loads(path.read_text()))
+        path = self._record_path(job_id)
+        return LocalJob(**json.loads(path.read_text())) if path.is_file() else None
+
+    def subjobs(self, array: LocalJob) -> list[LocalJob]:
+        """The subjobs of an array, by index (none for another job)."""
+        if not array.array_indices:
+            return []
+        found = (self.get(f"{array.seq}[{i}].{SERVER}") for i in parse_array_range(array.array_indices))
+        return [job for job in found if job is not None]
 
     def save(self, job: LocalJob) -> None:
         atomic_write_json(self._record_path(job.id), dataclasses.asdict(job))
@@ -146,12 +175,13 @@ class LocalServer:
     # ---- qsub -----------------------------------------------------------------------------
     def submit(self, argv: Sequence[str], environ: Mapping[str, str], cwd: Path, site: Optional[Site] = None,
                chain: Optional[str] = None) -> LocalJob:
-        """Queue a job as qsub would (``argv`` are qsub's arguments); return its record."""
+        """Queue a job as qsub would (``argv`` are qsub's arguments); return its record (an array's, for -J)."""
         request = job_request(argv, environ, cwd)
         _check_supported(request)
+        indices = parse_array_range(request.array, "qsub: -J") if request.array else []
         script = request.script
         seq = self._next_seq()
-        job_id = f"{seq}.{SERVER}"
+        job_id = f"{seq}[].{SERVER}" if indices else f"{seq}.{SERVER}"
         spool = self.jobs_dir / f"{job_id}.SC"
         shutil.copyfile(script, spool)
         submit_env = {
@@ -166,20 +196,25 @@ class LocalServer:
         job = LocalJob(id=job_id, seq=seq, name=request.name or job_name(script.name), site=(site or get_site()).name,
                        chain=chain or job_id, spool=str(spool), workdir=str(cwd.absolute()), submit_env=submit_env,
                        resources=dict(request.resources), depend=request.attributes.get("depend"), join=request.join,
-                       output=request.output, error=request.error)
+                       output=request.output, error=request.error, state="B" if indices else "Q",
+                       array_indices=request.array)
         if "walltime" in job.resources:  # a bad walltime is refused at submission, as qsub does
             parse_duration(job.resources["walltime"], "qsub: -l walltime")
         self.save(job)
+        for index in indices:
+            self.save(dataclasses.replace(job, id=f"{seq}[{index}].{SERVER}", state="Q", array_indices=None,
+                                          array_id=job_id, array_index=index))
         return job
 
     # ---- running --------------------------------------------------------------------------
     def run_chain(self, first: LocalJob, echo: Optional[IO[bytes]] = None,
                   kill_delay: float = KILL_DELAY_S) -> list[LocalJob]:
-        """Run ``first``, then each job its chain submits (in order, dependencies honoured)."""
+        """Run ``first`` (an array: its subjobs), then each job its chain submits (in order, dependencies
+        honoured)."""
         done: list[LocalJob] = []
         stopper = _Stopper()
         with stopper:
-            job: Optional[LocalJob] = first
+            job: Optional[LocalJob] = first if first.state == "Q" else self._next_ready(first.chain)
             while job is not None and not stopper.requested:
                 done.append(self.run(job, echo, kill_delay, stopper))
                 job = self._next_ready(first.chain)
@@ -190,7 +225,8 @@ class LocalServer:
 
     def _queued(self, chain: str) -> list[LocalJob]:
         jobs = [self.get(p.stem) for p in self.jobs_dir.glob("*.json")]
-        return sorted((j for j in jobs if j and j.chain == chain and j.state == "Q"), key=lambda j: j.seq)
+        queued = (j for j in jobs if j and j.chain == chain and j.state == "Q")
+        return sorted(queued, key=lambda j: (j.seq, -1 if j.array_index is None else j.array_index))
 
     def _next_ready(self, chain: str) -> Optional[LocalJob]:
         for job in self._queued(chain):
@@ -218,15 +254,20 @@ class LocalServer:
     def _finish(self, job: LocalJob, status: Optional[int], comment: str) -> None:
         job.state, job.exit_status, job.comment, job.ended = "F", status, comment, time.time()
         self.save(job)
+        array = self.get(job.array_id) if job.array_id else None
+        if array is not None and all(sub.state == "F" for sub in self.subjobs(array)):
+            statuses = [sub.exit_status for sub in self.subjobs(array)]
+            self._finish(array, 2 if None in statuses else int(any(statuses)), "")
 
     def run(self, job: LocalJob, echo: Optional[IO[bytes]] = None, kill_delay: float = KILL_DELAY_S,
             stopper: Optional["_Stopper"] = None) -> LocalJob:
         """Run one queued job to its end; return its finished record."""
         site = get_site(job.site)
         home = Path(job.submit_env.get("PBS_O_HOME") or Path.home())
-        tmpdir = self.root / "tmp" / f"pbs.{job.id}"
+        tmpdir, _ = self.node_places(job, site, 0)
         tmpdir.mkdir(parents=True, exist_ok=True)
         env = self._job_environment(job, site, tmpdir)
+        sisters = self._sister_places(job, site)
         out_path, err_path = job.output_paths()
         job.state, job.started = "R", time.time()
         with open(out_path, "wb") as out, (open(err_path, "wb") if err_path else nullcontext()) as err:
@@ -241,16 +282,17 @@ class LocalServer:
             for pump in pumps:
                 pump.join(timeout=5)
         job.tmpdir_left = sorted(str(p.relative_to(tmpdir)) for p in tmpdir.rglob("*"))
-        shutil.rmtree(tmpdir, ignore_errors=True)
-        if job.scratch and Path(job.scratch).is_dir() and not any(Path(job.scratch).iterdir()):
-            Path(job.scratch).rmdir()
+        for tmp, scratch in [(tmpdir, Path(job.scratch) if job.scratch else None)] + sisters:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if scratch is not None and scratch.is_dir() and not any(scratch.iterdir()):
+                scratch.rmdir()
         self._finish(job, status, comment)
         return job
 
     def _job_environment(self, job: LocalJob, site: Site, tmpdir: Path) -> dict[str, str]:
         nodefile = self.root / "aux" / job.id
         nodefile.parent.mkdir(parents=True, exist_ok=True)
-        nodefile.write_text(socket.gethostname() + "\n")
+        nodefile.write_text("".join(f"{host}\n" for host in job.vnodes))
         ncpus = min(job.ncpus, os.cpu_count() or 1)
         env = {
             "HOME": job.submit_env.get("PBS_O_HOME", str(Path.home())), "USER": job.submit_env.get("PBS_O_LOGNAME", ""),
@@ -262,12 +304,29 @@ class LocalServer:
             "TMPDIR": str(tmpdir), STATE_VARIABLE: str(self.root), "SEGTRAIN_LOCAL_PYTHON": sys.executable,
             "SEGTRAIN_LOCAL_PYTHONPATH": str(Path(segtrain.__file__).resolve().parents[1]),
         }
+        if job.array_id:
+            env.update(PBS_ARRAY_ID=job.array_id, PBS_ARRAY_INDEX=str(job.array_index))
         if site.scratch_variable:
-            scratch = self.root / "scratch" / job.id
+            _, scratch = self.node_places(job, site, 0)
             scratch.mkdir(parents=True, exist_ok=True)
             job.scratch = str(scratch)
             env[site.scratch_variable] = str(scratch)
         return env
+
+    def node_places(self, job: LocalJob, site: Site, vnode: int) -> tuple[Path, Optional[Path]]:
+        """``$TMPDIR`` and (where the site gives one) the scratch folder of nodefile line ``vnode``'s host:
+        the job's own on the first host, named after the host on another."""
+        host = job.vnodes[vnode % len(job.vnodes)]
+        name = job.id if host == job.vnodes[0] else f"{job.id}@{host}"
+        return self.root / "tmp" / f"pbs.{name}", self.root / "scratch" / name if site.scratch_variable else None
+
+    def _sister_places(self, job: LocalJob, site: Site) -> list[tuple[Path, Optional[Path]]]:
+        """The other hosts' places, made when the job starts, as PBS makes them on each node of a job."""
+        places = [self.node_places(job, site, job.vnodes.index(host)) for host in dict.fromkeys(job.vnodes[1:])
+                  if host != job.vnodes[0]]
+        for folder in (path for place in places for path in place if path is not None):
+            folder.mkdir(parents=True, exist_ok=True)
+        return places
 
     def _standins(self, site: Site) -> Path:
         """A bin folder with this site's PBS commands, each calling back into this module."""
@@ -343,6 +402,22 @@ class _Stopper:
         self.requested = True
 
 
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants, as /proc lists them (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -372,8 +447,6 @@ def _pump(stream: IO[bytes], out: IO[bytes], echo: Optional[IO[bytes]]) -> threa
 
 
 def _check_supported(request: JobRequest) -> None:
-    if request.array:
-        raise UserError("qsub: job arrays (-J) are not supported by the local runner")
     depend = request.attributes.get("depend")
     if depend and depend.partition(":")[0] not in ("afterany", "afterok"):
         raise UserError(f"qsub: -W depend={depend}: the local runner knows afterany and afterok only")
@@ -393,19 +466,25 @@ def standin_qstat(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="qstat")
     parser.add_argument("-f", action="store_true")
     parser.add_argument("-x", action="store_true")
+    parser.add_argument("-t", action="store_true", help="an array's subjobs too")
     parser.add_argument("ids", nargs="*")
     args = parser.parse_args(argv)
     server = LocalServer()
-    for job_id in args.ids:
+    rc = 0
+    for job_id in args.ids:  # like qstat: a bad id is reported, the others are still shown
         job = server.get(job_id)
         if job is None:
             print(f"qstat: Unknown Job Id {job_id}", file=sys.stderr)
-            return 153
-        if job.state == "F" and not args.x:
-            print(f"qstat: {job_id} Job has finished, use -x or -H to obtain historical job information", file=sys.stderr)
-            return 35
-        print(full_status(job) if args.f else f"{job.id:<16} {job.name:<16} {job.state}")
-    return 0
+            rc = 153
+            continue
+        for shown in [job] + (server.subjobs(job) if args.t else []):
+            if shown.state == "F" and not args.x:
+                print(f"qstat: {shown.id} Job has finished, use -x or -H to obtain historical job information",
+                      file=sys.stderr)
+                rc = 35
+                continue
+            print(full_status(shown) + "\n" if args.f else f"{shown.id:<16} {shown.name:<16} {shown.state}")
+    return rc
 
 
 def full_status(job: LocalJob) -> str:
@@ -417,6 +496,10 @@ def full_status(job: LocalJob) -> str:
         lines.append(f"    Exit_status = {job.exit_status}")
     if job.depend:
         lines.append(f"    depend = {job.depend}")
+    if job.array_indices:
+        lines += ["    array = True", f"    array_indices_submitted = {job.array_indices}"]
+    if job.array_id:
+        lines += [f"    array_id = {job.array_id}", f"    array_index = {job.array_index}"]
     return "\n".join(lines)
 
 
@@ -431,6 +514,53 @@ def standin_clean_scratch(argv: Sequence[str]) -> int:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+    return 0
+
+
+def standin_pbsdsh(argv: Sequence[str]) -> int:
+    """``pbsdsh [-v] -n INDEX -- PROGRAM [ARGS]``: PROGRAM "on" the host of nodefile line INDEX.
+
+    As OpenPBS's pbsdsh does, the task starts in $HOME with the job's environment on that host
+    (its $TMPDIR and scratch), inside the job (the walltime's SIGTERM reaches it), its output
+    going to the job's; pbsdsh exits 0 whatever the task did and prints
+    ``pbsdsh: task 0x00000000 exit status N`` when -v is given or N is not 0; on SIGTERM it
+    passes the signal on to every process of the task (PBS signals the task's session) and
+    exits 1 without waiting for them.
+    """
+    parser = argparse.ArgumentParser(prog="pbsdsh", description="the local runner's pbsdsh (-c, -s, -o not imitated)")
+    parser.add_argument("-n", dest="index", type=int, required=True, help="the vnode (nodefile line) to run on")
+    parser.add_argument("-v", dest="verbose", action="store_true", help="report the task's exit status")
+    parser.add_argument("program", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    program = args.program[1:] if args.program[:1] == ["--"] else args.program
+    server = LocalServer()
+    job = server.get(os.environ.get("PBS_JOBID", ""))
+    if job is None or not program:
+        print("pbsdsh: not executing under PBS, or no program given", file=sys.stderr)
+        return 1
+    site = get_site(job.site)
+    tmpdir, scratch = server.node_places(job, site, args.index)
+    env = {**server._job_environment(job, site, tmpdir), "PBS_NODENUM": str(args.index),
+           "PBS_VNODENUM": str(args.index), "PBS_TASKNUM": "1"}
+    if scratch is not None:
+        env[site.scratch_variable] = str(scratch)
+    task = subprocess.Popen(program, cwd=env["HOME"], env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno())
+
+    def pass_on(signum, frame) -> None:
+        print(f"pbsdsh: killing task 0x{0:08X} signal {signum}", flush=True)
+        for pid in process_tree(task.pid):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        os._exit(1)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, pass_on)
+    rc = task.wait()
+    status = rc if rc >= 0 else 128 - rc
+    if args.verbose or status:
+        print(f"pbsdsh: task 0x{0:08X} exit status {status}", flush=True)
     return 0
 
 
@@ -457,7 +587,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in STANDINS:
-            return {"qsub": standin_qsub, "qstat": standin_qstat, "clean_scratch": standin_clean_scratch}[argv[0]](argv[1:])
+            return {"qsub": standin_qsub, "qstat": standin_qstat, "clean_scratch": standin_clean_scratch,
+                    "pbsdsh": standin_pbsdsh}[argv[0]](argv[1:])
         parser = argparse.ArgumentParser(prog="python -m segtrain.cluster.local", description=__doc__.splitlines()[0])
         sub = parser.add_subparsers(dest="command", required=True)
         run = sub.add_parser("run", help="qsub a job here and run it with its chain")

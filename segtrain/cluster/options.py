@@ -9,6 +9,7 @@ in a directive (for ``-l``, resource by resource).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +25,7 @@ FLAG_OPTIONS = {"V", "h", "z"}
 # Characters whose meaning in ``-v`` lists differs between qsub versions (quoting, escaping);
 # segtrain never sends them (see submit.encode_value) and the local qsub refuses them.
 V_SPECIAL = set(",'\"\\")
+_ARRAY_RANGE = re.compile(r"^(\d+)-(\d+)(?::(\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,47 @@ class JobRequest:
             else:
                 values[name] = mine if mine not in (None, False) else theirs
         return JobRequest(**values)
+
+    def directives(self) -> list[str]:
+        """The request as ``#PBS`` lines, ``-v`` left out (its values are shown decoded elsewhere)."""
+        lines = []
+        for letter, name in VALUE_OPTIONS.items():
+            value = getattr(self, name)
+            if name == "resources":
+                lines += [f"#PBS -l {key}={val}" for key, val in value.items()]
+            elif name == "attributes":
+                lines += [f"#PBS -W {key}={val}" for key, val in value.items()]
+            elif value and name != "variables":
+                lines.append(f"#PBS -{letter} {value}")
+        return lines + (["#PBS -V"] if self.export_all else [])
+
+
+def parse_select(text: str, where: str = "select") -> list[tuple[int, dict[str, str]]]:
+    """``2:ncpus=4:mem=8gb+1:ncpus=1`` as [(chunks, {resource: value}), ...]; the count defaults to 1."""
+    chunks = []
+    for spec in text.split("+"):
+        parts = spec.split(":")
+        count = 1
+        if parts[0].strip().isdigit():
+            count = int(parts.pop(0))
+        elif parts[0] == "":
+            parts.pop(0)
+        resources = {}
+        for part in parts:
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise UserError(f"{where}: {text!r}: expected N:resource=value:..., got {part!r}")
+            resources[key.strip()] = value.strip()
+        chunks.append((count, resources))
+    return chunks
+
+
+def parse_array_range(text: str, where: str = "qsub -J") -> list[int]:
+    """The indices of ``X-Y[:Z]`` (qsub's form: X < Y, step Z >= 1)."""
+    match = _ARRAY_RANGE.match(text.strip())
+    if not match or int(match.group(1)) >= int(match.group(2)) or (match.group(3) and int(match.group(3)) < 1):
+        raise UserError(f"{where} {text!r}: expected X-Y[:Z] with X < Y (a job array has at least two subjobs)")
+    return list(range(int(match.group(1)), int(match.group(2)) + 1, int(match.group(3) or 1)))
 
 
 def parse_qsub_args(argv: Sequence[str], environ: Optional[Mapping[str, str]] = None,

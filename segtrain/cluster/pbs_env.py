@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from segtrain.cluster.nodes import Node, job_nodes
 from segtrain.cluster.options import script_request
 from segtrain.cluster.walltime import parse_duration
 from segtrain.errors import UserError
@@ -61,14 +62,15 @@ class JobEnvironment:
         """The job's number: ``12`` of ``12.server`` (``13[2]`` for an array subjob)."""
         return self.job_id.split(".", 1)[0] if self.job_id else None
 
-    def hosts(self) -> list[str]:
-        """The job's hosts in nodefile order, each once."""
+    def nodes(self) -> list[Node]:
+        """The job's nodes in nodefile order, each host once (none outside a job)."""
         if self.nodefile is None or not self.nodefile.is_file():
             return []
-        seen: dict[str, None] = {}
-        for line in self.nodefile.read_text().split():
-            seen.setdefault(line, None)
-        return list(seen)
+        return job_nodes(self.nodefile.read_text())
+
+    def hosts(self) -> list[str]:
+        """The nodes' host names."""
+        return [node.host for node in self.nodes()]
 
 
 def parse_qstat_full(text: str) -> dict[str, dict[str, str]]:

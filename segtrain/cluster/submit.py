@@ -25,8 +25,9 @@ QSUB_TIMEOUT_S = 120  # qsub may hang on a busy server or wait for a password (n
 # The job script's variables: what users set with qsub -v, and what the job passes on.
 CONFIG, OVERRIDES, RUN, DATA, RUNS = "CONFIG", "OVERRIDES", "RUN", "DATA", "RUNS"
 MAX_RESUBMITS, RESUBMITS, MARGIN = "MAX_RESUBMITS", "RESUBMITS", "WALLTIME_MARGIN"
+MANIFEST = "MANIFEST"  # a grid's manifest: a job array's subjob takes its point's config and overrides there
 ENV_VARIABLE = "SEGTRAIN_ENV"
-JOB_VARIABLES = (CONFIG, OVERRIDES, RUN, DATA, RUNS, MAX_RESUBMITS, RESUBMITS, MARGIN, ENV_VARIABLE)
+JOB_VARIABLES = (CONFIG, OVERRIDES, RUN, DATA, RUNS, MAX_RESUBMITS, RESUBMITS, MARGIN, MANIFEST, ENV_VARIABLE)
 
 
 def encode_value(value: str) -> str:
@@ -102,13 +103,24 @@ def display(argv: Sequence[str]) -> str:
 def job_argv(config: Optional[str], overrides: Sequence[str], *, script: str = "jobs/train.pbs", name: Optional[str] = None,
              resources: Optional[Mapping[str, str]] = None, data: Optional[str] = None, runs: Optional[str] = None,
              run: Optional[str] = None, max_resubmits: Optional[int] = None, margin: Optional[str] = None,
-             env: Optional[str] = None) -> list[str]:
-    """The qsub words of one training job: a new run of ``config``, or (config None) continuing ``run``."""
+             env: Optional[str] = None, queue: Optional[str] = None, manifest: Optional[str] = None,
+             array: Optional[str] = None) -> list[str]:
+    """The qsub words of one training job: a new run of ``config``, or (config None) continuing ``run``,
+    or (``manifest`` and ``array``) a job array whose subjobs each train one point of a grid."""
     from segtrain.cluster.resources import job_name
 
     if env is not None and encode_value(env) != env:
         raise UserError(f"--env {env!r}: the environment path may not contain commas, quotes, backslashes or %")
     variables = {CONFIG: config or "", OVERRIDES: join_overrides(overrides), DATA: data or "", RUNS: runs or "",
                  RUN: run or "", MAX_RESUBMITS: "" if max_resubmits is None else str(max_resubmits),
-                 MARGIN: margin or "", ENV_VARIABLE: env or ""}
-    return qsub_argv(script, variables, name=name or job_name(Path(config or run or "").stem), resources=resources)
+                 MARGIN: margin or "", MANIFEST: manifest or "", ENV_VARIABLE: env or ""}
+    extra = (["-q", queue] if queue else []) + (["-J", array] if array else [])
+    return qsub_argv(script, variables, name=name or job_name(Path(config or run or "").stem), resources=resources,
+                     extra=extra)
+
+
+def subjob_id(array_id: str, index: int) -> str:
+    """``13[2].server`` from the array's ``13[].server``, as PBS names its subjobs."""
+    if "[]" not in array_id:
+        raise UserError(f"qsub answered {array_id!r} for a job array (expected an id like 13[].server)")
+    return array_id.replace("[]", f"[{index}]", 1)

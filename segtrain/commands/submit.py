@@ -1,71 +1,131 @@
-"""Submit a training job: ``qsub jobs/train.pbs`` for a config, or the same job here with --local."""
+"""Submit training jobs: a config, a grid file of configs, or a run to continue; qsub, or --local."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from segtrain.config import load_config
 from segtrain.errors import UserError
 
-HELP = "submit jobs/train.pbs for a config with qsub, or run that job here, PBS-like, with --local"
+HELP = ("submit jobs/train.pbs for a config or a grid file (one job per point, or --array), or run it here "
+        "PBS-like with --local; --dry-run prints the qsub commands, --status shows where the runs stand")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from segtrain.cluster.resources import SITES
 
-    parser.add_argument("config", help="YAML config file, or a run directory to continue (its config.yaml)")
+    parser.add_argument("target", nargs="?", help="a config file, a grid file (configs/grids/), or a run "
+                        "directory to continue; with --status a grid file, a grid folder or a runs folder")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
-                        help="override config values; values are parsed as YAML")
-    parser.add_argument("--local", action="store_true",
-                        help="run the job script on this machine as PBS would, with its resubmissions")
-    parser.add_argument("--site", choices=sorted(SITES), help="PBS site profile: its resource names "
-                        "(default $SEGTRAIN_SITE or metacentrum, whose resources the job script's directives ask for)")
-    parser.add_argument("--walltime", help="HH:MM:SS (default: the job script's directive)")
-    parser.add_argument("--name", help="job name (default: the config's file name)")
-    parser.add_argument("--data", help="data set on storage, a folder or a .tar (default: the config's data.root)")
-    parser.add_argument("--runs", help="where run directories go (default: the config's run.root)")
-    parser.add_argument("--max-resubmits", type=int, help="resubmissions after time-limit stops (default 10)")
-    parser.add_argument("--margin", help="HH:MM:SS of walltime kept for the final checkpoint and copy-back "
-                        "(WALLTIME_MARGIN; default 5 %% of the walltime, 1 to 10 minutes)")
-    parser.add_argument("--env", help="software environment folder, passed as SEGTRAIN_ENV "
-                        "(default: .venv on the cluster; this Python's environment with --local)")
-    parser.add_argument("--script", default="jobs/train.pbs", help="the job script (default jobs/train.pbs)")
-    parser.add_argument("--quiet", action="store_true", help="with --local: do not echo the job's output")
+                        help="override config values (of every point of a grid); values are parsed as YAML")
+    mode = parser.add_argument_group("what to do")
+    mode.add_argument("--dry-run", action="store_true", help="print every qsub command and the directives the "
+                      "server would queue; write and submit nothing")
+    mode.add_argument("--local", action="store_true",
+                      help="run the job script on this machine as PBS would, with its resubmissions")
+    mode.add_argument("--array", action="store_true", help="a grid as one job array (qsub -J), not one job per point")
+    mode.add_argument("--status", action="store_true", help="show each run of a grid (or of the runs folder): "
+                      "queued, running, resubmitted, done or failed, with its last metric")
+    mode.add_argument("--no-check", action="store_true", help="skip the data set check here (the job still "
+                      "checks it before copying anything)")
+    mode.add_argument("--quiet", action="store_true", help="with --local: do not echo the jobs' output")
+    res = parser.add_argument_group("resources (over the job script's #PBS lines)")
+    res.add_argument("--site", choices=sorted(SITES), help="PBS site profile: its resource names and limits "
+                     "(default $SEGTRAIN_SITE or metacentrum, whose resources the job script's directives ask for)")
+    res.add_argument("--walltime", help="HH:MM:SS (default: the job script's directive)")
+    res.add_argument("--gpus", type=int, help="GPUs (default 1)")
+    res.add_argument("--ncpus", type=int, help="CPU cores (default 8)")
+    res.add_argument("--mem", help="memory, e.g. 32gb")
+    res.add_argument("--scratch", help="node-local scratch, e.g. 100gb")
+    res.add_argument("--gpu-mem", help="least memory per GPU, e.g. 10gb")
+    res.add_argument("--queue", help="a queue (default: the server routes by walltime and GPUs)")
+    job = parser.add_argument_group("the job")
+    job.add_argument("--name", help="job name (default: the config's or the grid's file name)")
+    job.add_argument("--data", help="data set on storage, a folder or a .tar (default: the config's data.root)")
+    job.add_argument("--runs", help="where run directories go (default: the config's run.root)")
+    job.add_argument("--max-resubmits", type=int, help="resubmissions after time-limit stops (default 10)")
+    job.add_argument("--margin", help="HH:MM:SS of walltime kept for the final checkpoint and copy-back "
+                     "(WALLTIME_MARGIN; default 5 %% of the walltime, 1 to 10 minutes)")
+    job.add_argument("--env", help="software environment folder, passed as SEGTRAIN_ENV "
+                     "(default: .venv on the cluster; this Python's environment with --local)")
+    job.add_argument("--script", default="jobs/train.pbs", help="the job script (default jobs/train.pbs)")
 
 
 def run(args: argparse.Namespace) -> int:
     from segtrain.cluster import local, submit
-    from segtrain.cluster.resources import SCRIPT_SITE, get_site
+    from segtrain.cluster.grid import is_grid_file
+    from segtrain.cluster.resources import get_site
+    from segtrain.cluster.status import summarize_run, summary_table
+    from segtrain.cluster.submission import (JobOptions, describe, dry_run_text, execute, plan_config, plan_continue,
+                                             plan_grid, lint_warnings)
     from segtrain.cluster.walltime import format_duration, parse_duration
 
-    config, run = _config_or_run(Path(args.config))
-    load_config(config or Path(run) / "config.yaml", args.overrides)  # a bad config fails here, not in the queue
+    if args.status:
+        from segtrain.commands.runs import show
+
+        return show(args.target, args.runs, args.local)
+    if not args.target:
+        raise UserError("give a config file, a grid file or a run directory (or --status)")
     site = get_site(args.site)
+    opts = JobOptions(site=site, script=args.script, resources=_resources(site, args), queue=args.queue,
+                      name=args.name, data=args.data, runs=args.runs, max_resubmits=args.max_resubmits,
+                      margin=format_duration(parse_duration(args.margin, "--margin")) if args.margin else None,
+                      env=args.env or (sys.prefix if args.local else None), check_data=not args.no_check)
+    target, workdir = Path(args.target), Path.cwd()
+    if target.is_dir():
+        if not (target / "config.yaml").is_file():
+            raise UserError(f"{target}: a folder but not a run directory (no config.yaml)")
+        if args.overrides:
+            raise UserError(f"{target}: a run continues with its own config.yaml; overrides are not taken")
+        sub = plan_continue(target, opts, workdir)
+    elif is_grid_file(target):
+        sub = plan_grid(target, args.overrides, opts, workdir, args.array)
+    else:
+        if args.array:
+            raise UserError(f"--array: {target} is a config, not a grid file (see configs/grids/)")
+        sub = plan_config(target, args.overrides, opts, workdir)
+    for line in lint_warnings(sub):
+        print(line, file=sys.stderr)
+    if args.dry_run:
+        print(dry_run_text(sub))
+        return 0
+    print(describe(sub), flush=True)
+    if not args.local:
+        ids = execute(sub, submit.run_qsub)
+        where = os.path.relpath(sub.grid_dir or sub.runs_root)
+        print(f"submitted {', '.join(ids)}; see where they stand with: scripts/submit --status {where}")
+        return 0
+    server = local.LocalServer()
+    echo = None if args.quiet else sys.stdout.buffer
+
+    def local_qsub(argv: list[str]) -> str:
+        print(f"running here, PBS-like: {submit.display(argv)}", flush=True)
+        return server.submit(argv[1:], os.environ, workdir, site=site).id
+
+    for job_id in execute(sub, local_qsub):
+        print("\n".join(local.describe(server.run_chain(server.get(job_id), echo))), flush=True)
+    summaries = [summarize_run(run.run_dir, index=run.index) for run in sub.runs]
+    print(summary_table(summaries, with_jobs=True))
+    return 0 if all(summary.status == "done" for summary in summaries) else 1
+
+
+def _resources(site, args: argparse.Namespace) -> dict[str, str]:
+    """The ``-l`` options: only what differs from the job script's own directives."""
+    import dataclasses
+
+    from segtrain.cluster.resources import SCRIPT_SITE, check_size
+    from segtrain.cluster.walltime import format_duration, parse_duration
+
+    changes = {"ngpus": args.gpus, "ncpus": args.ncpus, "mem": args.mem and check_size(args.mem, "--mem"),
+               "scratch": args.scratch and check_size(args.scratch, "--scratch"),
+               "gpu_mem": args.gpu_mem and check_size(args.gpu_mem, "--gpu-mem")}
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if args.gpus and not site.gpu_resource:
+        raise UserError(f"--gpus: the {site.name} site profile defines no GPU resource")
     resources = {}
-    if site is not SCRIPT_SITE:  # the job script's directives ask for SCRIPT_SITE's resources
-        resources = site.resource_list()
+    if site is not SCRIPT_SITE or changes:
+        resources = site.resource_list(dataclasses.replace(site.defaults, **changes))
     if args.walltime:
         resources["walltime"] = format_duration(parse_duration(args.walltime, "--walltime"))
-    margin = format_duration(parse_duration(args.margin, "--margin")) if args.margin else None
-    env = args.env or (sys.prefix if args.local else None)
-    argv = submit.job_argv(config, args.overrides, script=args.script, name=args.name, resources=resources,
-                           data=args.data, runs=args.runs, run=run, max_resubmits=args.max_resubmits,
-                           margin=margin, env=env)
-    if not args.local:
-        print(submit.run_qsub(argv))
-        return 0
-    print(f"running here, PBS-like: {submit.display(argv)}", flush=True)
-    jobs = local.submit_and_run(argv[1:], site, echo=None if args.quiet else sys.stdout.buffer, cwd=Path.cwd())
-    print("\n".join(local.describe(jobs)))
-    last = jobs[-1].exit_status if jobs else None
-    return 0 if last == 0 else 1
-
-
-def _config_or_run(path: Path) -> tuple[str | None, str | None]:
-    """(config, None) for a config file; (None, run directory) for a run to continue."""
-    if not path.is_dir():
-        return str(path), None
-    if not (path / "config.yaml").is_file():
-        raise UserError(f"{path}: a folder but not a run directory (no config.yaml)")
-    return None, str(path)
+    return resources

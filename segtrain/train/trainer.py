@@ -39,7 +39,7 @@ from segtrain.train.optim import Schedule, build_optimizer
 from segtrain.train.plots import plot_curves, plot_samples
 from segtrain.train.rundir import RunDir, make_run_name, unique_path
 from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
-from segtrain.train.wandb_log import WandbLogger, new_wandb_id
+from segtrain.train.wandb_log import WandbLogger, new_wandb_id, wandb_values
 
 EXIT_FAILED = 1
 MIRRORED = ["config.yaml", "run.json", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt"]
@@ -347,8 +347,7 @@ class _Run:
     def _record(self, record: dict[str, Any]) -> None:
         if self.ctx.is_main:
             self.log.write(record)
-            self.wandb.log({k if k in ("epoch",) else f"{record['split']}/{k}": v for k, v in record.items()
-                            if k not in ("step", "split")}, step=record["step"])
+            self.wandb.log(wandb_values(record), step=record["step"])
 
     # ---- epoch end: validation, early stopping, samples ----------------------------------------
     def _end_epoch(self) -> tuple[bool, bool]:

@@ -17,6 +17,16 @@ import numpy as np
 from segtrain.config.schema import WandbConfig
 
 
+def wandb_values(record: dict[str, Any]) -> dict[str, Any]:
+    """A metrics.jsonl record as W&B values: ``train/loss``, ``val/iou``, ... and ``epoch``.
+
+    The one mapping, shared by the trainer and by the replay of metrics.jsonl into W&B
+    (:mod:`segtrain.cluster.wandb_sync`), so that both write the same keys.
+    """
+    return {key if key == "epoch" else f"{record['split']}/{key}": value for key, value in record.items()
+            if key not in ("step", "split")}
+
+
 def new_wandb_id() -> str:
     """A W&B-style run id (8 lowercase alphanumerics), chosen here so it can be checkpointed first."""
     return uuid.uuid4().hex[:8]

@@ -1,0 +1,53 @@
+# Shell functions of jobs/train.pbs and jobs/node.sh (sourced from the submit folder, never run).
+# The caller defines say and die, and sets SCRATCH (and SCRATCH_OWNED=1 when it made that folder).
+
+# Empty this node's scratch with the site's clean_scratch where it has one. The folder itself goes
+# only when the script made it: a site's own (MetaCentrum's $SCRATCHDIR, PBS's $TMPDIR) stays.
+clean_scratch_dir() {
+    if [ -n "${SCRATCHDIR:-}" ] && command -v clean_scratch >/dev/null 2>&1; then
+        clean_scratch
+    else
+        find "$SCRATCH" -mindepth 1 -delete
+        [ -z "${SCRATCH_OWNED:-}" ] || rmdir "$SCRATCH"
+    fi
+}
+
+# Wait for the trainer; a trap interrupts `wait`, so wait again until it has really exited.
+wait_for() {
+    local pid=$1 rc=0 again
+    wait "$pid" || rc=$?
+    while kill -0 "$pid" 2>/dev/null; do
+        rc=0
+        wait "$pid" || rc=$?
+    done
+    if [ "$rc" -gt 128 ]; then  # interrupted just as it exited: ask for its own status once more
+        again=0
+        wait "$pid" 2>/dev/null || again=$?
+        [ "$again" != 127 ] && rc=$again
+    fi
+    return "$rc"
+}
+
+# The software environment (envs/README.md) of the submit folder $1: the virtualenv or the folder
+# made by envs/build_ngc.sh (NGC image + packages) in $2. Sets PY, the python command.
+use_environment() {
+    local workdir=$1 env_dir=$2 image binds
+    if [ -f "$env_dir/image" ]; then
+        image=$(head -n 1 "$env_dir/image")
+        [ -n "$image" ] && [ -e "$image" ] || die "image $image (named in $env_dir/image) not found"
+        command -v singularity >/dev/null 2>&1 || die "singularity not found on $(hostname)"
+        export PYTHONUSERBASE=$env_dir  # the packages the image lacks, installed by envs/build_ngc.sh
+        binds=(--bind "$SCRATCH" --bind "$workdir")
+        [ -d /storage ] && binds+=(--bind /storage)
+        PY=(singularity exec --nv "${binds[@]}" "$image" python)
+    elif [ -x "$env_dir/bin/python" ]; then
+        if [ -s "$env_dir/segtrain-module" ] && command -v module >/dev/null 2>&1; then
+            module add "$(head -n 1 "$env_dir/segtrain-module")"
+        fi
+        export VIRTUAL_ENV=$env_dir PATH=$env_dir/bin:$PATH
+        PY=("$env_dir/bin/python")
+    else
+        die "no software environment at $env_dir: build one (envs/README.md) or pass SEGTRAIN_ENV"
+    fi
+    export PYTHONPATH=$workdir${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+}
