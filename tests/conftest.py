@@ -35,3 +35,22 @@ def tree_state(root: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``root`` with its size and mtime: equal states mean nothing was written."""
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def trained_run_ro(small_data_ro, tmp_path_factory) -> Path:
+    """A tiny finished run (W&B offline) shared by the inference tests; never modify it."""
+    from trainutil import train_run
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    code, out = train_run(run, small_data_ro, "logging.wandb.mode=offline")
+    assert code == 0, out
+    return run
+
+
+@pytest.fixture(scope="module")
+def run_dir(trained_run_ro, tmp_path_factory) -> Path:
+    """A private copy of the shared trained run, for a test module that writes into it."""
+    run = tmp_path_factory.mktemp("run") / "run"
+    shutil.copytree(trained_run_ro, run)
+    return run

@@ -15,19 +15,9 @@ from segtrain.data.layout import read_split
 from segtrain.data.reader import SceneReader
 from segtrain.evaluate import ExtremeScenes, SceneScore
 from segtrain.metrics import Counts, scores_from_counts
-from trainutil import train_run
 from wandbutil import history
 
 SCORES = ("iou", "dice", "precision", "recall")
-
-
-@pytest.fixture(scope="module")
-def run_dir(small_data_ro, tmp_path_factory) -> Path:
-    """A run that logged to W&B offline, so that eval has a W&B run to add to."""
-    run = tmp_path_factory.mktemp("evaluate") / "run"
-    code, out = train_run(run, small_data_ro, "logging.wandb.mode=offline")
-    assert code == 0, out
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,7 @@ from segtrain.data.tiling import pad_tile
 from segtrain.export import INPUT, OUTPUT, TOLERANCE, ModelMeta, deploy
 from segtrain.models import build_model
 from segtrain.train.checkpoint import LAST, load_trained, save_checkpoint
-from trainutil import REPO, train_run
-
-
-@pytest.fixture(scope="module")
-def run_dir(small_data_ro, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("export") / "run"
-    code, out = train_run(run, small_data_ro)
-    assert code == 0, out
-    return run
+from trainutil import REPO
 
 
 @pytest.fixture(scope="module")

@@ -26,18 +26,9 @@ from segtrain.export import ModelMeta, export_onnx
 from segtrain.predict import (MASK_NODATA, OnnxBackend, PredictOptions, StripStitcher, Tile, TiledTiffWriter,
                               TorchBackend, open_scene, predict_scene, predict_strips)
 from segtrain.train.checkpoint import load_trained
-from trainutil import train_run
 
 GEO = [(33550, 12, 3, (10.0, 10.0, 0.0), True), (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 5500000.0, 0.0), True),
        (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True)]
-
-
-@pytest.fixture(scope="module")
-def run_dir(small_data_ro, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("predict") / "run"
-    code, out = train_run(run, small_data_ro)
-    assert code == 0, out
-    return run
 
 
 @pytest.fixture(scope="module")

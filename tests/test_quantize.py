@@ -14,15 +14,6 @@ from segtrain.cli import main
 from segtrain.export import INPUT, OUTPUT
 from segtrain.quantize import calibration_tiles
 from segtrain.train.checkpoint import load_trained
-from trainutil import train_run
-
-
-@pytest.fixture(scope="module")
-def run_dir(small_data_ro, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("quantize") / "run"
-    code, out = train_run(run, small_data_ro)
-    assert code == 0, out
-    return run
 
 
 @pytest.fixture(scope="module")
