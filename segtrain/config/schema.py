@@ -57,8 +57,7 @@ class DataConfig:
     min_valid_fraction: float = field(default=0.25, metadata=bounds(ge=0.0, le=1.0))
     normalize: Literal["stats", "none"] = "stats"
     stats_file: Optional[str] = None  # default: <root>/stats.json
-    cache: bool = False  # convert scenes to .npy on scratch before training
-    cache_dir: Optional[str] = None
+    cache: bool = False  # the PBS job converts scenes to uncompressed TIFFs on scratch before training
     num_workers: int = field(default=4, metadata=bounds(ge=0, le=64))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -16,7 +16,7 @@ from segtrain.errors import UserError
 SAFE_KEYS = (
     "train.epochs", "train.early_stopping.patience", "train.checkpoint_every_steps", "train.checkpoint_every_minutes",
     "train.device", "train.compile", "train.channels_last",
-    "data.root", "data.num_workers", "data.cache", "data.cache_dir", "data.stats_file",
+    "data.root", "data.num_workers", "data.cache", "data.stats_file",
     "logging", "run",
 )
 

@@ -107,9 +107,9 @@ class _Run:
         self.cfg, self.opts, self.ctx, self.device = cfg, opts, ctx, device
         self.budget = TimeBudget(opts.time_limit)
         self.rd = RunDir(opts.run_dir)
-        self.state = self._open_run_dir()
+        self.state, notes = self._open_run_dir()
         self.console = Console(0, enabled=ctx.is_main, log_path=self.rd.logs / "train.log" if ctx.is_main else None)
-        for note in self.notes:
+        for note in notes:
             self.console.message(note)
         self.stats = self._stats()
         self._build_data()
@@ -122,18 +122,21 @@ class _Run:
         self.console.total_steps = cfg.train.epochs * self.n_batches
 
     # ---- set-up ---------------------------------------------------------------------------
-    def _open_run_dir(self) -> Optional[dict]:
-        """Create the run directory, or open it to resume; refuse unsafe config changes."""
-        self.notes: list[str] = []
+    def _open_run_dir(self) -> tuple[Optional[dict], list[str]]:
+        """Create the run directory, or open it to resume; refuse unsafe config changes.
+
+        Returns the checkpoint to resume from (None for a new run) and notes for the log.
+        """
+        notes: list[str] = []
         if self.rd.config.exists():
             old_raw, _ = load_raw(self.rd.config)
-            self.notes += check_resume_compatible(build_config(old_raw), self.cfg, self.rd.config)
-        state = ckpt.load_latest(self.rd.checkpoints, warn=self.notes.append) if self.rd.checkpoints.exists() else None
+            notes += check_resume_compatible(build_config(old_raw), self.cfg, self.rd.config)
+        state = ckpt.load_latest(self.rd.checkpoints, warn=notes.append) if self.rd.checkpoints.exists() else None
         if self.ctx.is_main:
             self.rd.create()
             atomic_write_text(self.rd.config, to_yaml(self.cfg))
         barrier(self.ctx)
-        return state
+        return state, notes
 
     def _stats(self) -> Optional[dict]:
         """Normalization statistics: from the checkpoint when resuming (so they cannot drift)."""
