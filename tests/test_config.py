@@ -132,3 +132,11 @@ def test_resolved_config_round_trips(tmp_path):
     again = load_config(write(tmp_path / "resolved.yaml", to_yaml(cfg)))
     assert again == cfg
     assert yaml.safe_load(to_yaml(Config()))["train"]["epochs"] == Config().train.epochs
+
+
+def test_yaml_words_off_and_no_are_words_and_only_true_false_are_booleans(tmp_path):
+    cfg = write(tmp_path / "my.yaml", "train:\n  amp: off\n  compile: false\n  channels_last: True\n")
+    loaded = load_config(cfg)
+    assert (loaded.train.amp, loaded.train.compile, loaded.train.channels_last) == ("off", False, True)
+    assert load_config(cfg, ["train.amp=off"]).train.amp == "off"
+    assert "train.compile: expected true or false, got 'no' (str)" in error_of(cfg, ["train.compile=no"])
