@@ -5,12 +5,15 @@ CPU (default): tiles/s of `segtrain train` (every step logged, stop checks, metr
 beside a bare PyTorch loop over the same model, data loader and batches. The ratio is the
 trainer's overhead (goal: at most 5 %).
 --gpu: the same on CUDA with a 256 px smp U-Net, then the trainer with AMP + channels_last
-beside fp32; finishes in under three minutes on one GPU.
+beside fp32; finishes in under three minutes on one GPU. On a machine with several GPUs it
+also runs the trainer on all of them (DDP, same global batch) beside one.
+--procs N: the DDP comparison with N processes (on CPU: gloo processes stand for GPUs).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +40,15 @@ def trainer_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, 
     run_dir = work / f"run-{len(list(work.iterdir()))}"
     code = train(load_config(config, overrides), TrainOptions(str(config), overrides, run_dir=run_dir))
     assert code == 0, code
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return steady_throughput(records, batch, skip)
+
+
+def launched_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, skip: int, procs: int) -> float:
+    """Tiles per second of `segtrain train --nproc-per-node procs` (global batch unchanged)."""
+    run_dir = work / f"run-{len(list(work.iterdir()))}"
+    subprocess.run([sys.executable, "-m", "segtrain", "train", str(config), *overrides, "--run-dir", str(run_dir),
+                    "--nproc-per-node", str(procs)], check=True, stdout=subprocess.DEVNULL, cwd=REPO)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return steady_throughput(records, batch, skip)
 
@@ -75,6 +87,8 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=3, help="alternate trainer/bare this many times, report the best")
+    parser.add_argument("--procs", type=int, default=None,
+                        help="also compare 1 process with this many (default with --gpu: every GPU, if more than one)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,6 +115,13 @@ def main() -> None:
             amp = trainer_tiles_s(config, common + ["train.amp=auto", "train.channels_last=true"], work, batch, skip)
             print(f"cuda AMP ({'bf16' if torch.cuda.is_bf16_supported() else 'fp16'}) + channels_last: "
                   f"{amp:.1f} tiles/s vs fp32 {trainer:.1f} tiles/s: speed-up x{amp / trainer:.2f}")
+        procs = args.procs if args.procs is not None else (torch.cuda.device_count() if args.gpu else 1)
+        if procs > 1:
+            mode = common + (["train.amp=auto", "train.channels_last=true"] if args.gpu else [])
+            one = launched_tiles_s(config, mode, work, batch, skip, 1)
+            many = launched_tiles_s(config, mode, work, batch, skip, procs)
+            print(f"{device} DDP: {procs} processes {many:.1f} tiles/s vs 1 process {one:.1f} tiles/s: "
+                  f"x{many / one:.2f} (scaling efficiency {100 * many / one / procs:.0f} %)")
 
 
 if __name__ == "__main__":
