@@ -40,6 +40,7 @@ from segtrain.cluster.walltime import default_margin, format_duration, parse_dur
 from segtrain.config import Config, load_config
 from segtrain.errors import EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR, UserError
 from segtrain.fsutil import atomic_open, atomic_write_json
+from segtrain.train.rundir import RunDir
 
 DEFAULT_CONFIG = "configs/default.yaml"
 DEFAULT_MAX_RESUBMITS = 10
@@ -47,7 +48,6 @@ JOB_SCRIPT = "jobs/train.pbs"
 NODE_SCRIPT = "jobs/node.sh"
 NODE_MODES = ("stage", "train", "clean")  # what node.sh does on another node
 EXIT_NO_RESUBMIT = 10
-RUN_INFO = "run.json"
 
 
 @dataclass
@@ -135,7 +135,7 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         manifest = _existing(workdir, var[submit.MANIFEST], submit.MANIFEST)
         var[submit.CONFIG], overrides = manifest_point(manifest, env.array_index)
     run = _existing(workdir, var[submit.RUN], submit.RUN, want_dir=True) if var[submit.RUN] else None
-    info = _read_info(run) if run else {}
+    info = RunDir(run).read_info() if run else {}
     config = _resolve(workdir, var[submit.CONFIG] or (str(run / "config.yaml") if run else DEFAULT_CONFIG))
     cfg = load_config(config, overrides)
     data_default = info.get("data_source") or cfg.data.root  # a run's config names the scratch it last used
@@ -202,16 +202,6 @@ def _count(var: Mapping[str, str], name: str, default: int) -> int:
     if not text.isdigit():
         raise UserError(f"{name}={text}: expected a whole number >= 0")
     return int(text)
-
-
-def _read_info(run: Path) -> dict:
-    path = run / RUN_INFO
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable run.json: {exc}") from None
 
 
 def _new_run_dir(runs: Path, config: Path, overrides: list[str], cfg: Config) -> Path:
@@ -306,11 +296,9 @@ def data_root(staged: Path) -> Path:
 
 def _record_data_source(work_run: Path, data: str) -> None:
     """Keep the data set's storage path in run.json, so ``RUN=...`` alone can continue a run."""
-    path = work_run / RUN_INFO
-    info = _read_info(work_run)
-    if info.get("data_source") != data:
-        info["data_source"] = data
-        atomic_write_json(path, info)
+    run = RunDir(work_run)
+    if run.read_info().get("data_source") != data:
+        run.update_info(data_source=data)
 
 
 # ---- train-args ---------------------------------------------------------------------------------
@@ -484,9 +472,9 @@ def record_resubmission(run_dir: Path, from_job: str, to_job: str) -> None:
     """Append ``{from, to, at}`` to run.json's ``resubmissions`` (atomically; other keys kept)."""
     from segtrain.train.rundir import now_iso
 
-    info = _read_info(run_dir)
-    info.setdefault("resubmissions", []).append({"from": from_job, "to": to_job, "at": now_iso()})
-    atomic_write_json(run_dir / RUN_INFO, info)
+    run = RunDir(run_dir)
+    done = run.read_info().get("resubmissions", [])
+    run.update_info(resubmissions=done + [{"from": from_job, "to": to_job, "at": now_iso()}])
 
 
 def step_record(args: argparse.Namespace) -> int:
