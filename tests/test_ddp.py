@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 import torch
@@ -98,3 +99,20 @@ def test_two_launchers_on_loopback_rendezvous_and_train_as_one_run(small_data_ro
     assert [node.returncode for node in nodes] == [0, 0], outputs
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["world_size"] == 2 and state["position"]["step"] == 6
+
+
+def test_workers_checkpoint_and_stop_when_their_launcher_is_killed(small_data_ro, tmp_path):
+    """A SIGKILLed launcher must not leave workers training unseen (they run in their own sessions)."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(segtrain_cmd("train", *tiny_args(small_data_ro, "train.epochs=30"), "--run-dir", str(run_dir),
+                                         *TWO),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wait_for_step(run_dir, 3, proc)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and json.loads((run_dir / "run.json").read_text())["status"] == "running":
+        time.sleep(0.2)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "stopped" and info["segments"][-1]["exit_code"] == 3
+    assert 3 <= torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["position"]["step"] < 180

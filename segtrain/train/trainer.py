@@ -9,6 +9,7 @@ stopped anywhere and resumed ends with the same weights as one never stopped.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -106,6 +107,7 @@ class _Run:
     def __init__(self, cfg: Config, opts: TrainOptions, ctx: DistContext, device: torch.device, in_channels: int):
         self.cfg, self.opts, self.ctx, self.device = cfg, opts, ctx, device
         self.budget = TimeBudget(opts.time_limit)
+        self.launcher_pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
         self.rd = RunDir(opts.run_dir)
         self.state, notes = self._open_run_dir()
         self.console = Console(0, enabled=ctx.is_main, log_path=self.rd.logs / "train.log" if ctx.is_main else None)
@@ -322,8 +324,15 @@ class _Run:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _stop_requested(self, validation_next: bool) -> Optional[str]:
-        """The reason to stop now, agreed by all ranks: a signal, or the time budget."""
+        """The reason to stop now, agreed by all ranks: a signal, the time budget, or a lost launcher.
+
+        torch's elastic agent starts workers in their own sessions: a PBS that tracks jobs by
+        session and SIGKILLs the launcher would leave them running unseen. A worker whose parent
+        has changed stops like on SIGTERM instead.
+        """
         reason = self.signals.received or ("time limit" if self.budget.exhausted(validation_next) else None)
+        if reason is None and self.launcher_pid is not None and os.getppid() != self.launcher_pid:
+            reason = "launcher gone"
         if any_rank(reason is not None, self.ctx, self.device):
             return reason or "stop on another rank"
         return None
