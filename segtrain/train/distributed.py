@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -46,13 +46,14 @@ def shutdown(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
-    """True on every rank when the flag is set on any rank, so all ranks stop at the same step."""
+def any_rank(flags: Sequence[bool], ctx: DistContext, device: torch.device) -> list[bool]:
+    """Each flag, True on every rank when it is set on any rank (one all-reduce for all of them),
+    so that every rank stops or checkpoints at the same step."""
     if not ctx.distributed:
-        return flag
-    t = torch.tensor([1 if flag else 0], device=device)
+        return list(flags)
+    t = torch.tensor([int(f) for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return [bool(v) for v in t.tolist()]
 
 
 def sum_across_ranks(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:

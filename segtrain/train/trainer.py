@@ -269,12 +269,12 @@ class _Run:
                 self.budget.record_step(step_s + data_s)
                 if pos.step % cfg.logging.every_steps == 0:
                     self._log_train(loss, parts, grad_norm, data_s, step_s)
-                stop = self._stop_requested(validation_next=pos.batch == self.n_batches)
+                stop, checkpoint_due = self._decide(last_checkpoint, validation_next=pos.batch == self.n_batches)
                 if stop:
                     self._checkpoint()
                     self.console.message(f"stopping at step {pos.step} ({stop}); checkpoint written, resume to continue")
                     return EXIT_RESUMABLE
-                if self._periodic_checkpoint_due(last_checkpoint):
+                if checkpoint_due:
                     self._checkpoint()
                     last_checkpoint = time.monotonic()
                 waited = time.monotonic()
@@ -286,7 +286,7 @@ class _Run:
                 self.console.message(f"early stopping: no {cfg.train.early_stopping.metric} improvement for "
                                      f"{self.early.bad_validations} validations (best {self.early.best:.4f})")
                 break
-            stop = self._stop_requested(validation_next=False) if pos.epoch < cfg.train.epochs else None
+            stop = self._decide(last_checkpoint, validation_next=False)[0] if pos.epoch < cfg.train.epochs else None
             if stop:
                 self.console.message(f"stopping after epoch {pos.epoch} ({stop}); checkpoint written, resume to continue")
                 return EXIT_RESUMABLE
@@ -323,25 +323,22 @@ class _Run:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _stop_requested(self, validation_next: bool) -> Optional[str]:
-        """The reason to stop now, agreed by all ranks: a signal, the time budget, or a lost launcher.
+    def _decide(self, last_checkpoint: float, validation_next: bool) -> tuple[Optional[str], bool]:
+        """After a step: the reason to stop now (or None) and whether a periodic checkpoint is due,
+        agreed by all ranks in one reduction (clocks and signals differ between ranks).
 
-        torch's elastic agent starts workers in their own sessions: a PBS that tracks jobs by
-        session and SIGKILLs the launcher would leave them running unseen. A worker whose parent
-        has changed stops like on SIGTERM instead.
+        Reasons to stop: a signal, the time budget, or a lost launcher. torch's elastic agent
+        starts workers in their own sessions: a PBS that tracks jobs by session and SIGKILLs the
+        launcher would leave them running unseen, so a worker whose parent changed stops too.
         """
         reason = self.signals.received or ("time limit" if self.budget.exhausted(validation_next) else None)
         if reason is None and self.launcher_pid is not None and os.getppid() != self.launcher_pid:
             reason = "launcher gone"
-        if any_rank(reason is not None, self.ctx, self.device):
-            return reason or "stop on another rank"
-        return None
-
-    def _periodic_checkpoint_due(self, last: float) -> bool:
         every_steps, every_min = self.cfg.train.checkpoint_every_steps, self.cfg.train.checkpoint_every_minutes
         due = bool(every_steps and self.pos.step % every_steps == 0)
-        due |= bool(every_min and time.monotonic() - last >= every_min * 60)
-        return any_rank(due, self.ctx, self.device)  # minutes differ per rank; all must agree
+        due |= bool(every_min and time.monotonic() - last_checkpoint >= every_min * 60)
+        stop, due = any_rank([reason is not None, due], self.ctx, self.device)
+        return (reason or "stop on another rank") if stop else None, due
 
     def _log_train(self, loss: float, parts: dict[str, float], grad_norm: float, data_s: float, step_s: float) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
