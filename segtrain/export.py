@@ -227,17 +227,3 @@ def verify(model: DeployedModel, onnx_bytes: bytes, shapes: list[tuple[int, ...]
             return float("inf")
         worst = max(worst, float(np.abs(got - expected).max()))
     return worst
-
-
-def read_props(path: str | Path) -> dict[str, str]:
-    """The metadata of an ONNX file without loading its weights into a session."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: model file not found")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf decode errors have no common type
-        raise UserError(f"{path}: not a readable ONNX model: {type(exc).__name__}") from None
-    return {p.key: p.value for p in proto.metadata_props}

@@ -38,12 +38,13 @@ from segtrain.train.distributed import (DistContext, EpochSampler, any_rank, bar
 from segtrain.train.metrics_log import MetricsLog
 from segtrain.train.optim import Schedule, build_optimizer
 from segtrain.train.plots import plot_curves, plot_samples
+from segtrain.train import rundir
 from segtrain.train.rundir import RunDir, make_run_name, unique_path
 from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
 from segtrain.train.wandb_log import WandbLogger, new_wandb_id, wandb_values
 
 EXIT_FAILED = 1
-MIRRORED = ["config.yaml", "run.json", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt"]
+MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, f"checkpoints/{ckpt.LAST}", f"checkpoints/{ckpt.BEST}"]
 
 
 class TrainingFailed(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -74,10 +74,6 @@ class WandbLogger:
         artifact = self._wandb.Artifact(f"model-{name}", type="model")
         artifact.add_file(str(path))
         self.run.log_artifact(artifact)
-
-    @property
-    def offline_dir(self) -> Optional[str]:
-        return self.run.dir if self.run is not None else None
 
     def finish(self, exit_code: int) -> None:
         if self.run is not None:
