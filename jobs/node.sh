@@ -71,12 +71,12 @@ run_py() {
 
 if [ "$MODE" = stage ]; then
     say "staging to scratch $SCRATCH"
-    run_py -m segtrain.cluster.job node-plan "$PLAN_WORD" --scratch "$SCRATCH" "$NODE_DIR/plan.json" \
-        && run_py -m segtrain.cluster.job stage "$NODE_DIR/plan.json" && exit 0
+    run_py -m segtrain.cluster.job.steps node-plan "$PLAN_WORD" --scratch "$SCRATCH" "$NODE_DIR/plan.json" \
+        && run_py -m segtrain.cluster.job.steps stage "$NODE_DIR/plan.json" && exit 0
     clean_here
     exit 1
 fi
-run_py -m segtrain.cluster.job train-args "$NODE_DIR/plan.json" >"$NODE_DIR/train.args" || { clean_here; exit 2; }
+run_py -m segtrain.cluster.job.steps train-args "$NODE_DIR/plan.json" >"$NODE_DIR/train.args" || { clean_here; exit 2; }
 mapfile -d '' -t TRAIN_ARGS <"$NODE_DIR/train.args"
 run_py -m segtrain "${TRAIN_ARGS[@]}"
 rc=$?

@@ -26,7 +26,7 @@ import torch
 
 from segtrain.data.layout import SceneFiles, filelist_path
 from segtrain.errors import UserError
-from segtrain.train.rundir import data_root
+from segtrain.run.directory import data_root
 from segtrain.fsutil import atomic_write_json, atomic_write_text
 from segtrain.metrics import SCORES, ConfusionCounts, Counts, per_scene_scores, scores_from_counts
 from segtrain.predict import Backend, Progress, Timing, TorchBackend, check_tiling, open_scene, predict_strips
@@ -37,7 +37,7 @@ PREVIEW_SIZE = 512  # longest side of a scene in the overlays, pixels
 
 @dataclass
 class Preview:
-    """A scene subsampled for display, in the form segtrain.train.plots.plot_samples takes."""
+    """A scene subsampled for display, in the form segtrain.run.plots.plot_samples takes."""
     image: np.ndarray
     truth: np.ndarray
     valid: np.ndarray
@@ -150,7 +150,7 @@ def scenes_csv(scores: list[SceneScore]) -> str:
 
 
 def plot_extremes(items: list[tuple[SceneScore, Preview]], path: Path, title: str) -> None:
-    from segtrain.train.plots import plot_samples
+    from segtrain.run.plots import plot_samples
 
     names = ", ".join(f"{s.name} (IoU {s.scores['iou']:.3f})" for s, _ in items)
     plot_samples([p.as_sample() for _, p in items], path, f"{title}: {names}")
@@ -204,8 +204,8 @@ def _log_wandb(run_dir: Path, backend: TorchBackend, metrics: dict, scores: list
                figures: dict[str, Path], split: str) -> None:
     """The same figures into the run's W&B run (resumed by its id), at the checkpoint's step."""
     from segtrain.config import to_dict
-    from segtrain.train.rundir import RunDir
-    from segtrain.train.wandb_log import WandbLogger, new_wandb_id
+    from segtrain.run.directory import RunDir
+    from segtrain.run.wandb_log import WandbLogger, new_wandb_id
 
     cfg = backend.trained.config
     if cfg.logging.wandb.mode == "disabled":

@@ -44,7 +44,7 @@ from segtrain.data.stats import scale_shift
 from segtrain.errors import UserError
 from segtrain.fsutil import atomic_open
 from segtrain.models import positive_probability
-from segtrain.train.checkpoint import TrainedModel
+from segtrain.run.checkpoint import TrainedModel
 
 OPSET = 17
 INPUT, OUTPUT = "bands", "probability"

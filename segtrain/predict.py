@@ -37,8 +37,8 @@ from segtrain.data.tiling import axis_origins, cut_tile
 from segtrain.errors import UserError
 from segtrain.export import INPUT, OUTPUT, ModelMeta, deploy
 from segtrain.fsutil import atomic_open
-from segtrain.train.checkpoint import load_trained
-from segtrain.train.console import format_duration
+from segtrain.run.checkpoint import load_trained
+from segtrain.run.console import format_duration
 
 MASK_NODATA = 255
 OUT_TILE = 256  # tile size of the written TIFFs

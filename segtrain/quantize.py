@@ -35,7 +35,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from segtrain.config import Config
 from segtrain.config.schema import AugmentConfig
 from segtrain.errors import UserError
-from segtrain.train.rundir import data_root
+from segtrain.run.directory import data_root
 from segtrain.export import EXPORT_DIR, INPUT, MODEL_FILE, export_onnx
 from segtrain.fsutil import atomic_open, atomic_write_json
 from segtrain.predict import Backend, OnnxBackend, check_tiling
@@ -134,7 +134,7 @@ def quantize_run(run_dir: str | Path, options: QuantizeOptions = QuantizeOptions
     """
     from segtrain.evaluate import score_scenes, summarize
     from segtrain.preflight import check_dataset
-    from segtrain.train.checkpoint import load_trained
+    from segtrain.run.checkpoint import load_trained
 
     if options.calibration_tiles < 1:
         raise UserError(f"--calibration-tiles: must be at least 1, got {options.calibration_tiles}")

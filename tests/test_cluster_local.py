@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from segtrain.cluster.local import EXIT_WALLTIME, LocalServer, main
-from segtrain.cluster.resources import METACENTRUM, OPENPBS
+from segtrain.cluster.local.server import EXIT_WALLTIME, LocalServer
+from segtrain.cluster.local.__main__ import main
+from segtrain.cluster.site import METACENTRUM, OPENPBS
 from segtrain.errors import UserError
 
 

@@ -20,7 +20,7 @@ from segtrain.data.stats import Stats
 from segtrain.data.tiling import pad_tile
 from segtrain.export import INPUT, OUTPUT, TOLERANCE, ModelMeta, deploy
 from segtrain.models import build_model
-from segtrain.train.checkpoint import LAST, load_trained, save_checkpoint
+from segtrain.run.checkpoint import LAST, load_trained, save_checkpoint
 from trainutil import REPO
 
 

@@ -25,7 +25,7 @@ from segtrain.data.tiling import tile_origins
 from segtrain.export import ModelMeta, export_onnx
 from segtrain.predict import (MASK_NODATA, OnnxBackend, PredictOptions, StripStitcher, Tile, TiledTiffWriter,
                               TorchBackend, open_scene, predict_scene, predict_strips)
-from segtrain.train.checkpoint import load_trained
+from segtrain.run.checkpoint import load_trained
 
 GEO = [(33550, 12, 3, (10.0, 10.0, 0.0), True), (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 5500000.0, 0.0), True),
        (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True)]

@@ -13,7 +13,7 @@ from conftest import tree_state
 from segtrain.cli import main
 from segtrain.export import INPUT, OUTPUT
 from segtrain.quantize import calibration_tiles
-from segtrain.train.checkpoint import load_trained
+from segtrain.run.checkpoint import load_trained
 
 
 @pytest.fixture(scope="module")

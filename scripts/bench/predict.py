@@ -32,7 +32,7 @@ from segtrain.data.synthetic import DemoSpec, make_demo_data, make_scene  # noqa
 from segtrain.export import export_onnx  # noqa: E402
 from segtrain.predict import OnnxBackend, PredictOptions, TorchBackend, predict_scene  # noqa: E402
 from segtrain.quantize import calibration_tiles, quantize_onnx  # noqa: E402
-from segtrain.train.checkpoint import load_trained  # noqa: E402
+from segtrain.run.checkpoint import load_trained  # noqa: E402
 from segtrain.train.trainer import TrainOptions, train  # noqa: E402
 
 

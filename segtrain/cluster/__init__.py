@@ -1,7 +1,16 @@
-"""Running segtrain as PBS batch jobs: the job environment, walltime, staging, submission.
+"""Running segtrain as batch jobs on PBS Pro, split by where the code runs.
 
-The shell job script ``jobs/train.pbs`` does only what shell is for (traps, ``wait``, PBS
-commands); everything that needs tests lives here and is called as
-``python -m segtrain.cluster.job STEP``. The local PBS-like runner (:mod:`.local`) runs that
-very script on this machine, with stand-ins for ``qsub``, ``qstat`` and ``clean_scratch``.
+- :mod:`.frontend`: at submit time, on the cluster's frontend or a laptop: grids of configs
+  (:mod:`.frontend.grid`), the plan of jobs to submit (:mod:`.frontend.plan`), lint of job
+  resources, status of runs, fetching results.
+- :mod:`.job`: inside a running job, called by ``jobs/train.pbs`` as
+  ``python -m segtrain.cluster.job.steps STEP``: the job's plan, staging, the walltime, the
+  nodes, and the decision to resubmit (:mod:`.job.steps`).
+- :mod:`.local`: the PBS-like stand-in that runs the very same job script on this machine.
+- Shared by all three: :mod:`.site` (a site's resource names and queues), :mod:`.directives`
+  (``#PBS`` lines, ``qsub`` options, durations) and :mod:`.qsub` (the words of a ``qsub`` call
+  and of the job's variables).
+
+The shell job script does only what shell is for (traps, ``wait``, PBS commands); everything
+that needs tests lives here.
 """

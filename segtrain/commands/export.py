@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from segtrain.export import EXPORT_DIR, MODEL_FILE, OPSET, TOLERANCE, export_onnx
-    from segtrain.train.checkpoint import load_trained
+    from segtrain.run.checkpoint import load_trained
 
     trained = load_trained(args.run, args.checkpoint)
     result = export_onnx(trained, args.out or args.run / EXPORT_DIR / MODEL_FILE)

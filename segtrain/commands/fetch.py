@@ -11,7 +11,7 @@ HELP = ("copy run directories from the cluster (USER@HOST:/storage/.../runs) or 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from segtrain.cluster.fetch import CHECKPOINTS
+    from segtrain.cluster.frontend.fetch import CHECKPOINTS
 
     parser.add_argument("source", help="the runs folder: USER@HOST:/path/runs, or a local path")
     parser.add_argument("dest", help="the local folder to copy into (created if missing)")
@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segtrain.cluster.fetch import fetch, location, runs_brought
-    from segtrain.cluster.status import summarize_run, summary_table
+    from segtrain.cluster.frontend.fetch import fetch, location, runs_brought
+    from segtrain.cluster.frontend.status import summarize_run, summary_table
 
     src, dst = location(args.source), Path(args.dest).absolute()
     if args.grid:

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
 def show(target: Optional[str], runs: Optional[str], local: bool) -> int:
     """Print the status table of ``target``; used by ``segtrain runs`` and ``scripts/submit --status``."""
-    from segtrain.cluster.status import status_rows, summary_table
+    from segtrain.cluster.frontend.status import status_rows, summary_table
 
     runs_root, grid_dir = locate(Path(target) if target else None, runs)
     qstat = [sys.executable, "-m", "segtrain.cluster.local", "qstat"] if local else (
@@ -45,7 +45,7 @@ def show(target: Optional[str], runs: Optional[str], local: bool) -> int:
 
 def locate(target: Optional[Path], runs: Optional[str]) -> tuple[Path, Optional[Path]]:
     """(runs folder, grid folder or None) for a grid file, a grid folder or a runs folder."""
-    from segtrain.cluster.grid import MANIFEST_NAME, is_grid_file, load_grid, read_manifest
+    from segtrain.cluster.frontend.grid import MANIFEST_NAME, is_grid_file, load_grid, read_manifest
     from segtrain.config import load_config
 
     if target is None:

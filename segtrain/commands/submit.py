@@ -13,7 +13,7 @@ HELP = ("submit jobs/train.pbs for a config or a grid file (one job per point, o
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from segtrain.cluster.resources import SITES
+    from segtrain.cluster.site import SITES
 
     parser.add_argument("target", nargs="?", help="a config file, a grid file (configs/grids/), or a run "
                         "directory to continue; with --status a grid file, a grid folder or a runs folder")
@@ -53,13 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segtrain.cluster import local, submit
-    from segtrain.cluster.grid import is_grid_file
-    from segtrain.cluster.resources import get_site
-    from segtrain.cluster.status import summarize_run, summary_table
-    from segtrain.cluster.submission import (JobOptions, describe, dry_run_text, execute, plan_config, plan_continue,
+    from segtrain.cluster import qsub
+    from segtrain.cluster.local import server as local
+    from segtrain.cluster.frontend.grid import is_grid_file
+    from segtrain.cluster.site import get_site
+    from segtrain.cluster.frontend.status import summarize_run, summary_table
+    from segtrain.cluster.frontend.plan import (JobOptions, describe, dry_run_text, execute, plan_config, plan_continue,
                                              plan_grid, lint_warnings)
-    from segtrain.cluster.walltime import format_duration, parse_duration
+    from segtrain.cluster.job.walltime import format_duration, parse_duration
 
     if args.status:
         from segtrain.commands.runs import show
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(describe(sub), flush=True)
     if not args.local:
-        ids = execute(sub, submit.run_qsub)
+        ids = execute(sub, qsub.run_qsub)
         where = os.path.relpath(sub.grid_dir or sub.runs_root)
         print(f"submitted {', '.join(ids)}; see where they stand with: scripts/submit --status {where}")
         return 0
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     echo = None if args.quiet else sys.stdout.buffer
 
     def local_qsub(argv: list[str]) -> str:
-        print(f"running here, PBS-like: {submit.display(argv)}", flush=True)
+        print(f"running here, PBS-like: {qsub.display(argv)}", flush=True)
         return server.submit(argv[1:], os.environ, workdir, site=site).id
 
     for job_id in execute(sub, local_qsub):
@@ -114,8 +115,8 @@ def _resources(site, args: argparse.Namespace) -> dict[str, str]:
     """The ``-l`` options: only what differs from the job script's own directives."""
     import dataclasses
 
-    from segtrain.cluster.resources import SCRIPT_SITE, check_size
-    from segtrain.cluster.walltime import format_duration, parse_duration
+    from segtrain.cluster.site import SCRIPT_SITE, check_size
+    from segtrain.cluster.job.walltime import format_duration, parse_duration
 
     changes = {"ngpus": args.gpus, "ncpus": args.ncpus, "mem": args.mem and check_size(args.mem, "--mem"),
                "scratch": args.scratch and check_size(args.scratch, "--scratch"),

@@ -11,7 +11,7 @@ HELP = ("upload a run's offline W&B data (every job segment, in order, into one 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from segtrain.cluster.wandb_sync import METHODS
+    from segtrain.run.wandb_sync import METHODS
 
     parser.add_argument("targets", nargs="+", metavar="RUN", help="run directories, or grid folders (all their runs)")
     parser.add_argument("--method", choices=METHODS, default="auto",
@@ -22,9 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segtrain.cluster.grid import MANIFEST_NAME
-    from segtrain.cluster.status import grid_runs
-    from segtrain.cluster.wandb_sync import plan_sync, require_login, sync_run
+    from segtrain.cluster.frontend.grid import MANIFEST_NAME
+    from segtrain.cluster.frontend.status import grid_runs
+    from segtrain.run.wandb_sync import plan_sync, require_login, sync_run
 
     if not args.dry_run:
         require_login()  # before anything: a sync that cannot upload must not start

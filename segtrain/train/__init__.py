@@ -1,1 +1,1 @@
-"""Training: the loop (trainer), checkpoints, run directories, stopping, logging, distribution."""
+"""Training: the loop (:mod:`.trainer`), launching (:mod:`.launch`), distribution, stopping, optimizers."""

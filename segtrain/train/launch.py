@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from segtrain.errors import EXIT_USER_ERROR
-from segtrain.train.rundir import RunDir
+from segtrain.run.directory import RunDir
 
 EXIT_FAILED = 1
 

@@ -30,18 +30,18 @@ from segtrain.losses import build_criterion
 from segtrain.metrics import ConfusionCounts
 from segtrain.models import build_model, positive_probability
 from segtrain.preflight import check_dataset
-from segtrain.train import checkpoint as ckpt
+from segtrain.run import checkpoint as ckpt
 from segtrain.train.config_changes import check_resume_compatible
-from segtrain.train.console import Console
+from segtrain.run.console import Console
 from segtrain.train.distributed import (DistContext, EpochSampler, any_rank, barrier, broadcast_from_main, init_distributed,
                                         shutdown, sum_across_ranks)
-from segtrain.train.metrics_log import MetricsLog
+from segtrain.run.metrics_log import MetricsLog
 from segtrain.train.optim import Schedule, build_optimizer
-from segtrain.train.plots import plot_curves, plot_samples
-from segtrain.train import rundir
-from segtrain.train.rundir import RunDir, make_run_name, unique_path
+from segtrain.run.plots import plot_curves, plot_samples
+from segtrain.run import directory as rundir
+from segtrain.run.directory import RunDir, make_run_name, unique_path
 from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
-from segtrain.train.wandb_log import WandbLogger, new_wandb_id, wandb_values
+from segtrain.run.wandb_log import WandbLogger, new_wandb_id, wandb_values
 
 EXIT_FAILED = 1
 MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, f"checkpoints/{ckpt.LAST}", f"checkpoints/{ckpt.BEST}"]

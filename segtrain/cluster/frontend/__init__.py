@@ -1,0 +1,1 @@
+"""What runs at submit time: grids, the submission plan, lint, status, fetching results."""

@@ -1,0 +1,246 @@
+"""A submission: a config, a grid file or a run to continue, turned into checked qsub commands.
+
+Everything that can fail is done before the first qsub: every point's config is loaded and its
+data set checked (the preflight), each grid value is written as an override that reads back
+exactly, the request is linted against the site's limits, and a run directory is chosen for
+every point (so the submissions log can map job ids to run directories at once). Then the
+commands are printed (``--dry-run``: nothing is written or submitted), given to qsub, or run
+here by the local PBS-like runner. A grid's points go as one job each, or as one job array
+whose subjobs read their point from the manifest written next to the runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from segtrain.cluster import qsub
+from segtrain.cluster.frontend.grid import MANIFEST_NAME, Grid, format_override, load_grid, write_manifest
+from segtrain.cluster.frontend.lint import WARNING, Finding, lint_request, lint_script, raise_errors
+from segtrain.cluster.directives import job_request
+from segtrain.cluster.site import JOB_NAME_MAX, Site, job_name
+from segtrain.cluster.frontend.status import append_log, log_path
+from segtrain.config import Config, load_config
+from segtrain.errors import UserError
+from segtrain.run.directory import make_run_name, now_iso, unique_path
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What every job of one submission shares (the command line's options)."""
+    site: Site
+    script: str = "jobs/train.pbs"
+    resources: dict[str, str] = field(default_factory=dict)  # -l options, over the script's directives
+    queue: Optional[str] = None
+    name: Optional[str] = None
+    data: Optional[str] = None
+    runs: Optional[str] = None
+    max_resubmits: Optional[int] = None
+    margin: Optional[str] = None
+    env: Optional[str] = None
+    check_data: bool = True
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    run_dir: Path  # absolute
+    index: Optional[int] = None  # the grid point
+    label: str = ""
+
+
+@dataclass
+class Submission:
+    workdir: Path
+    runs_root: Path
+    runs: list[PlannedRun]
+    jobs: list[list[str]]  # qsub commands; a job array is one command for every run
+    array: bool = False
+    grid: Optional[Grid] = None
+    grid_dir: Optional[Path] = None
+    config: Optional[str] = None  # as the jobs get it (relative to the submit folder where inside it)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def manifest(self) -> Optional[Path]:
+        return self.grid_dir / MANIFEST_NAME if self.grid_dir else None
+
+
+# ---- planning (nothing written) -------------------------------------------------------------------
+class Preflight:
+    """Loads each point's config and checks its data set, each distinct data set once."""
+
+    def __init__(self, workdir: Path, opts: JobOptions):
+        self.workdir, self.opts = workdir, opts
+        self._checked: set[tuple] = set()
+
+    def __call__(self, config: Path, overrides: Sequence[str]) -> Config:
+        cfg = load_config(config, overrides)
+        if not self.opts.check_data:
+            return cfg
+        root = _resolve(self.workdir, self.opts.data or cfg.data.root)
+        key = (root, str(cfg.data.bands), cfg.model.in_channels)
+        if key in self._checked or root.is_file():  # an archive is checked by the job, once unpacked
+            return cfg
+        if not root.exists():
+            raise UserError(f"{'--data' if self.opts.data else 'data.root'}: data set {root} not found")
+        from segtrain.preflight import check_dataset
+
+        check_dataset(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root))))
+        self._checked.add(key)
+        return cfg
+
+
+def plan_config(config: Path, overrides: Sequence[str], opts: JobOptions, workdir: Path) -> Submission:
+    """One new run of ``config``; its run directory chosen now (``run.name``, else named as the trainer would)."""
+    cfg = Preflight(workdir, opts)(config, overrides)
+    runs_root = _resolve(workdir, opts.runs or cfg.run.root)
+    run_dir = unique_path(runs_root, cfg.run.name or make_run_name(config, overrides))
+    words = list(overrides)
+    if run_dir.name != cfg.run.name:
+        words.append(format_override("run.name", run_dir.name, "run.name"))
+    job_config = _for_job(config, workdir)
+    argv = _job_argv(opts, workdir, job_config, words, runs=opts.runs)
+    return _linted(Submission(workdir, runs_root, [PlannedRun(run_dir.absolute())], [argv], config=job_config), opts)
+
+
+def plan_continue(run_dir: Path, opts: JobOptions, workdir: Path) -> Submission:
+    """Another job for an existing run (its own config.yaml; its data set as run.json recorded it)."""
+    load_config(run_dir / "config.yaml")  # a config that no longer loads fails here, not in the queue
+    run_dir = run_dir.absolute()
+    in_grid = (run_dir.parent / MANIFEST_NAME).is_file()
+    runs_root = run_dir.parent.parent if in_grid else run_dir.parent  # where the run's submissions are logged
+    argv = _job_argv(opts, workdir, None, [], runs=opts.runs, run=_for_job(run_dir, workdir))
+    return _linted(Submission(workdir, runs_root, [PlannedRun(run_dir)], [argv]), opts)
+
+
+def plan_grid(path: Path, extra: Sequence[str], opts: JobOptions, workdir: Path, array: bool,
+              now: Optional[_dt.datetime] = None) -> Submission:
+    """Every point of a grid file checked; one job per point, or one job array for all."""
+    grid = load_grid(path, extra)
+    preflight = Preflight(workdir, opts)
+    configs = []
+    for point in grid.points:
+        try:
+            configs.append(preflight(grid.base, point.overrides))
+        except UserError as exc:
+            raise UserError(f"{grid.path}: point {point.index} ({point.label}): {exc}") from None
+    runs_root = _resolve(workdir, opts.runs or configs[0].run.root)
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    grid_dir = unique_path(runs_root, f"{grid.name}-{stamp}").absolute()
+    width = max(2, len(str(len(grid.points) - 1)))
+    names = [f"{grid.name}-{p.index:0{width}d}" for p in grid.points]
+    grid = dataclasses.replace(grid, points=[
+        dataclasses.replace(p, overrides=[*p.overrides, format_override("run.name", name, "run.name")])
+        for p, name in zip(grid.points, names)])
+    runs = [PlannedRun(grid_dir / name, p.index, p.label) for p, name in zip(grid.points, names)]
+    config, runs_var = _for_job(grid.base, workdir), _for_job(grid_dir, workdir)
+    array = array and len(grid.points) > 1  # qsub -J needs at least two subjobs
+    if array:
+        jobs = [_job_argv(opts, workdir, None, [], runs=runs_var, name=opts.name or job_name(grid.name),
+                          manifest=_for_job(grid_dir / MANIFEST_NAME, workdir),
+                          array=f"0-{len(grid.points) - 1}")]
+    else:
+        jobs = [_job_argv(opts, workdir, config, p.overrides, runs=runs_var, name=opts.name or _point_job_name(grid, p.index))
+                for p in grid.points]
+    return _linted(Submission(workdir, runs_root, runs, jobs, array, grid, grid_dir, config), opts)
+
+
+def _job_argv(opts: JobOptions, workdir: Path, config: Optional[str], overrides: Sequence[str], *,
+              runs: Optional[str], run: Optional[str] = None, name: Optional[str] = None,
+              manifest: Optional[str] = None, array: Optional[str] = None) -> list[str]:
+    return qsub.job_argv(config, overrides, script=opts.script, name=name or opts.name, resources=opts.resources,
+                           data=opts.data, runs=runs, run=run, max_resubmits=opts.max_resubmits, margin=opts.margin,
+                           env=opts.env, queue=opts.queue, manifest=manifest, array=array)
+
+
+def _point_job_name(grid: Grid, index: int) -> str:
+    suffix = f"-{index}"
+    return job_name(grid.name)[:JOB_NAME_MAX - len(suffix)] + suffix
+
+
+def _linted(sub: Submission, opts: JobOptions) -> Submission:
+    """The submission with lint findings on its script and its request; errors refuse it."""
+    request = job_request(sub.jobs[0][1:], os.environ, sub.workdir)
+    sub.findings = lint_script(request.script) + lint_request(request, opts.site, where=opts.script)
+    raise_errors(sub.findings)
+    return sub
+
+
+def _resolve(workdir: Path, text: str | Path) -> Path:
+    return (workdir / Path(text).expanduser()).absolute()
+
+
+def _for_job(path: Path, workdir: Path) -> str:
+    """A path as a job variable: relative to the submit folder (the job's $PBS_O_WORKDIR) when inside it."""
+    path = _resolve(workdir, path)
+    normal = Path(os.path.normpath(path))
+    return os.path.relpath(normal, workdir) if normal.is_relative_to(workdir.absolute()) else str(normal)
+
+
+# ---- output ---------------------------------------------------------------------------------------
+def describe(sub: Submission) -> str:
+    """What will run, for people: the points and where their runs go."""
+    if sub.grid is None:
+        return f"run {_for_job(sub.runs[0].run_dir, sub.workdir)}"
+    how = "as one job array" if sub.array else f"as {len(sub.jobs)} jobs"
+    lines = [f"{len(sub.runs)} points of {sub.grid.path} {how}; runs in {_for_job(sub.grid_dir, sub.workdir)}"]
+    lines += [f"  {run.index:>3}  {run.run_dir.name}  {run.label}" for run in sub.runs]
+    return "\n".join(lines)
+
+
+def dry_run_text(sub: Submission) -> str:
+    """Every qsub command, and the directives the server would queue for each; nothing is run."""
+    lines = ["# dry run: nothing is written or submitted", *("# " + line for line in describe(sub).splitlines())]
+    if sub.manifest:
+        lines.append(f"# first the manifest {_for_job(sub.manifest, sub.workdir)} would be written")
+    for argv in sub.jobs:
+        request = job_request(argv[1:], os.environ, sub.workdir)
+        lines += ["", qsub.display(argv), *request.directives()]
+        lines += [f"#   {name}={qsub.decode_value(value)}" for name, value in request.variables.items()]
+    lines += [f"# {finding}" for finding in sub.findings]
+    return "\n".join(lines)
+
+
+# ---- submitting -----------------------------------------------------------------------------------
+def execute(sub: Submission, qsub: Callable[[list[str]], str]) -> list[str]:
+    """Write the manifest, submit every command with ``qsub``, log each job; the job ids."""
+    if sub.grid is not None:
+        try:
+            sub.grid_dir.mkdir(parents=True)
+            write_manifest(sub.manifest, sub.grid, sub.config, [r.run_dir.name for r in sub.runs], now_iso())
+        except OSError as exc:
+            raise UserError(f"{sub.grid_dir}: cannot write the grid's folder and manifest: {exc}") from None
+    ids: list[str] = []
+    for number, argv in enumerate(sub.jobs):
+        try:
+            job_id = qsub(argv)
+        except UserError as exc:
+            done = f"; jobs {', '.join(ids)} were submitted (see {log_path(sub.runs_root)})" if ids else ""
+            what = f"point {sub.runs[number].index}" if sub.grid is not None and not sub.array else "the job"
+            raise UserError(f"{what}: {exc}{done}") from None
+        ids.append(job_id)
+        _log(sub, job_id, [sub.runs[number]] if not sub.array else sub.runs)
+    return ids
+
+
+def _log(sub: Submission, job_id: str, runs: Sequence[PlannedRun]) -> None:
+    """Record the job's runs; a log that cannot be written is a warning: the job is queued already."""
+    entries = []
+    for run in runs:
+        entries.append({
+            "at": now_iso(), "job_id": qsub.subjob_id(job_id, run.index) if sub.array else job_id,
+            "array_id": job_id if sub.array else None, "run": os.path.relpath(run.run_dir, sub.runs_root),
+            "grid": os.path.relpath(sub.grid_dir, sub.runs_root) if sub.grid_dir else None, "index": run.index,
+        })
+    try:
+        sub.runs_root.mkdir(parents=True, exist_ok=True)
+        append_log(sub.runs_root, entries)
+    except OSError as exc:
+        print(f"warning: job {job_id} is queued but the submissions log could not be written: {exc}")
+
+
+def lint_warnings(sub: Submission) -> list[str]:
+    return [str(f) for f in sub.findings if f.level == WARNING]

@@ -1,0 +1,198 @@
+"""Where each submitted run stands: the submissions log, run directories and ``qstat``.
+
+The submissions log (``<runs>/submissions.jsonl``, one JSON object a line, appended after each
+qsub) maps job ids to run directories, relative to the runs folder so that it still reads after
+``fetch_results`` copied the folder to a laptop. A run's own ``run.json`` says the rest: its
+status, its job segments and the resubmissions between them; ``qstat -x`` (where there is one)
+says whether a job that has not written anything yet is queued, and whether a job whose run
+still reads "running" has in fact ended (killed: no one wrote the final status).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import yaml
+
+from segtrain.cluster.frontend.grid import MANIFEST_NAME, read_manifest
+from segtrain.cluster.job.environment import parse_qstat_full
+from segtrain.run.metrics_log import read_metrics
+from segtrain.run.directory import RunDir
+
+LOG_NAME = "submissions.jsonl"
+QSTAT_TIMEOUT_S = 60
+QUEUED_STATES, ENDED_STATES = set("QHWTS"), set("FX")
+
+
+@dataclass(frozen=True)
+class JobState:
+    state: str  # qstat's job_state letter
+    exit_status: Optional[int]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of a status table."""
+    name: str
+    path: Path
+    status: str  # not started, queued, running, resubmitted, stopped, done, failed
+    job_id: Optional[str]  # the latest job of the run
+    epoch: Optional[int]
+    step: Optional[int]
+    metric: str  # the monitored validation metric
+    last: Optional[float]
+    best: Optional[float]
+    index: Optional[int] = None  # the grid point
+
+
+# ---- the submissions log --------------------------------------------------------------------------
+def log_path(runs_root: Path) -> Path:
+    return Path(runs_root) / LOG_NAME
+
+
+def append_log(runs_root: Path, entries: Sequence[dict]) -> None:
+    """Append entries in one write (O_APPEND: concurrent submitters never interleave within a line)."""
+    path = log_path(runs_root)
+    data = "".join(json.dumps(entry) + "\n" for entry in entries).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_log(runs_root: Path) -> list[dict]:
+    """The log's entries, oldest first; a torn last line (a submitter killed mid-write) is skipped."""
+    return list(read_metrics(log_path(runs_root)))
+
+
+# ---- qstat ----------------------------------------------------------------------------------------
+def qstat_states(job_ids: Sequence[str], qstat: Sequence[str] = ("qstat",)) -> dict[str, JobState]:
+    """States of jobs (finished ones too) from ``qstat -x -f``; empty where qstat cannot answer."""
+    if not job_ids:
+        return {}
+    try:
+        out = subprocess.run([*qstat, "-x", "-f", *job_ids], capture_output=True, text=True,
+                             timeout=QSTAT_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    states = {}
+    for job_id, attrs in parse_qstat_full(out.stdout).items():
+        status = attrs.get("Exit_status", "").strip()
+        states[job_id] = JobState(attrs.get("job_state", "?"), int(status) if status.lstrip("-").isdigit() else None)
+    return states
+
+
+# ---- runs -----------------------------------------------------------------------------------------
+def summarize_run(run_dir: Path, jobs: Optional[Mapping[str, JobState]] = None, submitted_as: Optional[str] = None,
+                  index: Optional[int] = None) -> RunSummary:
+    """A run's status and metrics from its directory, with qstat's word (``jobs``) on its latest job."""
+    run_dir, jobs = Path(run_dir), jobs or {}
+    info = _info(run_dir)
+    job_id, pending = latest_job(info, submitted_as)
+    metric, records = _monitored_metric(run_dir), list(read_metrics(run_dir / "metrics.jsonl"))
+    val = [r[metric] for r in records if r.get("split") == "val" and isinstance(r.get(metric), (int, float))]
+    best = (min(val) if metric == "loss" else max(val)) if val else None
+    return RunSummary(
+        name=run_dir.name, path=run_dir, status=_status(info, pending, jobs.get(job_id or "")), job_id=job_id,
+        epoch=records[-1].get("epoch") if records else None, step=records[-1].get("step") if records else None,
+        metric=metric, last=val[-1] if val else None, best=best, index=index,
+    )
+
+
+def _info(run_dir: Path) -> dict:
+    return RunDir(run_dir).read_info() if (run_dir / "run.json").is_file() else {}
+
+
+def latest_job(info: dict, submitted_as: Optional[str] = None) -> tuple[Optional[str], bool]:
+    """A run's latest job (its run.json's, else the one it was submitted as), and whether that job is a
+    resubmission that has not started yet."""
+    segment_jobs = [s.get("job_id") for s in info.get("segments", [])]
+    resubmissions = info.get("resubmissions", [])
+    if resubmissions and resubmissions[-1]["to"] not in segment_jobs:
+        return resubmissions[-1]["to"], True
+    return (segment_jobs[-1] if segment_jobs else submitted_as), False
+
+
+def _status(info: dict, pending: bool, job: Optional[JobState]) -> str:
+    if not info:  # nothing written yet: only qstat knows
+        if job is None:
+            return "not started"
+        if job.state in QUEUED_STATES:
+            return "queued"
+        return "failed" if job.state in ENDED_STATES else "running"
+    status = info.get("status", "?")
+    if status == "stopped" and pending:
+        return "resubmitted"
+    if status == "running" and job is not None and job.state in ENDED_STATES:
+        return "failed"  # its job ended without the trainer writing a final status: killed
+    return status
+
+
+def _monitored_metric(run_dir: Path) -> str:
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        return config["train"]["early_stopping"]["metric"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return "iou"
+
+
+def run_dirs_under(root: Path) -> list[Path]:
+    """Run directories (holding a run.json) in ``root`` and in its grid folders, by path."""
+    return sorted(p.parent for p in list(root.glob("*/run.json")) + list(root.glob("*/*/run.json")))
+
+
+def grid_runs(grid_dir: Path) -> list[tuple[Optional[int], Path]]:
+    """(point index, run directory) of every point in a grid folder's manifest."""
+    manifest = read_manifest(grid_dir / MANIFEST_NAME)
+    return [(point["index"], grid_dir / point["run_name"]) for point in manifest["points"]]
+
+
+def status_rows(runs_root: Path, grid_dir: Optional[Path] = None,
+                qstat: Optional[Sequence[str]] = ("qstat",)) -> list[RunSummary]:
+    """One summary per run: a grid's points (by its manifest), else every logged or found run."""
+    runs_root = Path(runs_root)
+    submitted = {}  # run directory -> (job id, point index), the last submission of each run
+    for entry in read_log(runs_root):
+        if entry.get("run"):
+            submitted[(runs_root / entry["run"]).absolute()] = (entry.get("job_id"), entry.get("index"))
+    if grid_dir is not None:
+        runs = [(index, path.absolute()) for index, path in grid_runs(grid_dir)]
+    else:
+        found = [p.absolute() for p in run_dirs_under(runs_root)]
+        runs = [(index, path) for path, (_, index) in submitted.items()]
+        runs += [(None, path) for path in found if path not in submitted]
+    latest = (latest_job(_info(path), submitted.get(path, (None, None))[0])[0] for _, path in runs)
+    job_ids = sorted({job for job in latest if job})
+    jobs = qstat_states(job_ids, qstat) if qstat else {}
+    return [summarize_run(path, jobs, submitted.get(path, (None, None))[0], index) for index, path in runs]
+
+
+# ---- tables ---------------------------------------------------------------------------------------
+def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Columns aligned to their widest cell; None shows as '-'."""
+    cells = [list(header)] + [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells)
+
+
+def summary_table(summaries: Sequence[RunSummary], with_jobs: bool = True) -> str:
+    """The status table people read: run, (grid point, job,) status, epoch, step, last and best metric."""
+    metric = summaries[0].metric if summaries and len({s.metric for s in summaries}) == 1 else "metric"
+    columns = {"RUN": lambda s: s.name}
+    if any(s.index is not None for s in summaries):
+        columns["POINT"] = lambda s: s.index
+    if with_jobs:
+        columns["JOB"] = lambda s: s.job_id
+    columns.update({"STATUS": lambda s: s.status, "EPOCH": lambda s: s.epoch, "STEP": lambda s: s.step,
+                    f"LAST {metric}": lambda s: _number(s.last), f"BEST {metric}": lambda s: _number(s.best)})
+    return format_table(list(columns), [[cell(s) for cell in columns.values()] for s in summaries])
+
+
+def _number(value: Optional[float]) -> Optional[str]:
+    return None if value is None else f"{value:.4f}"

@@ -1,0 +1,126 @@
+"""The PBS job a process runs in, behind one small interface (like submitit's JobEnvironment).
+
+Stock OpenPBS sets ``PBS_JOBID``, ``PBS_JOBNAME``, ``PBS_O_WORKDIR``, ``PBS_NODEFILE``,
+``NCPUS``, ``TMPDIR`` and, in arrays, ``PBS_ARRAY_INDEX``; MetaCentrum adds ``SCRATCHDIR``.
+No variable holds the walltime: it is ``Resource_List.walltime`` in ``qstat -f``, and when
+``qstat`` cannot answer (no Kerberos ticket, server busy) the job script's own directive.
+The shell runs ``qstat`` (it is not available inside a container); this module parses its text.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from segtrain.cluster.job.nodes import Node, job_nodes
+from segtrain.cluster.directives import script_request
+from segtrain.cluster.job.walltime import parse_duration
+from segtrain.errors import UserError
+
+_JOB_HEADER = re.compile(r"^Job Id:\s*(\S+)\s*$")
+_ATTRIBUTE = re.compile(r"^\s+([A-Za-z_][\w.]*)\s=\s?(.*)$")
+
+
+@dataclass(frozen=True)
+class JobEnvironment:
+    """Identity and places of the current PBS job; every field is None outside a job."""
+    job_id: Optional[str] = None
+    job_name: Optional[str] = None
+    array_id: Optional[str] = None
+    array_index: Optional[int] = None
+    workdir: Optional[Path] = None
+    nodefile: Optional[Path] = None
+    ncpus: Optional[int] = None
+    queue: Optional[str] = None
+    scratch_dir: Optional[Path] = None  # $SCRATCHDIR where the site gives one, else the job's $TMPDIR
+    in_batch: bool = False
+
+    @classmethod
+    def from_environ(cls, environ: Optional[Mapping[str, str]] = None) -> "JobEnvironment":
+        env = os.environ if environ is None else environ
+
+        def path(name: str) -> Optional[Path]:
+            return Path(env[name]) if env.get(name) else None
+
+        def integer(name: str) -> Optional[int]:
+            value = env.get(name, "")
+            return int(value) if value.strip().lstrip("-").isdigit() else None
+
+        job_id = env.get("PBS_JOBID") or None
+        return cls(
+            job_id=job_id, job_name=env.get("PBS_JOBNAME") or None, array_id=env.get("PBS_ARRAY_ID") or None,
+            array_index=integer("PBS_ARRAY_INDEX"), workdir=path("PBS_O_WORKDIR"), nodefile=path("PBS_NODEFILE"),
+            ncpus=integer("NCPUS"), queue=env.get("PBS_QUEUE") or None,
+            scratch_dir=path("SCRATCHDIR") or (path("TMPDIR") if job_id else None),
+            in_batch=env.get("PBS_ENVIRONMENT") == "PBS_BATCH",
+        )
+
+    @property
+    def sequence(self) -> Optional[str]:
+        """The job's number: ``12`` of ``12.server`` (``13[2]`` for an array subjob)."""
+        return self.job_id.split(".", 1)[0] if self.job_id else None
+
+    def nodes(self) -> list[Node]:
+        """The job's nodes in nodefile order, each host once (none outside a job)."""
+        if self.nodefile is None or not self.nodefile.is_file():
+            return []
+        return job_nodes(self.nodefile.read_text())
+
+    def hosts(self) -> list[str]:
+        """The nodes' host names."""
+        return [node.host for node in self.nodes()]
+
+
+def parse_qstat_full(text: str) -> dict[str, dict[str, str]]:
+    """``qstat -f`` output as {job id: {attribute: value}}; wrapped values (tab-indented) rejoined."""
+    jobs: dict[str, dict[str, str]] = {}
+    current: Optional[dict[str, str]] = None
+    last: Optional[str] = None
+    for line in text.splitlines():
+        header = _JOB_HEADER.match(line)
+        if header:
+            current, last = jobs.setdefault(header.group(1), {}), None
+            continue
+        if current is None:
+            continue
+        if line.startswith("\t") and last is not None:
+            current[last] += line.strip()
+            continue
+        attribute = _ATTRIBUTE.match(line)
+        if attribute:
+            last = attribute.group(1)
+            current[last] = attribute.group(2).strip()
+    return jobs
+
+
+def job_attributes(qstat_text: str, job_id: Optional[str]) -> dict[str, str]:
+    """The attributes of ``job_id`` in ``qstat -f`` output (or of its only job)."""
+    jobs = parse_qstat_full(qstat_text)
+    if job_id in jobs:
+        return jobs[job_id]
+    return next(iter(jobs.values())) if len(jobs) == 1 else {}
+
+
+def job_walltime(qstat_text: Optional[str], job_id: Optional[str],
+                 scripts: Sequence[Path]) -> tuple[Optional[float], str]:
+    """The walltime in seconds and where it came from: ``qstat -f``, else the first readable script."""
+    if qstat_text:
+        value = job_attributes(qstat_text, job_id).get("Resource_List.walltime")
+        if value:
+            return parse_duration(value, "qstat -f: Resource_List.walltime"), "qstat -f"
+    for script in scripts:
+        if script.is_file():
+            value = script_request(script).resources.get("walltime")
+            if value:
+                return parse_duration(value, f"{script}: walltime directive"), f"the directive in {script}"
+    return None, "nowhere (no qstat answer, no walltime directive)"
+
+
+def require_job(env: JobEnvironment) -> JobEnvironment:
+    """``env``, or a UserError saying how to run the job script when it is not a PBS job."""
+    if not env.job_id or env.workdir is None:
+        raise UserError("not inside a PBS job (PBS_JOBID or PBS_O_WORKDIR unset): submit with qsub or "
+                        "run it here with scripts/submit CONFIG --local")
+    return env

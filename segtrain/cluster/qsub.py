@@ -1,0 +1,126 @@
+"""qsub command lines as argument lists, with job variables that survive PBS's ``-v`` parsing.
+
+qsub splits ``-v`` at commas and gives quotes and backslashes meanings that differ between
+versions, so a value such as ``data.bands=[0, 1]`` or a quote in a W&B tag would arrive cut
+or changed. Values made only of other printable characters go as they are (what a user types
+by hand: ``qsub -v CONFIG=configs/my.yaml``); any other value is sent percent-encoded behind
+the prefix ``pct:`` and decoded by the job. Nothing here ever passes through a shell: the
+command is a list of words given to ``subprocess``.
+"""
+from __future__ import annotations
+
+import shlex
+import string
+import subprocess
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+from urllib.parse import quote, unquote
+
+from segtrain.errors import UserError
+
+ENCODED_PREFIX = "pct:"
+_SAFE = "".join(sorted(set(string.printable) - set(string.whitespace) - set(",'\"\\%") | {" "}))
+QSUB_TIMEOUT_S = 120  # qsub may hang on a busy server or wait for a password (no Kerberos ticket)
+
+# The job script's variables: what users set with qsub -v, and what the job passes on.
+CONFIG, OVERRIDES, RUN, DATA, RUNS = "CONFIG", "OVERRIDES", "RUN", "DATA", "RUNS"
+MAX_RESUBMITS, RESUBMITS, MARGIN = "MAX_RESUBMITS", "RESUBMITS", "WALLTIME_MARGIN"
+MANIFEST = "MANIFEST"  # a grid's manifest: a job array's subjob takes its point's config and overrides there
+ENV_VARIABLE = "SEGTRAIN_ENV"
+JOB_VARIABLES = (CONFIG, OVERRIDES, RUN, DATA, RUNS, MAX_RESUBMITS, RESUBMITS, MARGIN, MANIFEST, ENV_VARIABLE)
+
+
+def encode_value(value: str) -> str:
+    """``value`` unchanged when qsub passes it intact, else ``pct:`` + its percent-encoding."""
+    if all(ch in _SAFE for ch in value) and not value.startswith(ENCODED_PREFIX):
+        return value
+    return ENCODED_PREFIX + quote(value, safe=_SAFE.replace(" ", ""))
+
+
+def decode_value(value: str) -> str:
+    """The inverse of :func:`encode_value`."""
+    return unquote(value[len(ENCODED_PREFIX):]) if value.startswith(ENCODED_PREFIX) else value
+
+
+def variable_list(variables: Mapping[str, str]) -> str:
+    """The ``-v`` argument: ``NAME=value,...`` with every value encoded; empty values left out."""
+    for name in variables:
+        if not name.isidentifier():
+            raise UserError(f"job variable {name!r}: not a valid variable name")
+    return ",".join(f"{name}={encode_value(str(value))}" for name, value in variables.items() if value != "")
+
+
+def join_overrides(overrides: Sequence[str]) -> str:
+    """Overrides as one ``OVERRIDES`` value: shell-quoted words that the job splits back exactly."""
+    return shlex.join(overrides)
+
+
+def split_overrides(text: str) -> list[str]:
+    """The words of an ``OVERRIDES`` value (shell quoting rules, never evaluated)."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UserError(f"OVERRIDES: {exc} in {text!r} (quote values with spaces: key='a b')") from None
+
+
+def qsub_argv(script: str | Path, variables: Mapping[str, str], *, name: Optional[str] = None,
+              resources: Optional[Mapping[str, str]] = None, depend: Optional[str] = None,
+              extra: Sequence[str] = ()) -> list[str]:
+    """The words of one qsub command: ``qsub [-N] [-l ...] [-W depend=] [-v ...] [extra] SCRIPT``."""
+    argv = ["qsub"]
+    if name:
+        argv += ["-N", name]
+    for key, value in (resources or {}).items():
+        argv += ["-l", f"{key}={value}"]
+    if depend:
+        argv += ["-W", f"depend={depend}"]
+    listed = variable_list(variables)
+    if listed:
+        argv += ["-v", listed]
+    return argv + list(extra) + [str(script)]
+
+
+def run_qsub(argv: Sequence[str], timeout_s: float = QSUB_TIMEOUT_S) -> str:
+    """Submit with qsub (no stdin, a timeout); return the new job id."""
+    try:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise UserError("qsub: command not found; submit on a PBS frontend, or run here with --local") from None
+    except subprocess.TimeoutExpired:
+        raise UserError(f"qsub: no answer within {timeout_s:.0f} s (server busy, or a missing Kerberos ticket: "
+                        "run kinit and try again)") from None
+    if out.returncode != 0:
+        message = (out.stderr or out.stdout).strip().splitlines()
+        raise UserError(f"qsub failed (exit {out.returncode}): {message[-1] if message else 'no message'}")
+    return out.stdout.strip()
+
+
+def display(argv: Sequence[str]) -> str:
+    """A command for people to read or paste (quoted for a POSIX shell)."""
+    return shlex.join(argv)
+
+
+def job_argv(config: Optional[str], overrides: Sequence[str], *, script: str = "jobs/train.pbs", name: Optional[str] = None,
+             resources: Optional[Mapping[str, str]] = None, data: Optional[str] = None, runs: Optional[str] = None,
+             run: Optional[str] = None, max_resubmits: Optional[int] = None, margin: Optional[str] = None,
+             env: Optional[str] = None, queue: Optional[str] = None, manifest: Optional[str] = None,
+             array: Optional[str] = None) -> list[str]:
+    """The qsub words of one training job: a new run of ``config``, or (config None) continuing ``run``,
+    or (``manifest`` and ``array``) a job array whose subjobs each train one point of a grid."""
+    from segtrain.cluster.site import job_name
+
+    if env is not None and encode_value(env) != env:
+        raise UserError(f"--env {env!r}: the environment path may not contain commas, quotes, backslashes or %")
+    variables = {CONFIG: config or "", OVERRIDES: join_overrides(overrides), DATA: data or "", RUNS: runs or "",
+                 RUN: run or "", MAX_RESUBMITS: "" if max_resubmits is None else str(max_resubmits),
+                 MARGIN: margin or "", MANIFEST: manifest or "", ENV_VARIABLE: env or ""}
+    extra = (["-q", queue] if queue else []) + (["-J", array] if array else [])
+    return qsub_argv(script, variables, name=name or job_name(Path(config or run or "").stem), resources=resources,
+                     extra=extra)
+
+
+def subjob_id(array_id: str, index: int) -> str:
+    """``13[2].server`` from the array's ``13[].server``, as PBS names its subjobs."""
+    if "[]" not in array_id:
+        raise UserError(f"qsub answered {array_id!r} for a job array (expected an id like 13[].server)")
+    return array_id.replace("[]", f"[{index}]", 1)

@@ -1,0 +1,81 @@
+"""Weights & Biases through the real ``wandb`` library, offline unless asked otherwise.
+
+The W&B run id is kept in the checkpoint and reused on resume (``resume="allow"``); every
+record carries ``global_step`` as its step metric so a resumed run never logs backwards. Each
+job segment writes its own offline directory under ``<run>/wandb``; ``metrics.jsonl`` stays
+the source of truth. No API key is passed, stored or printed here: online mode relies on the
+user's own ``wandb login`` / ``WANDB_API_KEY`` environment.
+"""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from segtrain.config.schema import WandbConfig
+
+
+def wandb_values(record: dict[str, Any]) -> dict[str, Any]:
+    """A metrics.jsonl record as W&B values: ``train/loss``, ``val/iou``, ... and ``epoch``.
+
+    The one mapping, shared by the trainer and by the replay of metrics.jsonl into W&B
+    (:mod:`segtrain.run.wandb_sync`), so that both write the same keys.
+    """
+    return {key if key == "epoch" else f"{record['split']}/{key}": value for key, value in record.items()
+            if key not in ("step", "split")}
+
+
+def new_wandb_id() -> str:
+    """A W&B-style run id (8 lowercase alphanumerics), chosen here so it can be checkpointed first."""
+    return uuid.uuid4().hex[:8]
+
+
+class WandbLogger:
+    """A thin wrapper that is a no-op when W&B is disabled (or on ranks other than 0)."""
+
+    def __init__(self, cfg: WandbConfig, run_dir: Path, name: str, run_id: str, config: dict, enabled: bool = True):
+        self.run = None
+        if cfg.mode == "disabled" or not enabled:
+            return
+        import wandb
+
+        self._wandb = wandb
+        self.run = wandb.init(
+            project=cfg.project, entity=cfg.entity, name=name, id=run_id, resume="allow", mode=cfg.mode,
+            dir=str(run_dir), config=config, tags=cfg.tags, reinit="finish_previous",
+            settings=wandb.Settings(console="off", x_disable_stats=True, silent=True, disable_git=True,
+                                    save_code=False, x_save_requirements=False),
+        )
+        self.run.define_metric("global_step")
+        self.run.define_metric("*", step_metric="global_step")
+
+    def log(self, values: dict[str, Any], step: int) -> None:
+        if self.run is not None:
+            self.run.log({**values, "global_step": step})
+
+    def log_samples(self, samples: Sequence[dict[str, np.ndarray]], step: int, epoch: int) -> None:
+        """A table of image, ground truth and predicted mask per validation sample."""
+        if self.run is None:
+            return
+        from segtrain.run.plots import rgb_composite
+
+        wandb = self._wandb
+        table = wandb.Table(columns=["epoch", "image", "truth", "prediction"])
+        for s in samples:
+            table.add_data(epoch, wandb.Image(rgb_composite(s["image"], s["valid"])),
+                           wandb.Image((s["truth"] * 255).astype(np.uint8)), wandb.Image((s["pred"] * 255).astype(np.uint8)))
+        self.run.log({"samples": table, "global_step": step})
+
+    def log_model(self, path: Path, name: str) -> None:
+        if self.run is None:
+            return
+        artifact = self._wandb.Artifact(f"model-{name}", type="model")
+        artifact.add_file(str(path))
+        self.run.log_artifact(artifact)
+
+    def finish(self, exit_code: int) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None
