@@ -23,9 +23,10 @@ demo: $(STAMP)
 	$(BIN)/segtrain predict $$run/export/model.onnx data/demo/scenes/$$(head -n 1 data/demo/filelists/test.csv) \
 	    --out $${run}predictions --prob
 
-## The test suite (what CI runs).
+## The test suite: the fast tests here (a few minutes on 2 cores); everything, the slow
+## end-to-end jobs included, where CI=true (as CI sets it) or with `make test CI=1`.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(CI),,-m "not slow")
 
 clean-demo:
 	rm -rf data/demo runs/demo*

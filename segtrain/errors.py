@@ -6,8 +6,10 @@ typo in a config costs seconds on the frontend instead of a crashed GPU job hour
 from __future__ import annotations
 
 EXIT_OK = 0
+EXIT_FAILED = 1  # a crash or a run that cannot go on (e.g. a non-finite loss)
 EXIT_USER_ERROR = 2
 EXIT_RESUMABLE = 3  # stopped early (walltime, signal) with a checkpoint written; resume it
+EXIT_NO_RESUBMIT = 10  # a job step's answer "no next job is due" (jobs/train.pbs reads it)
 
 
 class UserError(Exception):

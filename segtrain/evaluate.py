@@ -3,7 +3,7 @@
 Training validates on tiles; a user's question is what the model does with a whole scene.
 So each scene of the split goes through :func:`segtrain.predict.predict_strips` (tiles with
 overlap, batched, blended), and the stitched strips are compared with the mask as they come:
-confusion counts per scene, summed over the split before any ratio is taken (DESIGN.md), and
+confusion counts per scene, summed over the split before any ratio is taken, and
 small previews of the scenes that end up worst and best. Memory stays bounded by a few strips
 plus 2 x OVERLAYS previews, whatever the number and size of the scenes.
 
@@ -26,7 +26,7 @@ import torch
 
 from segtrain.data.layout import SceneFiles, filelist_path
 from segtrain.errors import UserError
-from segtrain.run.directory import data_root
+from segtrain.run.directory import locate_data
 from segtrain.fsutil import atomic_write_json, atomic_write_text
 from segtrain.metrics import SCORES, ConfusionCounts, Counts, per_scene_scores, scores_from_counts
 from segtrain.predict import Backend, Progress, Timing, TorchBackend, check_tiling, open_scene, predict_strips
@@ -175,7 +175,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions = EvalOptions()) -> d
     run_dir = Path(run_dir)
     backend = TorchBackend(run_dir, options.checkpoint, options.device)
     cfg = backend.trained.config
-    cfg.data.root = data_root(run_dir, cfg.data.root, options.data_root)
+    cfg.data.root = locate_data(run_dir, cfg.data.root, options.data_root)
     files = check_dataset(cfg).splits.get(options.split)
     if files is None:
         raise UserError(f"{filelist_path(cfg.data.root, options.split)}: filelist for split '{options.split}' not found")

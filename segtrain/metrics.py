@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Literal, NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 EmptyScenePolicy = Literal["skip", "include"]
@@ -79,15 +78,6 @@ class ConfusionCounts:
         """Add another accumulator's counts (e.g. one per scene into a split total)."""
         self.state += other.state.to(self.state.device)
 
-    def all_reduce(self) -> None:
-        """Sum the counts over all torch.distributed ranks (no-op when not distributed).
-
-        Call it once, after the last update of the split; the state must live on the device
-        the backend needs (CUDA for NCCL).
-        """
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.state, op=dist.ReduceOp.SUM)
-
     def counts(self) -> Counts:
         """The counts as Python ints (one read from the device)."""
         return Counts(*(int(value) for value in self.state.tolist()))
@@ -96,9 +86,6 @@ class ConfusionCounts:
         """The scores of :func:`scores_from_counts`, plus the counts themselves."""
         counts = self.counts()
         return {**scores_from_counts(*counts), **counts._asdict()}
-
-    def reset(self) -> None:
-        self.state.zero_()
 
 
 def per_scene_scores(counts: Mapping[str, Counts], empty: EmptyScenePolicy = "skip") -> dict:

@@ -17,14 +17,13 @@ model as NaN, which the deployed model turns into the zeros it saw in training (
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 import time
 from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Protocol, TextIO
+from typing import Iterator, Optional, Protocol
 
 import numpy as np
 import tifffile
@@ -34,11 +33,12 @@ from segtrain.data.reader import SceneReader
 from segtrain.data.scene import GDAL_NODATA_TAG, read_info
 from segtrain.data.stitching import Stitcher
 from segtrain.data.tiling import axis_origins, cut_tile
+from segtrain.device import select_device
 from segtrain.errors import UserError
 from segtrain.export import INPUT, OUTPUT, ModelMeta, deploy
 from segtrain.fsutil import atomic_open
 from segtrain.run.checkpoint import load_trained
-from segtrain.run.console import format_duration
+from segtrain.run.console import Progress
 
 MASK_NODATA = 255
 OUT_TILE = 256  # tile size of the written TIFFs
@@ -62,7 +62,7 @@ class TorchBackend:
     def __init__(self, run_dir: str | Path, checkpoint: str = "best", device: str = "auto"):
         self.trained = load_trained(run_dir, checkpoint)
         model, self.meta = deploy(self.trained)
-        self.device = torch.device(_torch_device(device))
+        self.device = select_device(device, "--device")
         self.model = model.to(self.device)
         self.name = f"pytorch ({self.device.type})"
 
@@ -106,12 +106,6 @@ def load_backend(model: str | Path, device: str = "auto", checkpoint: str = "bes
     if model.is_dir():
         return TorchBackend(model, checkpoint, device)
     raise UserError(f"{model}: not found, or neither an .onnx file nor a run directory")
-
-
-def _torch_device(choice: str) -> str:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device: cuda requested but no CUDA device is available")
-    return "cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu"
 
 
 # ---- opening scenes ---------------------------------------------------------------------------
@@ -351,36 +345,6 @@ def georeference(scene: str | Path) -> list[tuple]:
     """The scene's GeoTIFF tags as tifffile ``extratags`` (empty for a plain TIFF)."""
     with tifffile.TiffFile(scene) as tif:
         return [(tag.code, tag.dtype, tag.count, tag.value, True) for tag in tif.pages[0].tags if tag.code in GEO_TAGS]
-
-
-# ---- progress ---------------------------------------------------------------------------------
-class Progress:
-    """A progress line on stderr: redrawn in place on a terminal, a line per 10 % in batch logs."""
-
-    def __init__(self, label: str, total: int, stream: Optional[TextIO] = None, enabled: bool = True):
-        self.label, self.total, self.enabled = label, max(1, total), enabled
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.start = time.monotonic()
-        self._reported = 0
-
-    def update(self, done: int, pixels: int) -> None:
-        if not self.enabled:
-            return
-        tenth = done * 10 // self.total
-        if not self.tty and tenth == self._reported and done < self.total:
-            return
-        self._reported = tenth
-        elapsed = time.monotonic() - self.start
-        rate = pixels / 1e6 / elapsed if elapsed > 0 else 0.0
-        eta = elapsed * (self.total - done) / done if done else 0.0
-        filled = 20 * done // self.total
-        line = (f"{self.label} [{'#' * filled}{'.' * (20 - filled)}] {100 * done // self.total:3d}%  "
-                f"{rate:.2f} Mpx/s  eta {format_duration(eta)}")
-        self.stream.write(("\r\033[K" + line) if self.tty else line + "\n")
-        if self.tty and done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 # ---- one scene, end to end ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ import tifffile
 
 from segtrain.config import Config
 from segtrain.data.layout import REQUIRED_SPLITS, SPLITS, SceneFiles, filelist_path, read_split
-from segtrain.data.scene import SceneInfo, read_info
+from segtrain.data.scene import SceneInfo, read_info, select_bands
 from segtrain.errors import UserError
 
 
@@ -58,7 +58,7 @@ def check_dataset(cfg: Config, workers: int = 8) -> DatasetSummary:
     for odd in (i for i in summary.infos.values() if i.bands != summary.bands):
         raise UserError(f"{odd.path}: has {odd.bands} bands but {counts[summary.bands]} other scenes have "
                         f"{summary.bands}; all scenes need the same bands")
-    summary.in_channels = _check_bands(cfg, summary.bands, next(iter(summary.infos.values())).path)
+    summary.in_channels = _check_bands(cfg, next(iter(summary.infos.values())))
     return summary
 
 
@@ -89,10 +89,8 @@ def _check_pair(files: SceneFiles) -> SceneInfo:
     return scene
 
 
-def _check_bands(cfg: Config, bands: int, example: Path) -> int:
-    selected = cfg.data.bands if cfg.data.bands is not None else list(range(bands))
-    if max(selected) >= bands:
-        raise UserError(f"data.bands: selects band {max(selected)} but {example} has {bands} bands (0..{bands - 1})")
+def _check_bands(cfg: Config, example: SceneInfo) -> int:
+    selected = select_bands(cfg.data.bands, example)
     if cfg.model.in_channels is not None and cfg.model.in_channels != len(selected):
         raise UserError(f"model.in_channels: is {cfg.model.in_channels} but data.bands selects {len(selected)} bands")
     return len(selected)

@@ -35,7 +35,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from segtrain.config import Config
 from segtrain.config.schema import AugmentConfig
 from segtrain.errors import UserError
-from segtrain.run.directory import data_root
+from segtrain.run.directory import locate_data
 from segtrain.export import EXPORT_DIR, INPUT, MODEL_FILE, export_onnx
 from segtrain.fsutil import atomic_open, atomic_write_json
 from segtrain.predict import Backend, OnnxBackend, check_tiling
@@ -142,7 +142,7 @@ def quantize_run(run_dir: str | Path, options: QuantizeOptions = QuantizeOptions
     trained = load_trained(run_dir, options.checkpoint)
     cfg = trained.config
     check_tiling(cfg.data.tile_size, cfg.data.overlap, options.batch_size)
-    cfg.data.root = data_root(run_dir, cfg.data.root, options.data_root)
+    cfg.data.root = locate_data(run_dir, cfg.data.root, options.data_root)
     val = check_dataset(cfg).splits["val"]
     folder = run_dir / EXPORT_DIR
     fp32, int8 = folder / MODEL_FILE, folder / INT8_FILE

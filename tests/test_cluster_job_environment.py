@@ -26,9 +26,9 @@ def test_job_environment_reads_stock_openpbs_variables(tmp_path):
         "NCPUS": "8", "TMPDIR": "/var/tmp/pbs.13[2].server", "PBS_ARRAY_INDEX": "2", "PBS_ARRAY_ID": "13[].server",
         "PBS_ENVIRONMENT": "PBS_BATCH",
     })
-    assert env.sequence == "13[2]" and env.array_index == 2 and env.array_id == "13[].server"
+    assert env.job_id == "13[2].server" and env.array_index == 2 and env.job_name == "train"
     assert env.scratch_dir == Path("/var/tmp/pbs.13[2].server")  # no SCRATCHDIR on a stock server
-    assert env.hosts() == ["node1", "node2"] and env.ncpus == 8 and env.in_batch
+    assert [node.host for node in env.nodes()] == ["node1", "node2"]
 
 
 def test_metacentrum_scratchdir_wins_over_tmpdir():
@@ -38,7 +38,7 @@ def test_metacentrum_scratchdir_wins_over_tmpdir():
 
 def test_outside_a_job_everything_is_unset_and_require_job_says_how_to_run():
     env = JobEnvironment.from_environ({"TMPDIR": "/tmp"})
-    assert env.job_id is None and env.scratch_dir is None and not env.in_batch
+    assert env.job_id is None and env.scratch_dir is None and env.workdir is None
     with pytest.raises(UserError, match="scripts/submit CONFIG --local"):
         require_job(env)
 

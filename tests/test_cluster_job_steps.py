@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from segtrain.cluster.job.steps import (EXIT_NO_RESUBMIT, Plan, data_root, explain, main, make_plan, record_resubmission,
+from segtrain.errors import EXIT_NO_RESUBMIT
+from segtrain.cluster.job.steps import (Plan, explain, main, make_plan, record_resubmission, staged_root,
                                   resubmission, step_stage, trainer_args)
 from segtrain.cluster.directives import parse_qsub_args
 from segtrain.cluster.qsub import decode_value, encode_value, join_overrides
@@ -156,10 +157,10 @@ def test_resubmission_is_recorded_in_run_json_keeping_the_trainers_fields(tmp_pa
 
 def test_data_root_is_found_inside_an_archive_s_single_top_folder(tmp_path):
     (tmp_path / "demo" / "filelists").mkdir(parents=True)
-    assert data_root(tmp_path) == tmp_path / "demo"
+    assert staged_root(tmp_path) == tmp_path / "demo"
     (tmp_path / "other").mkdir()
     with pytest.raises(UserError, match="no filelists"):
-        data_root(tmp_path)
+        staged_root(tmp_path)
 
 
 def test_stage_builds_the_staging_cache_on_scratch_when_the_config_asks(workdir):

@@ -1,8 +1,8 @@
 """PBS durations and the trainer's time limit."""
 import pytest
 
-from segtrain.cluster.job.walltime import (MAX_MARGIN_S, MIN_LIMIT_S, MIN_MARGIN_S, default_margin, format_duration,
-                                       parse_duration, training_time_limit)
+from segtrain.cluster.directives import format_hms, parse_hms
+from segtrain.cluster.job.walltime import MAX_MARGIN_S, MIN_LIMIT_S, MIN_MARGIN_S, default_margin, training_time_limit
 from segtrain.errors import UserError
 
 
@@ -10,18 +10,18 @@ from segtrain.errors import UserError
     ("24:00:00", 86400), ("336:00:00", 336 * 3600), ("1:30:15", 5415), ("05:00", 300), ("90", 90), ("0:00:01.5", 1.5),
 ])
 def test_parse_duration_reads_every_pbs_form(text, seconds):
-    assert parse_duration(text) == seconds
+    assert parse_hms(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "1d", "1:2:3:4", "00:61:00", "00:00:75", "-5", "ten"])
 def test_parse_duration_refuses_what_pbs_would_not_accept_naming_the_value(text):
     with pytest.raises(UserError, match="walltime"):
-        parse_duration(text)
+        parse_hms(text)
 
 
 def test_format_duration_round_trips_through_parse():
     for seconds in (0, 59, 3600, 86399, 336 * 3600):
-        assert parse_duration(format_duration(seconds)) == seconds
+        assert parse_hms(format_hms(seconds)) == seconds
 
 
 def test_margin_is_five_percent_within_one_and_ten_minutes():

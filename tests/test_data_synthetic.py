@@ -1,15 +1,26 @@
 """The demo data generator: deterministic, realistic in the ways that matter to the pipeline."""
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
 
 from segtrain.data.layout import read_split
 from segtrain.data.scene import read_info
-from segtrain.data.synthetic import DemoSpec, dataset_digest, make_demo_data
+from segtrain.data.synthetic import DemoSpec, make_demo_data
 from segtrain.errors import UserError
 from conftest import SMALL
+
+
+def dataset_digest(root: Path) -> str:
+    """SHA-256 over every file's relative path and bytes: equal digests, identical data sets."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def test_same_seed_gives_identical_files(tmp_path, small_data_ro):

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segtrain.data.tiling import cut_mask, cut_tile, pad_tile, tile_origins
+from segtrain.data.tiling import cut_tile, pad_tile, tile_origins
 
 
 @st.composite
@@ -84,13 +84,6 @@ def test_a_window_one_pixel_wide_is_padded_with_its_edge_value():
     np.testing.assert_array_equal(padded[0, 0], [5, 5, 5, 5])
     assert mask[:2, 1:].sum() == 0 and mask[:2, 0].tolist() == [1, 1]
     assert valid.sum() == 2
-
-
-def test_a_mask_is_padded_with_zeros():
-    mask = np.ones((5, 3), dtype=np.uint8)
-    tile = cut_mask(mask, 2, 1, 4)
-    assert tile.shape == (4, 4)
-    np.testing.assert_array_equal(tile, [[1, 1, 0, 0]] * 3 + [[0, 0, 0, 0]])
 
 
 def test_a_full_window_is_returned_without_copying():

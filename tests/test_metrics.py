@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segtrain.metrics import ConfusionCounts, Counts, per_scene_scores, scores_from_counts
+from segtrain.train.distributed import DistContext, sum_across_ranks
 
 IGNORE = -1
 
@@ -37,7 +38,7 @@ def test_counts_by_hand_skip_invalid_pixels_and_threshold_strictly():
     counts = ConfusionCounts()
     counts.update(prob, target, valid, threshold=0.5)  # 0.5 itself is not above the threshold
     assert counts.counts() == Counts(tp=1, fp=1, fn=2, tn=1)
-    counts.reset()
+    counts = ConfusionCounts()
     counts.update(prob, target, valid, threshold=0.15)
     assert counts.counts() == Counts(tp=3, fp=1, fn=0, tn=1)
 
@@ -115,19 +116,17 @@ def test_padding_a_tile_with_invalid_pixels_changes_no_count(seed, h, w, pads):
     assert counted([(big_prob, big_target, big_valid)]).counts() == counted([(prob, target, valid)]).counts()
 
 
-def test_merge_adds_counts_and_reset_clears_them():
+def test_merge_adds_counts():
     first, second = random_split(3, batches=2)
     total = counted([first])
     total.merge(counted([second]))
     assert total.counts() == counted([first, second]).counts()
-    total.reset()
-    assert total.counts() == Counts(0, 0, 0, 0)
 
 
-def test_all_reduce_is_a_no_op_without_distributed_training():
+def test_summing_across_ranks_is_a_no_op_without_distributed_training():
     counts = counted(random_split(4))
     before = counts.counts()
-    counts.all_reduce()
+    sum_across_ranks(counts.state, DistContext())
     assert counts.counts() == before
 
 
@@ -135,7 +134,7 @@ def _rank_counts(rank: int, world_size: int, init_file: str, result_file: str) -
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         counts = counted(random_split(10 + rank))  # each rank sees different data
-        counts.all_reduce()
+        sum_across_ranks(counts.state, DistContext(rank=rank, world_size=world_size))
         if rank == 0:
             torch.save(counts.state, result_file)
     finally:
@@ -143,7 +142,7 @@ def _rank_counts(rank: int, world_size: int, init_file: str, result_file: str) -
 
 
 @pytest.mark.slow
-def test_all_reduce_sums_the_counts_of_all_ranks(tmp_path):
+def test_counts_summed_across_ranks_are_the_counts_of_all_data(tmp_path):
     result = tmp_path / "counts.pt"
     mp.spawn(_rank_counts, args=(2, str(tmp_path / "init"), str(result)), nprocs=2)
     expected = counted(random_split(10)).state + counted(random_split(11)).state

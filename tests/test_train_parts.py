@@ -94,14 +94,14 @@ def test_resume_accepts_safe_changes_with_a_note_and_refuses_others(tmp_path):
 
 
 def test_a_finished_job_run_finds_its_data_through_the_recorded_source(tmp_path):
-    from segtrain.run.directory import RunDir, data_root
+    from segtrain.run.directory import RunDir, locate_data
 
     storage = tmp_path / "storage-data"
     storage.mkdir()
     run = RunDir(tmp_path / "run")
     run.create()
     gone = str(tmp_path / "scratch" / "data")  # the staged copy, cleaned after the job
-    assert data_root(run.path, gone) == gone
+    assert locate_data(run.path, gone) == gone
     run.update_info(data_source=str(storage))
-    assert data_root(run.path, gone) == str(storage)
-    assert data_root(run.path, str(storage), given="/elsewhere") == "/elsewhere"
+    assert locate_data(run.path, gone) == str(storage)
+    assert locate_data(run.path, str(storage), given="/elsewhere") == "/elsewhere"

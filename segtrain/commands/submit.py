@@ -54,38 +54,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from segtrain.cluster import qsub
-    from segtrain.cluster.local import server as local
-    from segtrain.cluster.frontend.grid import is_grid_file
+    from segtrain.cluster.directives import format_hms, parse_hms
+    from segtrain.cluster.frontend.plan import (JobOptions, describe, dry_run_text, execute, lint_warnings, plan_target,
+                                                resource_options, run_here)
+    from segtrain.cluster.frontend.status import status_report, summary_table
     from segtrain.cluster.site import get_site
-    from segtrain.cluster.frontend.status import summarize_run, summary_table
-    from segtrain.cluster.frontend.plan import (JobOptions, describe, dry_run_text, execute, plan_config, plan_continue,
-                                             plan_grid, lint_warnings)
-    from segtrain.cluster.job.walltime import format_duration, parse_duration
 
     if args.status:
-        from segtrain.commands.runs import show
-
-        return show(args.target, args.runs, args.local)
+        print(status_report(Path(args.target) if args.target else None, args.runs, args.local))
+        return 0
     if not args.target:
         raise UserError("give a config file, a grid file or a run directory (or --status)")
     site = get_site(args.site)
-    opts = JobOptions(site=site, script=args.script, resources=_resources(site, args), queue=args.queue,
+    resources = resource_options(site, args.walltime, ngpus=args.gpus, ncpus=args.ncpus, mem=args.mem,
+                                 scratch=args.scratch, gpu_mem=args.gpu_mem)
+    opts = JobOptions(site=site, script=args.script, resources=resources, queue=args.queue,
                       name=args.name, data=args.data, runs=args.runs, max_resubmits=args.max_resubmits,
-                      margin=format_duration(parse_duration(args.margin, "--margin")) if args.margin else None,
+                      margin=format_hms(parse_hms(args.margin, "--margin")) if args.margin else None,
                       env=args.env or (sys.prefix if args.local else None), check_data=not args.no_check)
-    target, workdir = Path(args.target), Path.cwd()
-    if target.is_dir():
-        if not (target / "config.yaml").is_file():
-            raise UserError(f"{target}: a folder but not a run directory (no config.yaml)")
-        if args.overrides:
-            raise UserError(f"{target}: a run continues with its own config.yaml; overrides are not taken")
-        sub = plan_continue(target, opts, workdir)
-    elif is_grid_file(target):
-        sub = plan_grid(target, args.overrides, opts, workdir, args.array)
-    else:
-        if args.array:
-            raise UserError(f"--array: {target} is a config, not a grid file (see configs/grids/)")
-        sub = plan_config(target, args.overrides, opts, workdir)
+    sub = plan_target(Path(args.target), args.overrides, opts, Path.cwd(), args.array)
     for line in lint_warnings(sub):
         print(line, file=sys.stderr)
     if args.dry_run:
@@ -97,36 +84,6 @@ def run(args: argparse.Namespace) -> int:
         where = os.path.relpath(sub.grid_dir or sub.runs_root)
         print(f"submitted {', '.join(ids)}; see where they stand with: scripts/submit --status {where}")
         return 0
-    server = local.LocalServer()
-    echo = None if args.quiet else sys.stdout.buffer
-
-    def local_qsub(argv: list[str]) -> str:
-        print(f"running here, PBS-like: {qsub.display(argv)}", flush=True)
-        return server.submit(argv[1:], os.environ, workdir, site=site).id
-
-    for job_id in execute(sub, local_qsub):
-        print("\n".join(local.describe(server.run_chain(server.get(job_id), echo))), flush=True)
-    summaries = [summarize_run(run.run_dir, index=run.index) for run in sub.runs]
+    summaries = run_here(sub, site, None if args.quiet else sys.stdout.buffer)
     print(summary_table(summaries, with_jobs=True))
     return 0 if all(summary.status == "done" for summary in summaries) else 1
-
-
-def _resources(site, args: argparse.Namespace) -> dict[str, str]:
-    """The ``-l`` options: only what differs from the job script's own directives."""
-    import dataclasses
-
-    from segtrain.cluster.site import SCRIPT_SITE, check_size
-    from segtrain.cluster.job.walltime import format_duration, parse_duration
-
-    changes = {"ngpus": args.gpus, "ncpus": args.ncpus, "mem": args.mem and check_size(args.mem, "--mem"),
-               "scratch": args.scratch and check_size(args.scratch, "--scratch"),
-               "gpu_mem": args.gpu_mem and check_size(args.gpu_mem, "--gpu-mem")}
-    changes = {key: value for key, value in changes.items() if value is not None}
-    if args.gpus and not site.gpu_resource:
-        raise UserError(f"--gpus: the {site.name} site profile defines no GPU resource")
-    resources = {}
-    if site is not SCRIPT_SITE or changes:
-        resources = site.resource_list(dataclasses.replace(site.defaults, **changes))
-    if args.walltime:
-        resources["walltime"] = format_duration(parse_duration(args.walltime, "--walltime"))
-    return resources

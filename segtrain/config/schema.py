@@ -17,7 +17,6 @@ SMP_ARCHS = (
     "UPerNet", "Segformer",
 )
 LOSS_TERMS = ("bce", "dice", "focal", "mse")
-METRICS = ("iou", "dice", "precision", "recall", "accuracy", "loss")
 
 
 def bounds(ge: float | None = None, le: float | None = None, gt: float | None = None,

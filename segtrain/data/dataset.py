@@ -29,7 +29,7 @@ from segtrain.config.schema import DataConfig
 from segtrain.data.augment import Augmentation, apply_augmentation, draw_augmentation
 from segtrain.data.layout import read_split
 from segtrain.data.reader import SceneReader
-from segtrain.data.scene import SceneInfo, read_info
+from segtrain.data.scene import SceneInfo, read_info, select_bands
 from segtrain.data.stats import Stats, scale_shift
 from segtrain.data.tiling import pad_tile, tile_origins
 from segtrain.errors import UserError
@@ -58,10 +58,7 @@ class TileDataset(torch.utils.data.Dataset):
         self.files = read_split(data_cfg.root, split)
         with ThreadPoolExecutor(max_workers=SCAN_THREADS) as pool:
             self.infos: list[SceneInfo] = list(pool.map(lambda f: read_info(f.scene), self.files))
-        bands = self.infos[0].bands
-        self.band_indices = list(range(bands)) if data_cfg.bands is None else list(data_cfg.bands)
-        if max(self.band_indices) >= bands:
-            raise UserError(f"data.bands: selects band {max(self.band_indices)} but {self.infos[0].path} has {bands} bands")
+        self.band_indices = select_bands(data_cfg.bands, self.infos[0])
         self._norm = _normalization(data_cfg, stats, self.band_indices, self.infos[0])
         areas = np.array([i.height * i.width for i in self.infos], dtype=np.float64)
         self._scene_p = areas / areas.sum()

@@ -63,6 +63,15 @@ def read_info(path: str | Path) -> SceneInfo:
                      nodata=_parse_nodata(nodata_tag.value) if nodata_tag is not None else None, **info)
 
 
+def select_bands(requested: Optional[list[int]], info: SceneInfo) -> list[int]:
+    """The band indices a model sees (``data.bands``; all bands when None), checked against a scene."""
+    selected = list(range(info.bands)) if requested is None else list(requested)
+    if max(selected) >= info.bands:
+        raise UserError(f"data.bands: selects band {max(selected)} but {info.path} has {info.bands} bands "
+                        f"(0..{info.bands - 1})")
+    return selected
+
+
 def resolve_nodata(info: SceneInfo, override: Optional[float] = None) -> Optional[float]:
     """The value that marks a pixel invalid: ``data.nodata``, else the file's tag, else 0 for integers.
 

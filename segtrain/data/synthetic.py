@@ -10,7 +10,6 @@ data sets arrive: band axis first or last, tiled + deflate-compressed or plain s
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -193,12 +192,3 @@ def _write_mask(path: Path, mask: np.ndarray, scale255: bool, compressed: bool) 
     data = mask * np.uint8(255) if scale255 else mask
     tifffile.imwrite(path, data, photometric="minisblack", metadata=None,
                      compression="zlib" if compressed else None)
-
-
-def dataset_digest(root: str | Path) -> str:
-    """SHA-256 over every file's relative path and bytes: equal digests, identical data sets."""
-    digest = hashlib.sha256()
-    root = Path(root)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()

@@ -57,9 +57,3 @@ def cut_tile(image: np.ndarray, valid: np.ndarray, y: int, x: int, tile: int) ->
     """The tile at (y, x) of an in-memory scene (C,H,W), (H,W): (C,tile,tile), (tile,tile) padded."""
     window, window_valid, _ = pad_tile(image[:, y:y + tile, x:x + tile], valid[y:y + tile, x:x + tile], tile)
     return window, window_valid
-
-
-def cut_mask(mask: np.ndarray, y: int, x: int, tile: int) -> np.ndarray:
-    """The tile at (y, x) of a scene's mask (H,W), padded with 0 like :func:`cut_tile` pads the image."""
-    window = mask[y:y + tile, x:x + tile]
-    return np.pad(window, ((0, tile - window.shape[0]), (0, tile - window.shape[1])), constant_values=0)

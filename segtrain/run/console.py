@@ -39,11 +39,7 @@ class Console:
         parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()]
         parts.append(f"eta {format_duration(eta)}")
         line = "  ".join(parts)
-        if self.tty:
-            self.stream.write("\r\033[K" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        _show(self.stream, self.tty, line)
         self._to_log(line)
 
     def message(self, text: str) -> None:
@@ -57,3 +53,35 @@ class Console:
         if self.log is not None:
             self.log.write(line + "\n")
             self.log.flush()
+
+
+class Progress:
+    """A progress line on stderr: redrawn in place on a terminal, a line per 10 % in batch logs."""
+
+    def __init__(self, label: str, total: int, stream: Optional[TextIO] = None, enabled: bool = True):
+        self.label, self.total, self.enabled = label, max(1, total), enabled
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = time.monotonic()
+        self._reported = 0
+
+    def update(self, done: int, pixels: int) -> None:
+        if not self.enabled:
+            return
+        tenth = done * 10 // self.total
+        if not self.tty and tenth == self._reported and done < self.total:
+            return
+        self._reported = tenth
+        elapsed = time.monotonic() - self.start
+        rate = pixels / 1e6 / elapsed if elapsed > 0 else 0.0
+        eta = elapsed * (self.total - done) / done if done else 0.0
+        filled = 20 * done // self.total
+        line = (f"{self.label} [{'#' * filled}{'.' * (20 - filled)}] {100 * done // self.total:3d}%  "
+                f"{rate:.2f} Mpx/s  eta {format_duration(eta)}")
+        _show(self.stream, self.tty, line, final=done >= self.total)
+
+
+def _show(stream: TextIO, tty: bool, line: str, final: bool = False) -> None:
+    """A progress line: redrawn in place on a terminal (ended by the final one), a plain line otherwise."""
+    stream.write(("\r\033[K" + line + ("\n" if final else "")) if tty else line + "\n")
+    stream.flush()

@@ -1,4 +1,4 @@
-"""The run directory: the unit users copy, compare and resume (layout in shared/DESIGN.md).
+"""The run directory: the unit users copy, compare and resume.
 
     config.yaml  run.json  metrics.jsonl  curves.png  checkpoints/  samples/  logs/  eval/  export/
 
@@ -112,7 +112,7 @@ class RunDir:
             atomic_write_json(self.info_path, info)
 
 
-def data_root(run_dir: str | Path, configured: str, given: Optional[str] = None) -> str:
+def locate_data(run_dir: str | Path, configured: str, given: Optional[str] = None) -> str:
     """Where a finished run's data set is now.
 
     A PBS job trains on a copy staged to scratch, which is gone after the job; the job records

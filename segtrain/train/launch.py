@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from segtrain.errors import EXIT_USER_ERROR
+from segtrain.errors import EXIT_FAILED, EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR
 from segtrain.run.directory import RunDir
 
-EXIT_FAILED = 1
 
 
 @dataclass(frozen=True)
@@ -62,4 +61,4 @@ def _exit_code_from_run(run_dir: Path, before: int, fallback: int) -> int:
     segments = RunDir(run_dir).read_info().get("segments", []) if run_dir.exists() else []
     if len(segments) > before and segments[-1].get("exit_code") is not None:
         return int(segments[-1]["exit_code"])
-    return fallback if fallback in (0, EXIT_USER_ERROR, 3) else EXIT_FAILED
+    return fallback if fallback in (EXIT_OK, EXIT_USER_ERROR, EXIT_RESUMABLE) else EXIT_FAILED

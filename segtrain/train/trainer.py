@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 from segtrain.config import Config, to_dict, to_yaml
 from segtrain.config.load import load_raw
 from segtrain.config.validate import build_config
-from segtrain.errors import EXIT_OK, EXIT_RESUMABLE, UserError
+from segtrain.device import select_device
+from segtrain.errors import EXIT_FAILED, EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR, UserError
 from segtrain.fsutil import atomic_write_text
 from segtrain.losses import build_criterion
 from segtrain.metrics import ConfusionCounts
@@ -43,7 +44,6 @@ from segtrain.run.directory import RunDir, make_run_name, unique_path
 from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
 from segtrain.run.wandb_log import WandbLogger, new_wandb_id, wandb_values
 
-EXIT_FAILED = 1
 MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, f"checkpoints/{ckpt.LAST}", f"checkpoints/{ckpt.BEST}"]
 
 
@@ -72,7 +72,7 @@ class Position:
 def train(cfg: Config, opts: TrainOptions) -> int:
     """Train (or resume) one run; return the exit code (0 done, 3 stopped to resume)."""
     summary = check_dataset(cfg)
-    device = _select_device(cfg.train.device)
+    device = select_device(cfg.train.device, "train.device")
     ctx = init_distributed(device.type)
     if device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
@@ -90,12 +90,6 @@ def default_run_dir(cfg: Config, opts: TrainOptions) -> Path:
     return unique_path(Path(cfg.run.root), cfg.run.name or make_run_name(opts.config_path, opts.overrides))
 
 
-def _select_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device: 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu')")
-    return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -110,18 +104,20 @@ class _Run:
         self.budget = TimeBudget(opts.time_limit)
         self.launcher_pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
         self.rd = RunDir(opts.run_dir)
-        self.state, notes = self._open_run_dir()
+        state, notes = self._open_run_dir()  # the checkpoint to resume from: local, so it is freed after set-up
+        self.resumed = state is not None
+        self.wandb_id: Optional[str] = state.get("wandb_id") if state else None
         self.console = Console(0, enabled=ctx.is_main, log_path=self.rd.logs / "train.log" if ctx.is_main else None)
         for note in notes:
             self.console.message(note)
-        self.stats = self._stats()
+        self.stats = state["stats"] if state else self._stats()  # a resumed run keeps its own (no drift)
         self._build_data()
         self._build_model(in_channels)
         self.pos = Position()
         self.early = EarlyStopping(cfg.train.early_stopping.metric, cfg.train.early_stopping.patience,
                                    cfg.train.early_stopping.min_delta)
-        if self.state is not None:
-            self._restore(self.state)
+        if state is not None:
+            self._restore(state)
         self.console.total_steps = cfg.train.epochs * self.n_batches
 
     # ---- set-up ---------------------------------------------------------------------------
@@ -142,9 +138,7 @@ class _Run:
         return state, notes
 
     def _stats(self) -> Optional[dict]:
-        """Normalization statistics: from the checkpoint when resuming (so they cannot drift)."""
-        if self.state is not None:
-            return self.state["stats"]
+        """Normalization statistics of a new run (None when nothing needs them)."""
         if self.cfg.data.normalize == "none" and self.cfg.loss.pos_weight != "auto":
             return None
         from segtrain.data.stats import load_or_compute_stats
@@ -221,8 +215,8 @@ class _Run:
     def execute(self) -> int:
         cfg, rd = self.cfg, self.rd
         info = rd.read_info()
-        wandb_id = (self.state or {}).get("wandb_id") or info.get("wandb_id") or new_wandb_id()
-        self.log = MetricsLog(rd.metrics, self.pos.step if self.state else None) if self.ctx.is_main else None
+        wandb_id = self.wandb_id or info.get("wandb_id") or new_wandb_id()
+        self.log = MetricsLog(rd.metrics, self.pos.step if self.resumed else None) if self.ctx.is_main else None
         if self.ctx.is_main:
             rd.start_segment(rd.path.name, wandb_id if cfg.logging.wandb.mode != "disabled" else None)
             rd.update_segment(start_step=self.pos.step)
@@ -238,7 +232,7 @@ class _Run:
             self.console.message(f"error: {exc}")
             return EXIT_FAILED
         except UserError:
-            code = 2
+            code = EXIT_USER_ERROR
             raise
         finally:
             self.wandb.finish(code)
@@ -403,7 +397,7 @@ class _Run:
             if want_samples and self.ctx.is_main:
                 samples += self._pick_samples(batch, prob, sample_ids, seen)
             seen += len(image)
-        counts.all_reduce()
+        sum_across_ranks(counts.state, self.ctx)
         sum_across_ranks(totals, self.ctx)
         self.model.train()
         scores = counts.compute()

@@ -24,7 +24,7 @@ from typing import Optional
 
 from segtrain.cluster.directives import JobRequest, parse_select
 from segtrain.cluster.site import SITES, Site
-from segtrain.cluster.job.walltime import format_duration, parse_duration
+from segtrain.cluster.directives import format_hms, parse_hms
 from segtrain.errors import UserError
 
 ERROR, WARNING = "error", "warning"
@@ -66,7 +66,7 @@ def lint_request(request: JobRequest, site: Site, where: str = "qsub") -> list[F
         findings.append(Finding(ERROR, f"{where}: select", f"{site.gpu_resource}={gpus} in one chunk, but no "
                                 f"{site.name} node has more than {site.gpus_per_node} GPUs; use several chunks"))
     if resources.get("walltime"):
-        findings += _check_walltime(parse_duration(resources["walltime"], f"{where}: walltime"), gpus,
+        findings += _check_walltime(parse_hms(resources["walltime"], f"{where}: walltime"), gpus,
                                     request.queue, site, where)
     return findings
 
@@ -95,18 +95,18 @@ def _check_resource(name: str, value: str, site: Site, where: str) -> list[Findi
 
 
 def _check_walltime(walltime_s: float, gpus: int, queue: Optional[str], site: Site, where: str) -> list[Finding]:
-    wanted = format_duration(walltime_s)
+    wanted = format_hms(walltime_s)
     if queue:
         known = site.queue(queue)
         if known is not None and walltime_s > known.max_walltime_s:
             return [Finding(ERROR, f"{where}: walltime={wanted}", f"queue {queue} takes at most "
-                            f"{format_duration(known.max_walltime_s)}")]
+                            f"{format_hms(known.max_walltime_s)}")]
         return []
     kind = [q for q in site.queues if q.gpu == (gpus > 0)]
     if kind and site.route(walltime_s, gpus) is None:
         longest = max(kind, key=lambda q: q.max_walltime_s)
         return [Finding(ERROR, f"{where}: walltime={wanted}", f"longer than any {site.name} queue takes "
-                        f"({longest.name}: at most {format_duration(longest.max_walltime_s)}); resubmission "
+                        f"({longest.name}: at most {format_hms(longest.max_walltime_s)}); resubmission "
                         "continues a run across jobs, so a shorter walltime loses nothing")]
     return []
 

@@ -15,14 +15,14 @@ import datetime as _dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import IO, Callable, Optional, Sequence
 
 from segtrain.cluster import qsub
-from segtrain.cluster.frontend.grid import MANIFEST_NAME, Grid, format_override, load_grid, write_manifest
+from segtrain.cluster.frontend.grid import MANIFEST_NAME, Grid, format_override, is_grid_file, load_grid, write_manifest
 from segtrain.cluster.frontend.lint import WARNING, Finding, lint_request, lint_script, raise_errors
-from segtrain.cluster.directives import job_request
-from segtrain.cluster.site import JOB_NAME_MAX, Site, job_name
-from segtrain.cluster.frontend.status import append_log, log_path
+from segtrain.cluster.directives import format_hms, job_request, parse_hms
+from segtrain.cluster.site import JOB_NAME_MAX, SCRIPT_SITE, Site, check_size, job_name
+from segtrain.cluster.frontend.status import RunSummary, append_log, log_path, summarize_run
 from segtrain.config import Config, load_config
 from segtrain.errors import UserError
 from segtrain.run.directory import make_run_name, now_iso, unique_path
@@ -91,6 +91,41 @@ class Preflight:
         check_dataset(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root))))
         self._checked.add(key)
         return cfg
+
+
+def resource_options(site: Site, walltime: Optional[str] = None, **changes: Optional[str | int]) -> dict[str, str]:
+    """The ``-l`` options of a submission: only what differs from the job script's own directives.
+
+    ``changes`` are the site's resource fields (``ngpus``, ``ncpus``, ``mem``, ``scratch``,
+    ``gpu_mem``); None means "as the script asks".
+    """
+    for key in ("mem", "scratch", "gpu_mem"):
+        if changes.get(key) is not None:
+            changes[key] = check_size(str(changes[key]), f"--{key.replace('_', '-')}")
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if changes.get("ngpus") and not site.gpu_resource:
+        raise UserError(f"--gpus: the {site.name} site profile defines no GPU resource")
+    resources = {}
+    if site is not SCRIPT_SITE or changes:
+        resources = site.resource_list(dataclasses.replace(site.defaults, **changes))
+    if walltime:
+        resources["walltime"] = format_hms(parse_hms(walltime, "--walltime"))
+    return resources
+
+
+def plan_target(target: Path, overrides: Sequence[str], opts: JobOptions, workdir: Path, array: bool) -> Submission:
+    """What ``scripts/submit TARGET`` means: continue a run directory, run a grid file, or run a config."""
+    if target.is_dir():
+        if not (target / "config.yaml").is_file():
+            raise UserError(f"{target}: a folder but not a run directory (no config.yaml)")
+        if overrides:
+            raise UserError(f"{target}: a run continues with its own config.yaml; overrides are not taken")
+        return plan_continue(target, opts, workdir)
+    if is_grid_file(target):
+        return plan_grid(target, overrides, opts, workdir, array)
+    if array:
+        raise UserError(f"--array: {target} is a config, not a grid file (see configs/grids/)")
+    return plan_config(target, overrides, opts, workdir)
 
 
 def plan_config(config: Path, overrides: Sequence[str], opts: JobOptions, workdir: Path) -> Submission:
@@ -244,3 +279,18 @@ def _log(sub: Submission, job_id: str, runs: Sequence[PlannedRun]) -> None:
 
 def lint_warnings(sub: Submission) -> list[str]:
     return [str(f) for f in sub.findings if f.level == WARNING]
+
+
+def run_here(sub: Submission, site: Site, echo: Optional[IO[bytes]]) -> list[RunSummary]:
+    """Submit to the local PBS-like runner and run every job with its chain; each run's summary."""
+    from segtrain.cluster.local.server import LocalServer, describe as describe_jobs
+
+    server = LocalServer()
+
+    def local_qsub(argv: list[str]) -> str:
+        print(f"running here, PBS-like: {qsub.display(argv)}", flush=True)
+        return server.submit(argv[1:], os.environ, sub.workdir, site=site).id
+
+    for job_id in execute(sub, local_qsub):
+        print("\n".join(describe_jobs(server.run_chain(server.get(job_id), echo))), flush=True)
+    return [summarize_run(run.run_dir, index=run.index) for run in sub.runs]

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import yaml
 
-from segtrain.cluster.frontend.grid import MANIFEST_NAME, read_manifest
+from segtrain.cluster.frontend.grid import MANIFEST_NAME, is_grid_file, load_grid, read_manifest
 from segtrain.cluster.job.environment import parse_qstat_full
 from segtrain.run.metrics_log import read_metrics
+from segtrain.errors import UserError
 from segtrain.run.directory import RunDir
 
 LOG_NAME = "submissions.jsonl"
@@ -196,3 +200,37 @@ def summary_table(summaries: Sequence[RunSummary], with_jobs: bool = True) -> st
 
 def _number(value: Optional[float]) -> Optional[str]:
     return None if value is None else f"{value:.4f}"
+
+
+# ---- the report of ``segtrain runs`` and ``scripts/submit --status`` ---------------------------------
+def status_report(target: Optional[Path], runs: Optional[str], local: bool) -> str:
+    """The status table of a grid file, a grid folder or a runs folder, with a count by status."""
+    runs_root, grid_dir = locate(target, runs)
+    qstat = [sys.executable, "-m", "segtrain.cluster.local", "qstat"] if local else (
+        ["qstat"] if shutil.which("qstat") else None)
+    summaries = status_rows(runs_root, grid_dir, qstat)
+    if not summaries:
+        return f"no runs in {grid_dir or runs_root}"
+    counts = Counter(summary.status for summary in summaries)
+    return (summary_table(summaries) + f"\n{len(summaries)} runs: "
+            + ", ".join(f"{n} {status}" for status, n in counts.most_common())
+            + ("" if qstat else " (no qstat here: runs not started yet show as 'not started')"))
+
+
+def locate(target: Optional[Path], runs: Optional[str]) -> tuple[Path, Optional[Path]]:
+    """(runs folder, grid folder or None) for a grid file, a grid folder or a runs folder."""
+    from segtrain.config import load_config
+
+    if target is None:
+        return Path(runs or "runs"), None
+    if target.is_dir():
+        return (target.parent, target) if (target / MANIFEST_NAME).is_file() else (target, None)
+    if not is_grid_file(target):
+        raise UserError(f"{target}: neither a grid file, a grid folder nor a runs folder")
+    grid = load_grid(target)
+    root = Path(runs or load_config(grid.base, grid.overrides).run.root)
+    folders = sorted(m.parent for m in root.glob(f"{grid.name}-*/{MANIFEST_NAME}")
+                     if read_manifest(m).get("name") == grid.name)
+    if not folders:
+        raise UserError(f"{target}: no submission of this grid in {root} (give --runs if it went elsewhere)")
+    return root, folders[-1]

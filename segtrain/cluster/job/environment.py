@@ -16,7 +16,7 @@ from typing import Mapping, Optional, Sequence
 
 from segtrain.cluster.job.nodes import Node, job_nodes
 from segtrain.cluster.directives import script_request
-from segtrain.cluster.job.walltime import parse_duration
+from segtrain.cluster.directives import parse_hms
 from segtrain.errors import UserError
 
 _JOB_HEADER = re.compile(r"^Job Id:\s*(\S+)\s*$")
@@ -28,14 +28,10 @@ class JobEnvironment:
     """Identity and places of the current PBS job; every field is None outside a job."""
     job_id: Optional[str] = None
     job_name: Optional[str] = None
-    array_id: Optional[str] = None
     array_index: Optional[int] = None
     workdir: Optional[Path] = None
     nodefile: Optional[Path] = None
-    ncpus: Optional[int] = None
-    queue: Optional[str] = None
     scratch_dir: Optional[Path] = None  # $SCRATCHDIR where the site gives one, else the job's $TMPDIR
-    in_batch: bool = False
 
     @classmethod
     def from_environ(cls, environ: Optional[Mapping[str, str]] = None) -> "JobEnvironment":
@@ -50,27 +46,16 @@ class JobEnvironment:
 
         job_id = env.get("PBS_JOBID") or None
         return cls(
-            job_id=job_id, job_name=env.get("PBS_JOBNAME") or None, array_id=env.get("PBS_ARRAY_ID") or None,
-            array_index=integer("PBS_ARRAY_INDEX"), workdir=path("PBS_O_WORKDIR"), nodefile=path("PBS_NODEFILE"),
-            ncpus=integer("NCPUS"), queue=env.get("PBS_QUEUE") or None,
+            job_id=job_id, job_name=env.get("PBS_JOBNAME") or None, array_index=integer("PBS_ARRAY_INDEX"),
+            workdir=path("PBS_O_WORKDIR"), nodefile=path("PBS_NODEFILE"),
             scratch_dir=path("SCRATCHDIR") or (path("TMPDIR") if job_id else None),
-            in_batch=env.get("PBS_ENVIRONMENT") == "PBS_BATCH",
         )
-
-    @property
-    def sequence(self) -> Optional[str]:
-        """The job's number: ``12`` of ``12.server`` (``13[2]`` for an array subjob)."""
-        return self.job_id.split(".", 1)[0] if self.job_id else None
 
     def nodes(self) -> list[Node]:
         """The job's nodes in nodefile order, each host once (none outside a job)."""
         if self.nodefile is None or not self.nodefile.is_file():
             return []
         return job_nodes(self.nodefile.read_text())
-
-    def hosts(self) -> list[str]:
-        """The nodes' host names."""
-        return [node.host for node in self.nodes()]
 
 
 def parse_qstat_full(text: str) -> dict[str, dict[str, str]]:
@@ -109,12 +94,12 @@ def job_walltime(qstat_text: Optional[str], job_id: Optional[str],
     if qstat_text:
         value = job_attributes(qstat_text, job_id).get("Resource_List.walltime")
         if value:
-            return parse_duration(value, "qstat -f: Resource_List.walltime"), "qstat -f"
+            return parse_hms(value, "qstat -f: Resource_List.walltime"), "qstat -f"
     for script in scripts:
         if script.is_file():
             value = script_request(script).resources.get("walltime")
             if value:
-                return parse_duration(value, f"{script}: walltime directive"), f"the directive in {script}"
+                return parse_hms(value, f"{script}: walltime directive"), f"the directive in {script}"
     return None, "nowhere (no qstat answer, no walltime directive)"
 
 

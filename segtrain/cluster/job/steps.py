@@ -37,9 +37,10 @@ from segtrain.cluster.directives import script_request
 from segtrain.cluster.job.environment import JobEnvironment, job_attributes, job_walltime, require_job
 from segtrain.cluster.site import job_name
 from segtrain.cluster.job.stage import stage_dataset, sync_tree
-from segtrain.cluster.job.walltime import default_margin, format_duration, parse_duration, training_time_limit
+from segtrain.cluster.job.walltime import default_margin, training_time_limit
+from segtrain.cluster.directives import format_hms, parse_hms
 from segtrain.config import Config, load_config
-from segtrain.errors import EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR, UserError
+from segtrain.errors import EXIT_FAILED, EXIT_NO_RESUBMIT, EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR, UserError
 from segtrain.fsutil import atomic_open, atomic_write_json
 from segtrain.run.directory import RunDir
 
@@ -48,7 +49,6 @@ DEFAULT_MAX_RESUBMITS = 10
 JOB_SCRIPT = "jobs/train.pbs"
 NODE_SCRIPT = "jobs/node.sh"
 NODE_MODES = ("stage", "train", "clean")  # what node.sh does on another node
-EXIT_NO_RESUBMIT = 10
 
 
 @dataclass
@@ -161,7 +161,7 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         config=str(config), overrides=overrides, run_dir=str(run_dir), continuing=run is not None, data=str(data),
         runs=str(runs), scratch=str(scratch.resolve()), job_start=job_start, walltime_s=walltime_s,
         walltime_source=source,
-        margin_s=parse_duration(var[qsub.MARGIN], qsub.MARGIN) if var[qsub.MARGIN] else None,
+        margin_s=parse_hms(var[qsub.MARGIN], qsub.MARGIN) if var[qsub.MARGIN] else None,
         max_resubmits=_count(var, qsub.MAX_RESUBMITS, DEFAULT_MAX_RESUBMITS),
         resubmits=_count(var, qsub.RESUBMITS, 0), resources=resources,
         passed_on={name: environ[name] for name in (qsub.ENV_VARIABLE, qsub.MARGIN, nodes.NPROC)
@@ -226,8 +226,8 @@ def step_plan(args: argparse.Namespace) -> int:
         print(f"warning: walltime found {plan.walltime_source}; training without a time limit")
     else:
         margin = plan.margin_s if plan.margin_s is not None else default_margin(plan.walltime_s)
-        print(f"walltime {format_duration(plan.walltime_s)} from {plan.walltime_source}; "
-              f"margin {format_duration(margin)} kept for the checkpoint and the copy-back")
+        print(f"walltime {format_hms(plan.walltime_s)} from {plan.walltime_source}; "
+              f"margin {format_hms(margin)} kept for the checkpoint and the copy-back")
     if len(plan.hosts) > 1:
         print(f"{len(plan.hosts)} nodes x {plan.nproc_per_node} trainer processes ({plan.nproc_source}): "
               f"{', '.join(plan.hosts)}; rendezvous on {plan.hosts[0]}:{plan.rdzv_port}")
@@ -256,8 +256,8 @@ def step_stage(args: argparse.Namespace) -> int:
     report = stage_dataset(Path(plan.data), plan.work_data)
     print(f"staged data set: {report.summary()}")
     if not report.ok:
-        return 1
-    root = data_root(plan.work_data)
+        return EXIT_FAILED
+    root = staged_root(plan.work_data)
     cfg = load_config(plan.config, plan.overrides)
     if not Path(plan.data).is_dir():  # an archive can only be checked once unpacked
         _check_data(cfg, root)
@@ -265,7 +265,7 @@ def step_stage(args: argparse.Namespace) -> int:
         report = sync_tree(Path(plan.run_dir), plan.work_run)
         print(f"staged run {plan.run_dir}: {report.summary()}")
         if not report.ok:
-            return 1
+            return EXIT_FAILED
         if plan.node_rank and not plan.trainer_run.is_dir():  # every rank resumes from the checkpoint there
             raise UserError(f"{plan.trainer_run}: rank 0's run directory is not on this node: this site's scratch "
                             f"path differs between nodes ({plan.scratch} here), so a run cannot be continued on "
@@ -285,7 +285,7 @@ def step_stage(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def data_root(staged: Path) -> Path:
+def staged_root(staged: Path) -> Path:
     """Where ``filelists/`` is: the staged folder, or the one folder an archive unpacked into."""
     if (staged / "filelists").is_dir():
         return staged
@@ -327,7 +327,7 @@ def step_train_args(args: argparse.Namespace) -> int:
     if plan.node_rank == 0 and len(plan.hosts) > 1:
         nodes.check_port_free(plan.hosts[0], plan.rdzv_port)
     _write_words(words)
-    note = f" (time limit {format_duration(limit)})" if limit is not None else ""
+    note = f" (time limit {format_hms(limit)})" if limit is not None else ""
     print(f"launching: segtrain {qsub.display(words)}{note}", file=sys.stderr)
     return EXIT_OK
 
@@ -431,7 +431,7 @@ def step_finish(args: argparse.Namespace) -> int:
     report = sync_tree(plan.work_run, Path(plan.run_dir))
     if not report.ok:
         print(f"copy-back FAILED: {report.summary()}")
-        return 1
+        return EXIT_FAILED
     if report.files:
         print(f"copied back to {plan.run_dir}: {report.summary()}")
     return EXIT_OK
@@ -535,7 +535,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USER_ERROR
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from segtrain.cluster.local import __doc__ as LOCAL_DOC
 from segtrain.cluster.local.server import STANDINS, describe, submit_and_run
 from segtrain.cluster.local.standins import standin_clean_scratch, standin_pbsdsh, standin_qsub, standin_qstat
 from segtrain.cluster.site import get_site
-from segtrain.errors import UserError
+from segtrain.errors import EXIT_USER_ERROR, UserError
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         jobs = submit_and_run(qsub_args, get_site(args.site), None if args.quiet else sys.stdout.buffer)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     print("\n".join(describe(jobs)))
     last = jobs[-1].exit_status if jobs else None
     return last if last is not None and 0 <= last < 256 else 1

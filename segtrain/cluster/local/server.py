@@ -21,7 +21,7 @@ from typing import IO, Mapping, Optional, Sequence
 import segtrain
 from segtrain.cluster.directives import JobRequest, job_request, parse_array_range, parse_select
 from segtrain.cluster.site import Site, get_site, job_name
-from segtrain.cluster.job.walltime import format_duration, parse_duration
+from segtrain.cluster.directives import format_hms, parse_hms
 from segtrain.errors import UserError
 from segtrain.fsutil import atomic_write_json
 
@@ -72,7 +72,7 @@ class LocalJob:
     @property
     def walltime_s(self) -> Optional[float]:
         value = self.resources.get("walltime")
-        return parse_duration(value, f"job {self.id}: walltime") if value else None
+        return parse_hms(value, f"job {self.id}: walltime") if value else None
 
     @property
     def ncpus(self) -> int:
@@ -167,7 +167,7 @@ class LocalServer:
                        output=request.output, error=request.error, state="B" if indices else "Q",
                        array_indices=request.array)
         if "walltime" in job.resources:  # a bad walltime is refused at submission, as qsub does
-            parse_duration(job.resources["walltime"], "qsub: -l walltime")
+            parse_hms(job.resources["walltime"], "qsub: -l walltime")
         self.save(job)
         for index in indices:
             self.save(dataclasses.replace(job, id=f"{seq}[{index}].{SERVER}", state="Q", array_indices=None,
@@ -324,8 +324,8 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 pass
             if deadline is not None and time.time() >= deadline:
-                used = format_duration(time.time() - job.started)
-                _note(out, f"=>> PBS: job killed: walltime {used} exceeded limit {format_duration(job.walltime_s)}")
+                used = format_hms(time.time() - job.started)
+                _note(out, f"=>> PBS: job killed: walltime {used} exceeded limit {format_hms(job.walltime_s)}")
                 self._kill(proc, kill_delay)
                 return EXIT_WALLTIME, "walltime exceeded"
             if stopper is not None and stopper.requested:
