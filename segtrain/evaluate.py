@@ -24,6 +24,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from segtrain import calibration
+from segtrain.calibration import ProbabilityHistogram
 from segtrain.data.layout import SceneFiles, filelist_path
 from segtrain.errors import UserError
 from segtrain.run.directory import locate_data
@@ -89,15 +91,18 @@ class ExtremeScenes:
 
 def score_scenes(backend: Backend, files: list[SceneFiles], tile: int, overlap: int, batch_size: int,
                  threshold: float, timing: Optional[Timing] = None, progress: bool = True,
-                 overlays: int = 0, label: str = "eval") -> tuple[list[SceneScore], list, list]:
+                 overlays: int = 0, label: str = "eval",
+                 hist: Optional[ProbabilityHistogram] = None) -> tuple[list[SceneScore], list, list]:
     """Confusion counts of every scene against its mask, and previews of the ``overlays`` worst
-    and best scenes: (scores, worst, best), the last two as lists of (SceneScore, Preview)."""
+    and best scenes: (scores, worst, best), the last two as lists of (SceneScore, Preview).
+    ``hist`` collects the probabilities of the same pixels, for scores at other thresholds."""
     timing = timing if timing is not None else Timing()
     bar = Progress(f"{label}: {len(files)} scenes", len(files), enabled=progress)
     extremes = ExtremeScenes(overlays)
     results = []
     for i, files_i in enumerate(files):
-        score, preview = _score_scene(backend, files_i, tile, overlap, batch_size, threshold, timing, overlays > 0)
+        score, preview = _score_scene(backend, files_i, tile, overlap, batch_size, threshold, timing, overlays > 0,
+                                      hist)
         results.append(score)
         if preview is not None:
             extremes.offer(score, preview)
@@ -107,7 +112,8 @@ def score_scenes(backend: Backend, files: list[SceneFiles], tile: int, overlap: 
 
 
 def _score_scene(backend: Backend, files: SceneFiles, tile: int, overlap: int, batch_size: int, threshold: float,
-                 timing: Timing, want_preview: bool) -> tuple[SceneScore, Optional[Preview]]:
+                 timing: Timing, want_preview: bool,
+                 hist: Optional[ProbabilityHistogram]) -> tuple[SceneScore, Optional[Preview]]:
     counts = ConfusionCounts()
     parts: list[tuple[np.ndarray, ...]] = []
     with open_scene(files.scene, backend.meta, files.mask) as reader:
@@ -117,6 +123,8 @@ def _score_scene(backend: Backend, files: SceneFiles, tile: int, overlap: int, b
             image, _, truth = reader.read(strip.y, 0, h, reader.width)
             counts.update(torch.from_numpy(strip.probs), torch.from_numpy(truth), torch.from_numpy(strip.covered),
                           threshold)
+            if hist is not None:
+                hist.add_numpy(strip.probs, truth, strip.covered)
             if want_preview:
                 rows = np.arange((-strip.y) % step, h, step)
                 pred = (strip.probs > threshold) & strip.covered
@@ -166,12 +174,17 @@ class EvalOptions:
     device: str = "auto"
     wandb: bool = True
     progress: bool = True
+    threshold: Optional[float] = None  # default: the checkpoint's calibrated threshold, else train.threshold
+    calibrate: bool = False  # calibrate the threshold on the whole val scenes first, and store it
 
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions = EvalOptions()) -> dict:
     """Evaluate a run's checkpoint on whole scenes of a split; write and return the metrics."""
     from segtrain.preflight import check_dataset
 
+    calibration.check_threshold(options.threshold)
+    if options.threshold is not None and options.calibrate:
+        raise UserError("--threshold: give either --threshold or --calibrate, not both")
     run_dir = Path(run_dir)
     backend = TorchBackend(run_dir, options.checkpoint, options.device)
     cfg = backend.trained.config
@@ -180,24 +193,54 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions = EvalOptions()) -> d
     if files is None:
         raise UserError(f"{filelist_path(cfg.data.root, options.split)}: filelist for split '{options.split}' not found")
     out = options.out or run_dir / "eval"
+    check_tiling(backend.meta.tile_size, backend.meta.overlap, options.batch_size)
+    default = cfg.train.threshold
+    source = _choose_threshold(backend, options, cfg, run_dir)
     meta = backend.meta
-    check_tiling(meta.tile_size, meta.overlap, options.batch_size)
-    timing = Timing()
+    timing, hist = Timing(), ProbabilityHistogram()
     scores, worst, best = score_scenes(backend, files, meta.tile_size, meta.overlap, options.batch_size,
-                                       meta.threshold, timing, options.progress, OVERLAYS, f"eval {options.split}")
+                                       meta.threshold, timing, options.progress, OVERLAYS, f"eval {options.split}", hist)
     metrics = {"split": options.split, "checkpoint": options.checkpoint, "step": backend.trained.position["step"],
-               "threshold": meta.threshold, "tile_size": meta.tile_size, "overlap": meta.overlap,
-               "scenes": len(scores), **summarize(scores), "megapixels_per_second": timing.megapixels_per_second}
+               "threshold": meta.threshold, "threshold_source": source, "tile_size": meta.tile_size,
+               "overlap": meta.overlap, "scenes": len(scores), **summarize(scores),
+               "at_default_threshold": {"threshold": default, **calibration.scores_at(hist, default)},
+               "megapixels_per_second": timing.megapixels_per_second}
+    shown = {name: items for name, items in (("worst", worst), ("best", best)) if items}  # one scene: no best.png
+    figures = {name: out / f"{name}.png" for name in shown}
+    metrics["overlays"] = [path.name for path in figures.values()]
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "scenes.csv", scenes_csv(scores))
-    figures = {}
-    for name, items in (("worst", worst), ("best", best)):
-        if items:
-            figures[name] = out / f"{name}.png"
-            plot_extremes(items, figures[name], f"{run_dir.name} {options.split}, {name}")
+    for name, items in shown.items():
+        plot_extremes(items, figures[name], f"{run_dir.name} {options.split}, {name}")
     if options.wandb:
         _log_wandb(run_dir, backend, metrics, scores, figures, options.split)
     return metrics
+
+
+def _choose_threshold(backend: TorchBackend, options: EvalOptions, cfg, run_dir: Path) -> str:
+    """Set the backend's threshold (``--threshold``, a calibration made now on the val scenes, the
+    checkpoint's stored calibration, or train.threshold) and say where it came from."""
+    from segtrain.preflight import check_dataset
+
+    if options.threshold is not None:
+        backend.meta = dataclasses.replace(backend.meta, threshold=options.threshold)
+        return "--threshold"
+    step = backend.trained.position["step"]
+    if options.calibrate:
+        val = check_dataset(cfg).splits.get("val")
+        if val is None:
+            raise UserError(f"{filelist_path(cfg.data.root, 'val')}: --calibrate needs the val split")
+        meta, hist = backend.meta, ProbabilityHistogram()
+        score_scenes(backend, val, meta.tile_size, meta.overlap, options.batch_size, meta.threshold,
+                     progress=options.progress, label="calibrate on val", hist=hist)
+        found = calibration.calibrate(hist, step, "val scenes (eval --calibrate)", cfg.train.threshold)
+        if found is None:
+            raise UserError(f"{filelist_path(cfg.data.root, 'val')}: the val split has no positive pixel; "
+                            "nothing to calibrate the threshold on")
+        calibration.store(run_dir, options.checkpoint, found)
+        backend.meta = dataclasses.replace(meta, threshold=found.threshold)
+    entry = calibration.stored_entry(backend.trained.path, step)
+    return f"calibrated on {entry['source']}" if entry is not None else "train.threshold"
 
 
 def _log_wandb(run_dir: Path, backend: TorchBackend, metrics: dict, scores: list[SceneScore],

@@ -1,7 +1,7 @@
 """The deployable form of a trained model, and its ONNX export for any input size.
 
 A deployed model takes the *raw* values of the scene bands it was trained on, (N, C, H, W)
-float32 with no-data pixels set to NaN, and returns the water probability (N, 1, H, W): the
+float32 with no-data pixels set to NaN, and returns the positive-class probability (N, 1, H, W): the
 data set's normalization, the zeroing of invalid pixels and the final sigmoid are inside the
 graph, so a user of the ONNX file needs nothing from segtrain but the band order, which is
 stored in the file with everything else prediction needs (:class:`ModelMeta`).
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segtrain import __version__
+from segtrain import __version__, calibration
 from segtrain.config import to_dict, to_yaml
 from segtrain.data.stats import scale_shift
 from segtrain.errors import UserError
@@ -59,7 +59,7 @@ class ModelMeta:
     scene_bands: Optional[int]  # bands of the training scenes (None when unknown)
     tile_size: int  # training tile size: the default prediction tile
     overlap: int  # data.overlap: the default prediction overlap
-    threshold: float  # a pixel is water when its probability is above this
+    threshold: float  # a pixel is positive when its probability is above this: calibrated, else train.threshold
     nodata: Optional[float]  # data.nodata of the training config (None: each scene's own value)
 
     @classmethod
@@ -70,8 +70,9 @@ class ModelMeta:
             scene_bands: Optional[int] = len(trained.stats["mean"])
         else:
             scene_bands = trained.in_channels if data.bands is None else None
+        calibrated = calibration.stored_threshold(trained.path, trained.position["step"])
         return cls(bands=bands, scene_bands=scene_bands, tile_size=data.tile_size, overlap=data.overlap,
-                   threshold=trained.config.train.threshold, nodata=data.nodata)
+                   threshold=trained.config.train.threshold if calibrated is None else calibrated, nodata=data.nodata)
 
     def to_props(self) -> dict[str, str]:
         return {key: json.dumps(value) for key, value in asdict(self).items()}
@@ -190,6 +191,7 @@ def _add_metadata(proto, meta: ModelMeta, trained: TrainedModel) -> None:
         "output": f"{OUTPUT}: positive-class probability, float32 (N, 1, H, W)",
         "normalize": trained.config.data.normalize,
         "stats": json.dumps(stats),
+        "calibration": json.dumps(calibration.stored_entry(trained.path, trained.position["step"])),
         "config_hash": config_hash(trained),
         "config": to_yaml(trained.config),
         "checkpoint": json.dumps({"file": trained.path.name, **trained.position}),

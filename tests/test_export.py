@@ -90,7 +90,10 @@ def test_metadata_holds_bands_tile_threshold_statistics_and_config_hash(run_dir,
     trained = load_trained(run_dir)
     props = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
     meta = ModelMeta.from_props(props, str(exported))
-    assert meta == ModelMeta(bands=[0, 1, 2, 3], scene_bands=4, tile_size=48, overlap=8, threshold=0.5, nodata=None)
+    calibrated = json.loads((run_dir / "calibration.json").read_text())["best"]
+    assert json.loads(props["calibration"]) == calibrated
+    assert meta == ModelMeta(bands=[0, 1, 2, 3], scene_bands=4, tile_size=48, overlap=8,
+                             threshold=calibrated["threshold"], nodata=None)
     assert json.loads(props["stats"])["mean"] == trained.stats["mean"]
     assert json.loads(props["stats"])["std"] == trained.stats["std"]
     canonical = json.dumps(to_dict(trained.config), sort_keys=True).encode()

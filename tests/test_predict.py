@@ -134,7 +134,8 @@ def test_mask_is_uint8_with_255_exactly_on_the_scenes_nodata(capsys, onnx_path, 
         assert mask.dtype == np.uint8 and prob.dtype == np.float32 and mask.shape == valid.shape
         np.testing.assert_array_equal(mask == MASK_NODATA, ~valid)
         np.testing.assert_array_equal(np.isnan(prob), ~valid)
-        np.testing.assert_array_equal(mask[valid], (prob[valid] > 0.5).astype(np.uint8))
+        threshold = OnnxBackend(onnx_path).meta.threshold  # the run's calibrated threshold
+        np.testing.assert_array_equal(mask[valid], (prob[valid] > threshold).astype(np.uint8))
         nodata_seen |= bool((~valid).any())
     assert nodata_seen, "the test split should have a scene with a no-data area"
 

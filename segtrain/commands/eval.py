@@ -18,6 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="tiles per model call (default 16)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA if available")
     parser.add_argument("--no-wandb", action="store_true", help="do not log to the run's W&B run")
+    parser.add_argument("--threshold", type=float, help="probability above which a pixel is positive "
+                        "(default: the checkpoint's calibrated threshold, else train.threshold)")
+    parser.add_argument("--calibrate", action="store_true", help="first choose the threshold that maximizes IoU "
+                        "on the whole val scenes and store it in the run (used by eval, predict, export)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -26,10 +30,17 @@ def run(args: argparse.Namespace) -> int:
 
     options = EvalOptions(split=args.split, checkpoint=args.checkpoint, out=args.out, data_root=args.data,
                           batch_size=args.batch_size, device=args.device, wandb=not args.no_wandb,
-                          progress=not args.quiet)
+                          progress=not args.quiet, threshold=args.threshold, calibrate=args.calibrate)
     m = evaluate_run(args.run, options)
     out = args.out or args.run / "eval"
-    print(f"{args.split} ({m['scenes']} scenes, whole-scene prediction): iou {m['iou']:.4f}  dice {m['dice']:.4f}  "
-          f"precision {m['precision']:.4f}  recall {m['recall']:.4f}")
-    print(f"written: {out / 'metrics.json'}, {out / 'scenes.csv'}, overlays {out}/worst.png, best.png")
+    print(f"{args.split} ({m['scenes']} scenes, whole-scene prediction): {_scores(m)}")
+    print(f"  threshold {m['threshold']:g} ({m['threshold_source']})")
+    default = m["at_default_threshold"]
+    if default["threshold"] != m["threshold"]:
+        print(f"  at threshold {default['threshold']:g}: {_scores(default)}")
+    print(f"written: {out / 'metrics.json'}, {out / 'scenes.csv'}, overlays {', '.join(m['overlays']) or 'none'} in {out}")
     return 0
+
+
+def _scores(m: dict) -> str:
+    return "  ".join(f"{k} {m[k]:.4f}" for k in ("iou", "dice", "precision", "recall"))

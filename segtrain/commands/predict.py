@@ -1,4 +1,4 @@
-"""Predict water masks for whole scenes of any size with an exported model or a run."""
+"""Predict masks for whole scenes of any size with an exported model or a run."""
 from __future__ import annotations
 
 import argparse
@@ -17,14 +17,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="tiles per model call (default 16)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA if available")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="for a run directory (default best)")
+    parser.add_argument("--threshold", type=float, help="probability above which a pixel is positive "
+                        "(default: the model's, i.e. its calibrated threshold, else train.threshold)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from segtrain.errors import UserError
+    from segtrain.calibration import check_threshold
     from segtrain.predict import PredictOptions, check_tiling, load_backend, open_scene, output_paths, predict_scene
 
+    check_threshold(args.threshold)
     backend = load_backend(args.model, args.device, args.checkpoint)
+    if args.threshold is not None:
+        backend.meta = dataclasses.replace(backend.meta, threshold=args.threshold)
     meta = backend.meta
     options = PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, write_prob=args.prob,
                              progress=not args.quiet)

@@ -7,6 +7,8 @@ green), so the mask cannot be recovered by thresholding one band; a network has 
 bands and use shape. Scenes have odd sizes (some smaller than a tile), rotated no-data
 footprints filled with 0, haze gradients and sensor noise, and they are stored the way real
 data sets arrive: band axis first or last, tiled + deflate-compressed or plain strips.
+``kind: clouds`` makes cloud masks on top-of-atmosphere-like scenes instead
+(:mod:`segtrain.data.clouds`), in the same layout and storage variants.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ DEFAULT_DIR = "data/demo"
 MARKER = ".segtrain-demo.json"  # parameters of a generated data set, to make re-runs idempotent
 NODATA = 0
 GDAL_NODATA_TAG = 42113
+KINDS = ("water", "clouds")
 
 # Surface reflectance (blue, green, red, nir) of each land cover. Water is index 0.
 WATER = np.array([0.07, 0.09, 0.05, 0.02])
@@ -50,6 +53,12 @@ class DemoSpec:
     bands: int = 4
     min_size: int = 90
     max_size: int = 620
+    kind: str = "water"  # or "clouds" (segtrain.data.clouds)
+
+    def marker(self) -> dict:
+        """What the marker file records; a water data set's has no ``kind`` (as before kinds
+        existed), so its bytes, and data sets generated earlier, stay the same."""
+        return {k: v for k, v in asdict(self).items() if k != "kind" or v != "water"}
 
 
 def make_demo_data(root: str | Path = DEFAULT_DIR, spec: DemoSpec = DemoSpec(), force: bool = False) -> bool:
@@ -62,10 +71,12 @@ def make_demo_data(root: str | Path = DEFAULT_DIR, spec: DemoSpec = DemoSpec(), 
     root = Path(root)
     if root.exists() and any(root.iterdir()):
         marker = root / MARKER
-        if marker.is_file() and json.loads(marker.read_text()) == asdict(spec) and not force:
+        if marker.is_file() and json.loads(marker.read_text()) == spec.marker() and not force:
             return False
         if not force:
             raise UserError(f"{root}: folder exists and is not this demo data set; not overwriting (use --force)")
+    if spec.kind not in KINDS:
+        raise UserError(f"--kind: must be one of {', '.join(KINDS)}, got {spec.kind!r}")
     if spec.bands > len(WATER) + 9 or spec.bands < 1:
         raise UserError(f"--bands: must be between 1 and {len(WATER) + 9}, got {spec.bands}")
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +94,9 @@ def make_demo_data(root: str | Path = DEFAULT_DIR, spec: DemoSpec = DemoSpec(), 
 
 
 def _write_dataset(root: Path, spec: DemoSpec) -> None:
+    from segtrain.data.clouds import make_cloud_scene
+
+    generate = make_cloud_scene if spec.kind == "clouds" else make_scene
     rng = np.random.default_rng(spec.seed)
     (root / "scenes").mkdir()
     (root / "masks").mkdir()
@@ -92,7 +106,7 @@ def _write_dataset(root: Path, spec: DemoSpec) -> None:
     for i, name in enumerate(names):
         scene_rng = np.random.default_rng([spec.seed, i])
         h, w = (_odd_size(scene_rng, spec) for _ in range(2))
-        image, mask = make_scene(scene_rng, h, w, spec.bands)
+        image, mask = generate(scene_rng, h, w, spec.bands)
         _write_scene(root / "scenes" / name, image, band_first=i % 2 == 0, tiled=i % 3 != 1)
         _write_mask(root / "masks" / name, mask, scale255=i % 4 == 3, compressed=i % 2 == 1)
     order = rng.permutation(n)
@@ -102,7 +116,7 @@ def _write_dataset(root: Path, spec: DemoSpec) -> None:
         if not len(idx):
             continue  # an empty filelist is an error; an absent optional split is not
         (root / "filelists" / f"{split}.csv").write_text("".join(f"{names[j]}\n" for j in sorted(idx)))
-    (root / MARKER).write_text(json.dumps(asdict(spec), indent=1) + "\n")
+    (root / MARKER).write_text(json.dumps(spec.marker(), indent=1) + "\n")
 
 
 def _odd_size(rng: np.random.Generator, spec: DemoSpec) -> int:
@@ -127,7 +141,7 @@ def make_scene(rng: np.random.Generator, h: int, w: int, bands: int) -> tuple[np
     turbidity = np.clip(smooth_noise(rng, h, w, sigma=10.0) * 0.5 + 0.5, 0, 1)
     water_refl = WATER[:, None, None] + TURBID[:, None, None] * turbidity[None]
     reflectance = reflectance * (1 - soft) + water_refl * soft
-    reflectance = _more_bands(rng, reflectance, bands)
+    reflectance = more_bands(rng, reflectance, bands)
     # Texture within covers, a haze gradient (strongest in blue), sensor noise.
     reflectance = reflectance * (1 + 0.2 * smooth_noise(rng, h, w, sigma=2.0))
     haze = 0.03 * (np.linspace(0, 1, w)[None, :] * rng.uniform(0.2, 1) + rng.uniform(0, 0.5))
@@ -161,7 +175,7 @@ def _river(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.abs(yy - centre) < width
 
 
-def _more_bands(rng: np.random.Generator, refl: np.ndarray, bands: int) -> np.ndarray:
+def more_bands(rng: np.random.Generator, refl: np.ndarray, bands: int) -> np.ndarray:
     """Fewer bands: the first ones; more: noisy mixtures of the four, like extra spectral bands."""
     if bands <= refl.shape[0]:
         return refl[:bands]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from segtrain import calibration
 from segtrain.config import Config, to_dict, to_yaml
 from segtrain.config.load import load_raw
 from segtrain.config.validate import build_config
@@ -44,7 +45,8 @@ from segtrain.run.directory import RunDir, make_run_name, unique_path
 from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
 from segtrain.run.wandb_log import WandbLogger, new_wandb_id, wandb_values
 
-MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, f"checkpoints/{ckpt.LAST}", f"checkpoints/{ckpt.BEST}"]
+MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, calibration.FILE, f"checkpoints/{ckpt.LAST}",
+            f"checkpoints/{ckpt.BEST}"]
 
 
 class TrainingFailed(Exception):
@@ -360,14 +362,22 @@ class _Run:
         if (epoch + 1) % cfg.train.val_every_epochs and not last:
             return False, False
         start = time.monotonic()
-        scores, samples = self._validate(want_samples=(epoch + 1) % cfg.logging.samples_every_epochs == 0 or last)
+        scores, samples, hist = self._validate(want_samples=(epoch + 1) % cfg.logging.samples_every_epochs == 0 or last)
         self.budget.record_validation(time.monotonic() - start)
+        calibrated = calibration.calibrate(hist, self.pos.step, "val tiles (training)", cfg.train.threshold)
+        if calibrated is not None:
+            scores.update(calibrated_threshold=calibrated.threshold, calibrated_iou=calibrated.iou)
         self._record({"step": self.pos.step, "epoch": epoch, "split": "val", **scores})
         monitored = scores[cfg.train.early_stopping.metric]
         improved = self.early.update(monitored)
+        if calibrated is not None and self.ctx.is_main:  # for the checkpoints written next, at this step
+            for name in ("last", "best") if improved else ("last",):
+                calibration.store(self.rd.path, name, calibrated)
         self.schedule.validated(monitored)
         self.console.message(f"epoch {epoch} validation: " + "  ".join(f"{k} {scores[k]:.4f}" for k in
-                             ("loss", "iou", "dice", "precision", "recall")) + ("  (best)" if improved else ""))
+                             ("loss", "iou", "dice", "precision", "recall")) + ("  (best)" if improved else "")
+                             + (f"  | iou {calibrated.iou:.4f} at calibrated threshold {calibrated.threshold:g}"
+                                if calibrated is not None else ""))
         if self.ctx.is_main:
             plot_curves(self.log.history, self.rd.path / "curves.png")
             if samples:
@@ -376,10 +386,13 @@ class _Run:
         return improved, self.early.should_stop
 
     @torch.no_grad()
-    def _validate(self, want_samples: bool) -> tuple[dict[str, float], list[dict[str, np.ndarray]]]:
-        """Loss and confusion counts over the whole validation split (summed over ranks), plus samples."""
+    def _validate(self, want_samples: bool) -> tuple[dict[str, float], list[dict[str, np.ndarray]],
+                                                     calibration.ProbabilityHistogram]:
+        """Loss and confusion counts over the whole validation split (summed over ranks), samples, and
+        the histogram of probabilities that calibrates the threshold."""
         self.model.eval()
         counts = ConfusionCounts(device=self.device)
+        hist = calibration.ProbabilityHistogram(device=self.device)
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # valid-pixel-weighted loss, valid pixels
         sample_ids = set(np.linspace(0, len(self.val_set) - 1, min(self.cfg.logging.num_samples, len(self.val_set)), dtype=int).tolist())
         samples = []
@@ -392,6 +405,7 @@ class _Run:
             loss, _ = self.criterion(logits, target, valid)
             prob = positive_probability(logits)
             counts.update(prob, target, valid, threshold=self.cfg.train.threshold)
+            hist.update(prob, target, valid)
             n_valid = valid.sum().double()
             totals += torch.stack([loss.double() * n_valid, n_valid])
             if want_samples and self.ctx.is_main:
@@ -399,10 +413,11 @@ class _Run:
             seen += len(image)
         sum_across_ranks(counts.state, self.ctx)
         sum_across_ranks(totals, self.ctx)
+        sum_across_ranks(hist.state, self.ctx)
         self.model.train()
         scores = counts.compute()
         scores["loss"] = float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
-        return scores, samples
+        return scores, samples, hist
 
     def _pick_samples(self, batch: dict, prob: torch.Tensor, wanted: set, offset: int) -> list[dict[str, np.ndarray]]:
         out = []
