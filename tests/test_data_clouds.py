@@ -8,7 +8,8 @@ import pytest
 
 from segtrain.data.layout import read_split
 from segtrain.data.reader import SceneReader
-from segtrain.data.synthetic import MARKER, DemoSpec, dataset_digest, make_demo_data
+from segtrain.data.synthetic import MARKER, DemoSpec, make_demo_data
+from test_data_synthetic import dataset_digest
 from segtrain.errors import UserError
 
 CLOUDS = DemoSpec(seed=3, n_train=3, n_val=1, n_test=1, max_size=260, kind="clouds")
