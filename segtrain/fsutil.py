@@ -23,8 +23,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; results should be as readable as any file
+    fd, tmp = make_temp(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -35,6 +34,17 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def make_temp(path: Path) -> tuple[int, str]:
+    """A new temporary sibling of ``path`` (descriptor, name) with the permissions of a normal new file.
+
+    mkstemp makes 0600; a result, or a staging cache a group shares, should be as readable
+    as any file the user writes (0666 less the umask).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~UMASK)
+    return fd, tmp
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

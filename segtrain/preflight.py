@@ -2,21 +2,34 @@
 
 Every command that trains, evaluates or submits calls :func:`check_dataset` first, so a job
 fails on the frontend in seconds instead of on a GPU node after hours in the queue.
+
+Reading every file is the expensive part (a mask of a Sentinel-2 scene is 120 Mpx), so each
+scene and mask pair is read once per version: what passed is remembered in the data set's
+memo (:mod:`segtrain.data.memo`, keyed by name, size and modification time), and a job's
+staged copy inherits it, so a GPU node does not repeat what the frontend already checked.
+Pairs not yet remembered are read in parallel threads (decoding and numpy release the GIL).
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import tifffile
 
 from segtrain.config import Config
+from segtrain.data import memo
 from segtrain.data.layout import REQUIRED_SPLITS, SPLITS, SceneFiles, filelist_path, read_split
 from segtrain.data.scene import SceneInfo, read_info, select_bands
 from segtrain.errors import UserError
+
+MEMO_SECTION = "checked"
+CHECK_VERSION = 1  # raise when the checks of a pair change: what passed before is checked again
+MASK_CHUNK = 1 << 20  # mask values tested per step (keeps the temporaries in cache)
 
 
 @dataclass
@@ -50,9 +63,7 @@ def check_dataset(cfg: Config, workers: int = 8) -> DatasetSummary:
             summary.splits[split] = read_split(root, split)
     _check_no_leak(summary.splits, root)
     scenes = [s for scenes in summary.splits.values() for s in scenes]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for scene_files, info in zip(scenes, pool.map(_check_pair, scenes)):
-            summary.infos[scene_files.name] = info
+    summary.infos = check_pairs(root, scenes, workers)
     counts = Counter(info.bands for info in summary.infos.values())
     summary.bands = counts.most_common(1)[0][0]
     for odd in (i for i in summary.infos.values() if i.bands != summary.bands):
@@ -71,6 +82,70 @@ def _check_no_leak(splits: dict[str, list[SceneFiles]], root: Path) -> None:
             owner[s.name] = split
 
 
+def check_pairs(root: Path, scenes: list[SceneFiles], workers: int = 8) -> dict[str, SceneInfo]:
+    """Each pair's scene metadata, by name, after checking the pairs not remembered as passed.
+
+    What passed is remembered only when every pair passed: a failing check writes nothing.
+    """
+    passed = passed_pairs(root)
+    infos: dict[str, SceneInfo] = {}
+    todo: list[tuple[SceneFiles, Optional[memo.Stamp], Optional[memo.Stamp]]] = []
+    for files in scenes:
+        scene_stamp, mask_stamp = memo.stamp(files.scene), memo.stamp(files.mask)
+        info = _remembered(passed.get(files.name), files, scene_stamp, mask_stamp)
+        if info is None:
+            todo.append((files, scene_stamp, mask_stamp))
+        else:
+            infos[files.name] = info
+    if not todo:
+        return infos
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for (files, scene_stamp, mask_stamp), info in zip(todo, pool.map(_check_pair, [t[0] for t in todo])):
+            infos[files.name] = info
+            if scene_stamp and mask_stamp:
+                passed[files.name] = _record(scene_stamp, mask_stamp, info)
+    names = {files.name for files in scenes}  # scenes no longer listed are forgotten
+    memo.save_section(root, MEMO_SECTION, {"version": CHECK_VERSION,
+                                           "pairs": {n: r for n, r in passed.items() if n in names}})
+    return infos
+
+
+def passed_pairs(root: Path) -> dict[str, dict]:
+    """The pairs of the data set at ``root`` remembered as passed (by name), for this version of the checks."""
+    section = memo.load_section(root, MEMO_SECTION)
+    return dict(section.get("pairs") or {}) if section.get("version") == CHECK_VERSION else {}
+
+
+def carry_passed(src_root: Path, dst_root: Path, scenes: list[SceneFiles]) -> None:
+    """Remember as passed the pairs under ``dst_root`` converted from pairs of ``src_root`` that
+    passed (the staging cache: same pixels, other storage), so they are not read again."""
+    passed, records = passed_pairs(src_root), {}
+    for files in scenes:
+        if _remembered(passed.get(files.name), files, memo.stamp(files.scene), memo.stamp(files.mask)) is None:
+            continue
+        copy = SceneFiles(files.name, dst_root / "scenes" / files.name, dst_root / "masks" / files.name)
+        scene_stamp, mask_stamp = memo.stamp(copy.scene), memo.stamp(copy.mask)
+        if scene_stamp and mask_stamp:
+            records[files.name] = _record(scene_stamp, mask_stamp, read_info(copy.scene))
+    if records:
+        memo.save_section(dst_root, MEMO_SECTION, {"version": CHECK_VERSION, "pairs": {**passed_pairs(dst_root), **records}})
+
+
+def _record(scene_stamp: memo.Stamp, mask_stamp: memo.Stamp, info: SceneInfo) -> dict:
+    return {"scene": scene_stamp, "mask": mask_stamp,
+            "info": {k: v for k, v in dataclasses.asdict(info).items() if k != "path"}}
+
+
+def _remembered(record: Optional[dict], files: SceneFiles, scene_stamp: Optional[memo.Stamp],
+                mask_stamp: Optional[memo.Stamp]) -> Optional[SceneInfo]:
+    if not record or not scene_stamp or record.get("scene") != scene_stamp or record.get("mask") != mask_stamp:
+        return None
+    try:
+        return SceneInfo(path=files.scene, **record["info"])
+    except (TypeError, KeyError):  # written by another version of SceneInfo
+        return None
+
+
 def _check_pair(files: SceneFiles) -> SceneInfo:
     scene = read_info(files.scene)
     mask = read_info(files.mask)
@@ -80,13 +155,39 @@ def _check_pair(files: SceneFiles) -> SceneInfo:
         raise UserError(f"{files.mask}: mask is {mask.height}x{mask.width} but scene {files.scene.name} is "
                         f"{scene.height}x{scene.width}")
     try:
-        values = np.unique(tifffile.imread(files.mask))
+        values = tifffile.imread(files.mask)
     except Exception as exc:  # a file whose header reads but whose data does not
         raise UserError(f"{files.mask}: corrupt TIFF: {exc}") from None
-    if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
-        shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+    if not is_binary(values):
+        unique = np.unique(values)
+        shown = ", ".join(str(v) for v in unique[:6]) + (", ..." if len(unique) > 6 else "")
         raise UserError(f"{files.mask}: mask is not binary: values {shown} (expected 0/1 or 0/255)")
     return scene
+
+
+def is_binary(mask: np.ndarray) -> bool:
+    """True when every value is in {0, 1} or every value is in {0, 255}.
+
+    The largest value says which of the two it can be; then one pass counts the values that
+    are neither 0 nor that value, in chunks that stay in cache. About 7x cheaper than
+    ``np.unique``, which sorts the whole mask; an unsigned mask with largest value 0 or 1
+    needs no second pass.
+    """
+    flat = mask.reshape(-1)
+    if flat.size == 0:
+        return True
+    top = flat.max()
+    if not (top == 0 or top == 1 or top == 255):  # NaN fails here too
+        return False
+    if flat.dtype.kind == "u" and top <= 1:
+        return True
+    if top == 0:
+        return not np.count_nonzero(flat)
+    for start in range(0, flat.size, MASK_CHUNK):
+        chunk = flat[start:start + MASK_CHUNK]
+        if np.count_nonzero(chunk) != np.count_nonzero(chunk == top):
+            return False
+    return True
 
 
 def _check_bands(cfg: Config, example: SceneInfo) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,22 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL = DemoSpec(seed=7, n_train=3, n_val=2, n_test=2, max_size=200)
 
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory) -> Path:
+    """What commands remember about data sets goes to this session's folder, not the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("user-cache")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    return folder
+
+
+def age(root: Path, seconds: float = 60.0) -> None:
+    """Date every file under ``root`` back: files modified just now are too fresh to be remembered."""
+    when = time.time_ns() - int(seconds * 1e9)
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, ns=(when, when))
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,14 @@ def test_folder_is_staged_complete_and_verified(tmp_path):
     assert listing(tmp_path / "scratch" / "data") == listing(src)
 
 
+def test_a_staged_folder_keeps_modification_times_so_it_is_the_same_version_of_each_file(tmp_path):
+    src = make_tree(tmp_path / "data", FILES)
+    os.utime(src / "scenes" / "a.tif", ns=(1_000_000_000, 1_600_000_000_123_456_789))
+    stage_dataset(src, tmp_path / "scratch" / "data")
+    for rel in FILES:
+        assert (tmp_path / "scratch" / "data" / rel).stat().st_mtime_ns == (src / rel).stat().st_mtime_ns
+
+
 @pytest.mark.parametrize("mode", ["w", "w:gz"])
 def test_archive_is_unpacked_in_one_stream_and_verified_against_its_members(tmp_path, mode):
     src = make_tree(tmp_path / "data", FILES)

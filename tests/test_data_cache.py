@@ -15,7 +15,8 @@ from segtrain.data.reader import SceneReader
 from segtrain.data.scene import GDAL_NODATA_TAG, read_info
 from segtrain.data.stats import compute_stats, write_stats
 from segtrain.errors import UserError
-from tests.conftest import REPO, tree_state
+from segtrain.preflight import passed_pairs
+from tests.conftest import REPO, age, tree_state
 
 
 def test_the_cache_reads_exactly_like_the_source_and_is_memory_mapped(small_data_ro, tmp_path):
@@ -72,3 +73,24 @@ def test_cache_command_prints_a_root_that_passes_the_check(small_data_ro, tmp_pa
     root = capsys.readouterr().out.strip()
     assert os.path.samefile(root, tmp_path / "cache")
     assert main(["check", str(config), f"data.root={root}"]) == 0
+
+
+def test_cache_files_are_as_readable_as_any_new_file_so_a_group_can_share_the_cache(small_data_ro, tmp_path):
+    old = os.umask(0o022)
+    try:
+        cached = build_cache(DataConfig(root=str(small_data_ro)), tmp_path / "cache")
+    finally:
+        os.umask(old)
+    files = [p for p in cached.rglob("*") if p.is_file()]
+    assert files and {p.stat().st_mode & 0o777 for p in files} == {0o644}
+
+
+def test_the_cache_of_a_checked_data_set_is_not_checked_again(small_data, tmp_path, capsys):
+    age(small_data)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"extends: {REPO / 'configs' / 'demo.yaml'}\ndata: {{root: {small_data}}}\n")
+    assert main(["check", str(config)]) == 0
+    cached = build_cache(DataConfig(root=str(small_data)), tmp_path / "cache")
+    names = [f.name for split in ("train", "val", "test") for f in read_split(cached, split)]
+    assert sorted(passed_pairs(cached)) == sorted(names)
+    assert main(["check", str(config), f"data.root={cached}"]) == 0

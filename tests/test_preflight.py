@@ -1,6 +1,8 @@
 """`segtrain check`: every data set problem is one line naming the culprit, exit 2, nothing written."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,10 @@ import pytest
 import tifffile
 
 from segtrain.cli import main
-from conftest import REPO, tree_state
+from segtrain.data import memo
+from segtrain.data.memo import memo_path
+from segtrain.preflight import is_binary
+from conftest import REPO, age, tree_state
 
 
 def write_config(tmp_path: Path, root: Path, extra: str = "") -> Path:
@@ -129,3 +134,69 @@ def test_console_script_prints_no_traceback(tmp_path, small_data):
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     debug = subprocess.run([sys.executable, "-m", "segtrain", "--debug", "check", str(cfg)], capture_output=True, text=True)
     assert "Traceback" in debug.stderr
+
+
+# ---- each file is read once per version -----------------------------------------------------------
+def same_size_garbage(path: Path) -> None:
+    """Replace a file's bytes by garbage of the same length, keeping its modification time."""
+    st = path.stat()
+    path.write_bytes(b"x" * st.st_size)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_file_that_passed_is_not_read_again_until_its_size_or_time_changes(capsys, tmp_path, small_data):
+    age(small_data)
+    cfg = write_config(tmp_path, small_data)
+    before = tree_state(small_data)
+    assert run_check(capsys, cfg)[0] == 0
+    assert tree_state(small_data) == before and memo_path(small_data).is_file()  # remembered outside the data set
+    mask = small_data / "masks" / first_train_scene(small_data)
+    same_size_garbage(mask)  # unseen: the same version of the file as far as size and time can tell
+    code, out, err = run_check(capsys, cfg)
+    assert code == 0, err and "4 bands per scene" in out
+    os.utime(mask)  # now it is a new version, and read
+    assert_refused(capsys, tmp_path, small_data, f"{mask}: corrupt")
+
+
+def test_files_modified_within_the_last_seconds_are_not_remembered(capsys, tmp_path, small_data):
+    age(small_data)
+    mask = small_data / "masks" / first_train_scene(small_data)
+    os.utime(mask)  # just written: a same-size rewrite in the same time stamp tick would go unnoticed
+    cfg = write_config(tmp_path, small_data)
+    assert run_check(capsys, cfg)[0] == 0
+    same_size_garbage(mask)
+    assert_refused(capsys, tmp_path, small_data, f"{mask}: corrupt")
+
+
+def test_a_failing_check_remembers_nothing(capsys, tmp_path, small_data):
+    tifffile.imwrite(small_data / "masks" / first_train_scene(small_data), np.full((3, 3), 1, np.uint8))
+    age(small_data)
+    assert run_check(capsys, write_config(tmp_path, small_data))[0] == 2
+    assert not memo_path(small_data).exists()
+
+
+def test_a_copy_with_the_same_sizes_and_times_inherits_what_passed(capsys, tmp_path, small_data):
+    age(small_data)
+    assert run_check(capsys, write_config(tmp_path, small_data))[0] == 0
+    copy = tmp_path / "staged"
+    shutil.copytree(small_data, copy)  # copy2: times kept, as the job's staging keeps them
+    same_size_garbage(copy / "masks" / first_train_scene(copy))
+    (tmp_path / "copy").mkdir()
+    copy_cfg = write_config(tmp_path / "copy", copy)
+    assert run_check(capsys, copy_cfg)[0] == 2  # not inherited yet: read, and found corrupt
+    memo.carry(small_data, copy)
+    code, _, err = run_check(capsys, copy_cfg)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("values,dtype,binary", [
+    ([0, 1], np.uint8, True), ([0, 255], np.uint8, True), ([0, 0], np.uint8, True), ([1, 1], np.uint8, True),
+    ([0, 255], np.uint16, True), ([0.0, 1.0], np.float32, True), ([0, 0], np.int16, True), ([255, 255], np.uint8, True),
+    ([0, 1, 255], np.uint8, False), ([0, 7], np.uint8, False), ([0, 2], np.uint8, False), ([0, 256], np.uint16, False),
+    ([0, 0.5, 1], np.float32, False), ([0, np.nan, 1], np.float32, False), ([-1, 0, 1], np.int16, False),
+    ([-1, 0], np.int16, False), ([1, 255], np.uint8, False),
+])
+def test_a_mask_is_binary_when_its_values_are_0_1_or_0_255(values, dtype, binary):
+    mask = np.zeros((3, 700_000), dtype=dtype)  # more than one chunk, the odd values at the end
+    mask[-1, -len(values):] = values
+    assert is_binary(mask) == binary

@@ -14,7 +14,6 @@ killed midway leaves only complete files behind.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import tifffile
@@ -25,7 +24,8 @@ from segtrain.data.reader import open_raster
 from segtrain.data.scene import GDAL_NODATA_TAG, SceneInfo, read_info
 from segtrain.data.stats import stats_path
 from segtrain.errors import UserError
-from segtrain.fsutil import atomic_copy, fsync_dir
+from segtrain.fsutil import atomic_copy, fsync_dir, make_temp
+from segtrain.preflight import carry_passed
 
 BLOCK_PIXELS = 1 << 24  # pixels per band converted per step (bounded memory for any scene size)
 
@@ -42,6 +42,7 @@ def build_cache(data_cfg: DataConfig, dest: str | Path) -> Path:
         stage_file(files.mask, dest / "masks" / files.name)
     for split in splits:
         _copy_if_changed(filelist_path(src, split), filelist_path(dest, split))
+    carry_passed(src, dest, list(scenes.values()))
     stats = stats_path(data_cfg)
     if not data_cfg.stats_file and stats.is_file():
         _copy_if_changed(stats, dest / "stats.json")
@@ -61,7 +62,7 @@ def stage_file(src: Path, out: Path) -> bool:
         return False
     raster = open_raster(info, range(info.bands))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, tmp = make_temp(out)
     os.close(fd)
     try:
         shape = (info.height, info.width) if info.bands == 1 else (info.bands, info.height, info.width)

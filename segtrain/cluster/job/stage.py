@@ -79,6 +79,8 @@ def stage_dataset(src: Path, dst: Path) -> CopyReport:
             target = dst / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / rel, target)
+            st = (src / rel).stat()
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # the copy is the same version of the file
     else:
         expected = _extract(src, dst)
     report = CopyReport(files=len(expected), bytes=sum(expected.values()), copied=len(expected),

@@ -40,6 +40,7 @@ from segtrain.cluster.job.stage import stage_dataset, sync_tree
 from segtrain.cluster.job.walltime import default_margin, training_time_limit
 from segtrain.cluster.directives import format_hms, parse_hms
 from segtrain.config import Config, load_config
+from segtrain.data import memo
 from segtrain.errors import EXIT_FAILED, EXIT_NO_RESUBMIT, EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR, UserError
 from segtrain.fsutil import atomic_open, atomic_write_json
 from segtrain.run.directory import RunDir
@@ -258,6 +259,8 @@ def step_stage(args: argparse.Namespace) -> int:
     if not report.ok:
         return EXIT_FAILED
     root = staged_root(plan.work_data)
+    if Path(plan.data).is_dir():  # same files, sizes and times: what the frontend checked is not checked again
+        memo.carry(plan.data, root)
     cfg = load_config(plan.config, plan.overrides)
     if not Path(plan.data).is_dir():  # an archive can only be checked once unpacked
         _check_data(cfg, root)
