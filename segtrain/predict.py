@@ -355,6 +355,8 @@ class PredictOptions:
     batch_size: int = 16
     write_prob: bool = False
     progress: bool = True
+    overviews: bool = False  # internal overviews in the outputs (segtrain.overviews)
+    read_ahead: bool = True  # read and decode the next strips while the model runs
 
 
 @dataclass
@@ -379,13 +381,14 @@ def predict_scene(scene: str | Path, backend: Backend, out_dir: str | Path,
     overlap = meta.overlap if options.overlap is None else options.overlap
     mask_path, prob_path = output_paths(scene, out_dir)
     result = ScenePrediction(scene, mask_path, prob_path if options.write_prob else None)
-    with open_scene(scene, meta) as reader:
+    writer = _writer_class(options)
+    with open_scene(scene, meta) as reader, _source(reader, tile, overlap, options) as source:
         h, w = reader.height, reader.width
         tags = georeference(scene)
         progress = Progress(scene.name, h, enabled=options.progress)
-        with TiledTiffWriter(mask_path, h, w, np.uint8, str(MASK_NODATA), tags) as mask_out, \
-                _optional_writer(result.prob, h, w, tags) as prob_out:
-            for strip in predict_strips(reader, backend, tile, overlap, options.batch_size, result.timing):
+        with writer(mask_path, h, w, np.uint8, str(MASK_NODATA), tags) as mask_out, \
+                (nullcontext() if result.prob is None else writer(result.prob, h, w, np.float32, "nan", tags)) as prob_out:
+            for strip in predict_strips(source, backend, tile, overlap, options.batch_size, result.timing):
                 mask_out.write(np.where(strip.covered, strip.probs > meta.threshold, MASK_NODATA).astype(np.uint8))
                 if prob_out is not None:
                     prob_out.write(np.where(strip.covered, strip.probs, np.float32(np.nan)))
@@ -394,5 +397,21 @@ def predict_scene(scene: str | Path, backend: Backend, out_dir: str | Path,
     return result
 
 
-def _optional_writer(path: Optional[Path], height: int, width: int, tags: list[tuple]):
-    return nullcontext() if path is None else TiledTiffWriter(path, height, width, np.float32, "nan", tags)
+def _writer_class(options: PredictOptions) -> type:
+    if options.overviews:
+        from segtrain.overviews import OverviewTiffWriter
+
+        return OverviewTiffWriter
+    return TiledTiffWriter
+
+
+def _source(reader: SceneReader, tile: int, overlap: int, options: PredictOptions):
+    """The reader, or a :class:`ReadAhead` of the strips :func:`predict_strips` will read."""
+    if not options.read_ahead:
+        return nullcontext(reader)
+    from segtrain.data.readahead import ReadAhead
+
+    check_tiling(tile, overlap, options.batch_size)
+    windows = [(y, 0, min(tile, reader.height - y), reader.width)
+               for y in axis_origins(reader.height, tile, tile - overlap)]
+    return ReadAhead(reader, windows)

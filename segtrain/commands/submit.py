@@ -49,7 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "(WALLTIME_MARGIN; default 5 %% of the walltime, 1 to 10 minutes)")
     job.add_argument("--env", help="software environment folder, passed as SEGTRAIN_ENV "
                      "(default: .venv on the cluster; this Python's environment with --local)")
-    job.add_argument("--script", default="jobs/train.pbs", help="the job script (default jobs/train.pbs)")
+    job.add_argument("--script", help="the job script (default jobs/train.pbs; jobs/predict.pbs with --predict)")
+    from segtrain.cluster.frontend import predict_submit
+
+    predict_submit.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,8 +61,16 @@ def run(args: argparse.Namespace) -> int:
     from segtrain.cluster.frontend.plan import (JobOptions, describe, dry_run_text, execute, lint_warnings, plan_target,
                                                 resource_options, run_here)
     from segtrain.cluster.frontend.status import status_report, summary_table
+    from segtrain.cluster.frontend.predict_status import folder_status, is_predictions_folder
     from segtrain.cluster.site import get_site
 
+    if args.predict:
+        from segtrain.cluster.frontend import predict_submit
+
+        return predict_submit.run(args)
+    if args.status and args.target and is_predictions_folder(Path(args.target)):
+        print(folder_status(Path(args.target)).text())
+        return 0
     if args.status:
         print(status_report(Path(args.target) if args.target else None, args.runs, args.local))
         return 0
@@ -68,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     site = get_site(args.site)
     resources = resource_options(site, args.walltime, ngpus=args.gpus, ncpus=args.ncpus, mem=args.mem,
                                  scratch=args.scratch, gpu_mem=args.gpu_mem)
-    opts = JobOptions(site=site, script=args.script, resources=resources, queue=args.queue,
+    opts = JobOptions(site=site, script=args.script or "jobs/train.pbs", resources=resources, queue=args.queue,
                       name=args.name, data=args.data, runs=args.runs, max_resubmits=args.max_resubmits,
                       margin=format_hms(parse_hms(args.margin, "--margin")) if args.margin else None,
                       env=args.env or (sys.prefix if args.local else None), check_data=not args.no_check)

@@ -137,7 +137,7 @@ def sync_tree(src: Path, dst: Path) -> CopyReport:
             size = path.stat().st_size
             report.files += 1
             report.bytes += size
-            if _copy_file(path, dst / rel):
+            if copy_file(path, dst / rel):
                 report.copied += 1
         except OSError as exc:
             report.failures.append(f"{rel}: {exc.strerror or exc}")
@@ -151,8 +151,8 @@ def sync_tree(src: Path, dst: Path) -> CopyReport:
     return report
 
 
-def _copy_file(src: Path, dst: Path) -> bool:
-    """Copy one file atomically and verify it; False when ``dst`` was already the same file."""
+def copy_file(src: Path, dst: Path) -> bool:
+    """Copy one file atomically and verify it (SHA-256 of what was read against the copy); False when ``dst`` was already the same file."""
     st = src.stat()
     if dst.is_file() and not dst.is_symlink():
         dst_st = dst.stat()
@@ -170,7 +170,7 @@ def _copy_file(src: Path, dst: Path) -> bool:
             os.fsync(fout.fileno())
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
         os.chmod(tmp, st.st_mode & 0o777)
-        if _sha256(Path(tmp)) != digest.hexdigest():
+        if sha256_file(Path(tmp)) != digest.hexdigest():
             raise OSError(f"content differs after the copy (source changed or storage error): {dst}")
         os.replace(tmp, dst)
     except BaseException:
@@ -191,7 +191,7 @@ def _copy_link(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
