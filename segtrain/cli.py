@@ -27,6 +27,7 @@ COMMANDS = {
     "eval": "segtrain.commands.eval",
     "export": "segtrain.commands.export",
     "predict": "segtrain.commands.predict",
+    "mosaic": "segtrain.commands.mosaic",
     "quantize": "segtrain.commands.quantize",
 }
 

@@ -29,7 +29,7 @@ import tifffile
 
 from segtrain.data.scene import GDAL_NODATA_TAG
 from segtrain.fsutil import atomic_open
-from segtrain.predict import OUT_TILE, TiledTiffWriter
+from segtrain.predict import OUT_TILE, RowWriter, TiledTiffWriter
 
 
 def overview_shapes(height: int, width: int, tile: int = OUT_TILE) -> list[tuple[int, int]]:
@@ -55,7 +55,7 @@ def halve(rows: np.ndarray) -> np.ndarray:
         return np.nanmean(blocks, axis=(1, 3)).astype(rows.dtype)
 
 
-class OverviewTiffWriter:
+class OverviewTiffWriter(RowWriter):
     """Like :class:`segtrain.predict.TiledTiffWriter` (``write`` rows, ``close``, ``abort``, a context
     manager; atomic), plus overviews. The levels are written next to ``path`` in a temporary
     folder that is removed in every case."""
@@ -120,15 +120,6 @@ class OverviewTiffWriter:
         for writer in self._writers:
             writer.abort()
         shutil.rmtree(self._work, ignore_errors=True)
-
-    def __enter__(self) -> "OverviewTiffWriter":
-        return self
-
-    def __exit__(self, kind, *exc: object) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
 
     def _assemble(self) -> None:
         big = sum(p.stat().st_size for p in self._work.iterdir()) > 2**31

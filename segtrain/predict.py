@@ -251,7 +251,27 @@ class _Aborted(Exception):
     pass
 
 
-class TiledTiffWriter:
+class RowWriter:
+    """An image written from consecutive row blocks: ``write``, then ``close``; ``abort`` leaves no trace.
+    As a context manager it closes on success and aborts on an exception."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class TiledTiffWriter(RowWriter):
     """A one-band (H, W) TIFF written from consecutive row blocks: tiled, deflate, atomic.
 
     tifffile writes a tiled image from an iterator that it pulls, while prediction pushes
@@ -284,15 +304,6 @@ class TiledTiffWriter:
         if self._thread.is_alive():
             self._blocks.put(_ABORT)
         self._thread.join()
-
-    def __enter__(self) -> "TiledTiffWriter":
-        return self
-
-    def __exit__(self, kind, *exc: object) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
 
     def _put(self, item: object) -> None:
         while True:

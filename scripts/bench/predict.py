@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Whole-scene prediction speed: PyTorch eager, onnxruntime fp32 and onnxruntime int8, one run.
+"""Whole-scene prediction speed: PyTorch eager, onnxruntime fp32 and onnxruntime int8, one run;
+with ``--scenes N``, a prediction job's throughput in scenes per hour.
 
 One large synthetic scene (default 3000 x 3000, 4 bands, tiled + deflate like the demo data)
 is predicted end to end by ``segtrain.predict.predict_scene`` (read, tile, batch, stitch,
@@ -7,6 +8,14 @@ write the mask TIFF) with each backend on this machine's CPU. Printed per backen
 per second end to end and inside the model alone, the ratio to PyTorch eager measured in the
 same run, and the IoU of its water mask against PyTorch's (agreement, not accuracy). Each
 backend predicts the scene ``--rounds`` times, taking turns, and its fastest round counts.
+
+``--scenes N`` predicts N such scenes (``--size`` pixels square) the way a subjob of
+``jobs/predict.pbs`` does (``segtrain.cluster.job.predict_steps.run_shard``: each scene staged
+to a scratch folder while the one before is predicted, strips read ahead of the model,
+outputs with overviews, each copied back verified with its sidecar) and, as the baseline in
+the same run, the way ``segtrain predict`` did before (one scene after another, each strip read
+when the model needs it, no staging, no overviews). For each it prints scenes per hour and the
+share of the wall time the model was busy (the rest is the GPU's or CPU's idle share).
 
 Without ``--run`` a short demo run is trained first (configs/demo.yaml, 2 epochs of 128
 tiles). On an idle two-core machine the whole script takes under a minute at the default
@@ -59,13 +68,57 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union else 1.0
 
 
+def scenes_per_hour(args: argparse.Namespace) -> None:
+    """The job's way against one scene after another, on the same scenes, same model, this run."""
+    from segtrain.cluster.job.predict_steps import JobContext, _load_backend, run_shard
+    from segtrain.cluster.job.stage import sha256_file
+    from segtrain.cluster.predictions import Manifest, PredictSettings, model_file
+
+    with tempfile.TemporaryDirectory(prefix="segtrain-bench-") as tmp:
+        work = Path(tmp)
+        run = args.run or demo_run(work)
+        storage = work / "storage"
+        storage.mkdir()
+        scenes = [large_scene(storage / f"scene_{i:03d}.tif", args.size) for i in range(args.scenes)]
+        settings = PredictSettings(batch_size=args.batch_size, device=args.device)
+        backend = _load_backend(run, settings)
+        print(f"{args.scenes} scenes {args.size}x{args.size}x4, model {backend.name}, batch {args.batch_size}")
+        start = time.perf_counter()
+        model_s = 0.0
+        for scene in scenes:
+            out = predict_scene(scene, backend, work / "plain", PredictOptions(batch_size=args.batch_size,
+                                                                                progress=False, read_ahead=False))
+            model_s += out.timing.model_seconds
+        plain = (time.perf_counter() - start, model_s)
+        manifest = Manifest(model=str(run), model_sha256=sha256_file(model_file(run)), out=str(storage / "preds"),
+                            settings=settings, shards=[[str(p) for p in scenes]], path=storage / "manifest.json")
+        scratch = work / "scratch"
+        scratch.mkdir()
+        ctx = JobContext(manifest=manifest, shard=0, job_id="bench", job_name="bench", workdir=REPO, scratch=scratch,
+                         deadline=None, resources={}, passed_on={}, resubmits=0, max_resubmits=0)
+        report = run_shard(ctx, _load_backend, say=lambda line: None)
+        assert report.done == args.scenes, report.summary()
+        job = (report.seconds, report.model_seconds)
+        print(f"{'way':42s} {'scenes/h':>9s} {'x plain':>8s} {'model busy':>11s}")
+        for name, (seconds, model_seconds) in (("one after another (segtrain predict)", plain),
+                                               ("job: staged, read ahead, overviews, verified", job)):
+            rate = args.scenes / seconds * 3600
+            print(f"{name:42s} {rate:9.0f} {rate / (args.scenes / plain[0] * 3600):8.2f} "
+                  f"{100 * model_seconds / seconds:10.0f}%")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a run directory (default: train a short demo run first)")
     parser.add_argument("--size", type=int, default=3000, help="scene side in pixels (default 3000)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2, help="predictions per backend; the fastest counts (default 2)")
+    parser.add_argument("--scenes", type=int, help="scenes per hour of a prediction job over this many scenes")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="with --scenes (default auto)")
     args = parser.parse_args()
+    if args.scenes:
+        scenes_per_hour(args)
+        return
     with tempfile.TemporaryDirectory(prefix="segtrain-bench-") as tmp:
         work = Path(tmp)
         start = time.perf_counter()

@@ -35,6 +35,7 @@ from typing import Callable, Mapping, Optional, Sequence
 from segtrain.cluster import qsub
 from segtrain.cluster.job.environment import JobEnvironment, job_attributes, job_walltime, require_job
 from segtrain.cluster.job.stage import copy_file, sha256_file
+from segtrain.cluster.job.steps import _count
 from segtrain.cluster.directives import format_hms, parse_hms
 from segtrain.cluster.job.walltime import default_margin
 from segtrain.cluster.predictions import (DONE, Manifest, model_file, remove_temporaries, scene_identity,
@@ -113,15 +114,6 @@ def job_context(environ: Mapping[str, str], scratch: Path, job_start: float, qst
         passed_on={name: environ[name] for name in (qsub.ENV_VARIABLE, qsub.MARGIN) if environ.get(name)},
         resubmits=_count(var, qsub.RESUBMITS, 0), max_resubmits=_count(var, qsub.MAX_RESUBMITS, DEFAULT_MAX_RESUBMITS),
     )
-
-
-def _count(var: Mapping[str, str], name: str, default: Optional[int]) -> Optional[int]:
-    text = var[name].strip()
-    if not text:
-        return default
-    if not text.isdigit():
-        raise UserError(f"{name}={text}: expected a whole number >= 0")
-    return int(text)
 
 
 # ---- staging ------------------------------------------------------------------------------------
@@ -314,7 +306,7 @@ def step_run(args: argparse.Namespace) -> int:
         report = run_shard(ctx, _load_backend, say=lambda line: print(line, flush=True))
     except Terminated:
         print("SIGTERM: the scene in progress is abandoned (its temporaries removed); finished scenes are kept; "
-              f"submit again to predict the rest", flush=True)
+              "submit again to predict the rest", flush=True)
         return EXIT_RESUMABLE
     print(f"subjob {ctx.shard}: {report.summary()}", flush=True)
     if report.left:

@@ -1,0 +1,73 @@
+"""Overviews written as the rows come: every level equals the full image reduced at once."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from segtrain.overviews import OverviewTiffWriter, halve, overview_shapes
+
+
+def reduce_at_once(image: np.ndarray) -> np.ndarray:
+    if image.dtype.kind != "f":
+        return image[::2, ::2]
+    h, w = image.shape
+    padded = np.full((h + h % 2, w + w % 2), np.nan, image.dtype)
+    padded[:h, :w] = image
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(padded.reshape(padded.shape[0] // 2, 2, -1, 2), axis=(1, 3)).astype(image.dtype)
+
+
+def write_in_blocks(path: Path, image: np.ndarray, blocks=(7, 33, 1, 100, 256)) -> None:
+    with OverviewTiffWriter(path, *image.shape, image.dtype, "255" if image.dtype == np.uint8 else "nan",
+                            [(33550, 12, 3, (10.0, 10.0, 0.0), True)]) as writer:
+        y = 0
+        for n in blocks * 10:
+            writer.write(image[y:y + n])
+            y += n
+            if y >= len(image):
+                break
+
+
+def test_levels_halve_until_one_tile_holds_the_image():
+    assert overview_shapes(10980, 10980)[-1] == (172, 172) and len(overview_shapes(10980, 10980)) == 6
+    assert overview_shapes(257, 100) == [(129, 50)] and overview_shapes(256, 256) == []
+
+
+@pytest.mark.parametrize("dtype, shape", [(np.uint8, (1001, 777)), (np.float32, (513, 1025)), (np.float32, (300, 90))])
+def test_every_level_written_from_row_blocks_equals_the_image_reduced_at_once(tmp_path, dtype, shape):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 3, shape).astype(dtype) if dtype == np.uint8 else rng.random(shape).astype(dtype)
+    if dtype == np.float32:
+        image[:40, :40] = np.nan  # a no-data corner stays no-data in the overviews
+    write_in_blocks(tmp_path / "out.tif", image)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        levels = tif.series[0].levels
+        assert [level.shape for level in levels] == [shape] + overview_shapes(*shape)
+        assert all(page.is_tiled and page.compression.name == "ADOBE_DEFLATE" for page in tif.pages)
+        assert [page.is_reduced for page in tif.pages] == [False] + [True] * (len(levels) - 1)
+        assert tif.pages[0].tags[33550].value == (10.0, 10.0, 0.0)
+        expected = image
+        for level in levels:
+            np.testing.assert_array_equal(level.asarray(), expected)
+            expected = reduce_at_once(expected)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]
+
+
+def test_an_aborted_writer_leaves_nothing_and_keeps_an_existing_file(tmp_path):
+    path = tmp_path / "out.tif"
+    path.write_bytes(b"previous")
+    with pytest.raises(RuntimeError):
+        with OverviewTiffWriter(path, 600, 600, np.uint8, "255") as writer:
+            writer.write(np.zeros((300, 600), np.uint8))
+            raise RuntimeError("stopped")
+    assert path.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["out.tif"]
+
+
+def test_halving_a_float_block_averages_its_valid_pixels():
+    rows = np.array([[1.0, 3.0, np.nan], [np.nan, 5.0, np.nan]], np.float32)
+    np.testing.assert_array_equal(halve(rows), [[3.0, np.nan]])
