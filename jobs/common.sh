@@ -1,6 +1,29 @@
 # Shell functions of jobs/train.pbs and jobs/node.sh (sourced from the submit folder, never run).
 # The caller defines say and die, and sets SCRATCH (and SCRATCH_OWNED=1 when it made that folder).
 
+# The one place a job's scratch folder is chosen (jobs/train.pbs, and jobs/node.sh on the other
+# nodes, which pass the first node's scratch as $1): sets SCRATCH, and SCRATCH_OWNED=1 when it made
+# the folder. MetaCentrum's $SCRATCHDIR; on another node the first node's scratch path, which a PBS
+# site makes on every node of a job (/scratch/USER/job_ID, /var/tmp/pbs.ID), but never the first
+# node's folder itself (it holds .segtrain-job: a scratch shared between nodes, or the local runner's
+# "nodes" on one machine); else the job's own $TMPDIR; on the first node, a TMPDIR that is not the
+# job's own (a shared /tmp) gets a job folder inside it, so that cleaning up never touches anything
+# but this job's files.
+choose_scratch() {
+    local first=$1
+    SCRATCH="" SCRATCH_OWNED=""
+    if [ -n "${SCRATCHDIR:-}" ]; then
+        SCRATCH=$SCRATCHDIR
+    elif [ -n "$first" ] && [ -d "$first" ] && [ ! -e "$first/.segtrain-job" ]; then
+        SCRATCH=$first
+    elif [ -n "${TMPDIR:-}" ] && [ -n "${PBS_JOBID:-}" ] && [[ $TMPDIR == *"$PBS_JOBID"* ]]; then
+        SCRATCH=$TMPDIR
+    elif [ -z "$first" ] && [ -n "${TMPDIR:-}" ]; then
+        SCRATCH=$(mktemp -d "$TMPDIR/segtrain.${PBS_JOBID:-job}.XXXXXX") && SCRATCH_OWNED=1 || SCRATCH=""
+    fi
+    [ -n "$SCRATCH" ] && [ -d "$SCRATCH" ] && [ -w "$SCRATCH" ]
+}
+
 # Empty this node's scratch with the site's clean_scratch where it has one. The folder itself goes
 # only when the script made it: a site's own (MetaCentrum's $SCRATCHDIR, PBS's $TMPDIR) stays.
 clean_scratch_dir() {

@@ -28,18 +28,7 @@ die() { say "error: $*"; exit 2; }
 cd "$WORKDIR" || die "cannot enter $WORKDIR"
 . jobs/common.sh || die "cannot read jobs/common.sh in $WORKDIR"
 
-# This node's scratch: the site's $SCRATCHDIR; else the first node's scratch path, which a PBS
-# site makes on every node of a job (/scratch/USER/job_ID on MetaCentrum, /var/tmp/pbs.ID); else
-# the job's own $TMPDIR. Never the first node's folder itself (it holds .segtrain-job): a scratch
-# shared between nodes, or the local runner's "nodes" on one machine.
-if [ -n "${SCRATCHDIR:-}" ]; then
-    SCRATCH=$SCRATCHDIR
-elif [ -d "$FIRST_SCRATCH" ] && [ ! -e "$FIRST_SCRATCH/.segtrain-job" ]; then
-    SCRATCH=$FIRST_SCRATCH
-elif [ -n "${TMPDIR:-}" ] && [ -n "${PBS_JOBID:-}" ] && [[ $TMPDIR == *"$PBS_JOBID"* ]]; then
-    SCRATCH=$TMPDIR
-fi
-[ -n "$SCRATCH" ] && [ -d "$SCRATCH" ] && [ -w "$SCRATCH" ] \
+choose_scratch "$FIRST_SCRATCH" \
     || die "no writable scratch (SCRATCHDIR, $FIRST_SCRATCH or the job's TMPDIR); ask every chunk for scratch_local"
 [ -e "$SCRATCH/.segtrain-job" ] \
     && die "scratch $SCRATCH is the first node's (shared between nodes?): ask every chunk for scratch_local"

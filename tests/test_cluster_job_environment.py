@@ -27,18 +27,12 @@ def test_job_environment_reads_stock_openpbs_variables(tmp_path):
         "PBS_ENVIRONMENT": "PBS_BATCH",
     })
     assert env.job_id == "13[2].server" and env.array_index == 2 and env.job_name == "train"
-    assert env.scratch_dir == Path("/var/tmp/pbs.13[2].server")  # no SCRATCHDIR on a stock server
     assert [node.host for node in env.nodes()] == ["node1", "node2"]
-
-
-def test_metacentrum_scratchdir_wins_over_tmpdir():
-    env = JobEnvironment.from_environ({"PBS_JOBID": "1.s", "SCRATCHDIR": "/scratch/u/job_1", "TMPDIR": "/tmp"})
-    assert env.scratch_dir == Path("/scratch/u/job_1")
 
 
 def test_outside_a_job_everything_is_unset_and_require_job_says_how_to_run():
     env = JobEnvironment.from_environ({"TMPDIR": "/tmp"})
-    assert env.job_id is None and env.scratch_dir is None and env.workdir is None
+    assert env.job_id is None and env.workdir is None
     with pytest.raises(UserError, match="scripts/submit CONFIG --local"):
         require_job(env)
 

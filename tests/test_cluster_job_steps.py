@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from segtrain.errors import EXIT_NO_RESUBMIT
-from segtrain.cluster.job.steps import (Plan, explain, main, make_plan, record_resubmission, staged_root,
-                                  resubmission, step_stage, trainer_args)
+from segtrain.cluster.job.resubmit import explain, record_resubmission, resubmission
+from segtrain.cluster.job.steps import Plan, main, make_plan, open_run_dir, staged_root, step_stage, trainer_args
 from segtrain.cluster.directives import parse_qsub_args
 from segtrain.cluster.qsub import decode_value, encode_value, join_overrides
 from segtrain.config import load_config
@@ -38,7 +38,7 @@ def job_env(workdir: Path, **variables: str) -> dict:
 
 def plan_for(workdir: Path, qstat=QSTAT, **variables: str) -> Plan:
     return make_plan(job_env(workdir, CONFIG="configs/small.yaml", **variables), [], job_start=1000.0,
-                     qstat_text=qstat)[0]
+                     qstat_text=qstat, scratch=workdir.parent / "scratch")[0]
 
 
 def test_plan_resolves_defaults_against_the_submit_folder(workdir):
@@ -52,7 +52,7 @@ def test_plan_resolves_defaults_against_the_submit_folder(workdir):
 
 def test_plan_without_config_uses_configs_default_yaml(workdir):
     with pytest.raises(UserError, match="configs/default.yaml"):
-        make_plan(job_env(workdir), [], 0.0, None)
+        make_plan(job_env(workdir), [], 0.0, None, workdir.parent / "scratch")
 
 
 def test_plan_takes_walltime_and_resources_from_qstat(workdir):
@@ -87,7 +87,7 @@ def test_plan_refuses_a_data_file_that_is_not_an_archive(workdir):
 
 def test_plan_outside_a_job_says_how_to_run_the_script(workdir):
     with pytest.raises(UserError, match="--local"):
-        make_plan({"SCRATCHDIR": "/tmp"}, [], 0.0, None)
+        make_plan({"SCRATCHDIR": "/tmp"}, [], 0.0, None, Path("/tmp"))
 
 
 def test_continuing_a_run_uses_its_config_and_the_data_set_it_recorded(workdir):
@@ -95,7 +95,7 @@ def test_continuing_a_run_uses_its_config_and_the_data_set_it_recorded(workdir):
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("data: {root: /scratch/of/an/old/job/data}\n")
     (run / "run.json").write_text(json.dumps({"data_source": str(workdir / "data" / "small")}))
-    plan, _ = make_plan(job_env(workdir, RUN=str(run)), [], 0.0, QSTAT)
+    plan, _ = make_plan(job_env(workdir, RUN=str(run)), [], 0.0, QSTAT, workdir.parent / "scratch")
     assert plan.continuing and plan.run_dir == str(run) and plan.config == str(run / "config.yaml")
     assert plan.data == str(workdir / "data" / "small")
 
@@ -117,7 +117,7 @@ def test_trainer_args_have_no_time_limit_without_a_walltime(workdir):
 
 def test_a_time_limit_stop_resubmits_the_same_run_after_this_job(workdir):
     plan = plan_for(workdir, SEGTRAIN_ENV="/envs/segtrain", MAX_RESUBMITS="3")
-    argv, message = resubmission(plan, 3, terminated=False)
+    argv, message = resubmission(plan, 3, None, plan.walltime_s)
     request = parse_qsub_args(argv[1:], environ={})
     assert request.attributes == {"depend": "afterany:7.server"} and request.name == "small"
     assert request.resources == plan.resources
@@ -127,24 +127,92 @@ def test_a_time_limit_stop_resubmits_the_same_run_after_this_job(workdir):
     assert request.script == workdir / "jobs" / "train.pbs" and "resubmission 1 of at most 3" in message
 
 
-@pytest.mark.parametrize("code, terminated, variables, reason", [
-    (0, False, {}, ""), (1, False, {}, ""), (3, True, {}, "after SIGTERM"),
-    (3, False, {"MAX_RESUBMITS": "2", "RESUBMITS": "2"}, "MAX_RESUBMITS=2 reached"),
+@pytest.mark.parametrize("code, after_s, variables, reason", [
+    (0, None, {}, ""), (1, None, {}, ""), (3, 600, {}, "after SIGTERM before the walltime (qdel?)"),
+    (143, 600, {}, "after SIGTERM before the walltime (qdel?)"), (0, 3600, {}, ""),
+    (3, None, {"MAX_RESUBMITS": "2", "RESUBMITS": "2"}, "MAX_RESUBMITS=2 reached"),
 ])
-def test_no_resubmission_unless_stopped_by_the_time_limit_within_the_budget(workdir, code, terminated, variables, reason):
+def test_no_resubmission_unless_stopped_by_the_time_limit_within_the_budget(workdir, code, after_s, variables, reason):
     plan = plan_for(workdir, **variables)
-    argv, message = resubmission(plan, code, terminated)
+    terminated_at = None if after_s is None else plan.job_start + after_s
+    argv, message = resubmission(plan, code, terminated_at, plan.walltime_s)
     assert argv is None and reason in message
     if reason:
-        assert f"qsub -v RUN={plan.run_dir} jobs/train.pbs" in message
+        assert f"qsub -l select=1:ncpus=8:mem=32gb -v RUN={plan.run_dir} jobs/train.pbs" in message
+
+
+def checkpointed(plan: Plan, start_step: int, end_step: int) -> None:
+    Path(plan.run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(plan.run_dir) / "run.json").write_text(json.dumps(
+        {"segments": [{"job_id": plan.job_id, "start_step": start_step, "end_step": end_step}]}))
+
+
+@pytest.mark.parametrize("code", [3, 143])  # a checkpoint; or killed while exiting after a clean stop
+def test_a_sigterm_at_the_walltime_continues_the_chain_when_the_job_checkpointed(workdir, code):
+    plan = plan_for(workdir)
+    checkpointed(plan, 4, 9)
+    argv, message = resubmission(plan, code, plan.job_start + 3600 + 25, plan.walltime_s)  # 25 s late
+    assert argv is not None and "resubmission 1" in message
+    assert "SIGTERM at the walltime" in explain(3, plan.job_start + 3600 + 25, plan, plan.walltime_s)
+
+
+def test_a_sigterm_at_the_walltime_without_a_new_checkpoint_ends_the_chain(workdir):
+    plan = plan_for(workdir)
+    checkpointed(plan, 4, 4)
+    argv, message = resubmission(plan, 143, plan.job_start + 3600, plan.walltime_s)
+    assert argv is None and "without a new checkpoint" in message
+
+
+def test_a_walltime_extended_with_qextend_makes_a_sigterm_before_it_a_qdel(workdir):
+    plan = plan_for(workdir)
+    checkpointed(plan, 0, 3)
+    assert resubmission(plan, 3, plan.job_start + 3600, 2 * 3600)[0] is None
 
 
 def test_explanations_say_what_happened_and_how_to_continue(workdir):
     plan = plan_for(workdir)
-    assert "crashed (exit 1" in explain(1, False, plan) and f"RUN={plan.run_dir}" in explain(1, False, plan)
-    assert "SIGKILL" in explain(137, False, plan) and "out of memory" in explain(137, False, plan)
-    assert "time limit" in explain(3, False, plan) and "SIGTERM" in explain(3, True, plan)
-    assert "before the trainer started" in explain(None, False, plan)
+    wall = plan.walltime_s
+    assert "crashed (exit 1" in explain(1, None, plan, wall) and f"RUN={plan.run_dir}" in explain(1, None, plan, wall)
+    assert "SIGKILL" in explain(137, None, plan, wall) and "out of memory" in explain(137, None, plan, wall)
+    assert "time limit" in explain(3, None, plan, wall) and "qdel" in explain(3, plan.job_start + 5, plan, wall)
+    assert "before the trainer started" in explain(None, None, plan, wall)
+
+
+def test_the_continue_hint_asks_for_the_jobs_processes_and_gpus(workdir):
+    plan = plan_for(workdir, NPROC="2")
+    plan.resources = {"select": "1:ncpus=8:ngpus=2:mem=32gb", "walltime": "01:00:00"}
+    assert (f"qsub -l select=1:ncpus=8:ngpus=2:mem=32gb -v RUN={plan.run_dir},NPROC=2 jobs/train.pbs"
+            in explain(1, None, plan, 3600))
+
+
+def test_a_new_run_directory_is_created_at_job_start_with_this_job_and_its_processes(workdir):
+    first, second = plan_for(workdir), plan_for(workdir)  # two jobs, same config, same second
+    assert first.run_dir == second.run_dir  # the preview: nothing created yet
+    open_run_dir(first)
+    open_run_dir(second)
+    assert first.run_dir != second.run_dir and Path(second.run_dir).name == Path(first.run_dir).name + "-2"
+    info = json.loads((Path(first.run_dir) / "run.json").read_text())
+    assert info["job_id"] == "7.server" and info["status"] == "starting"
+    assert info["processes"] == {"world": 1, "nodes": 1, "per_node": 1, "resources": first.resources}
+    log = (workdir / "storage" / "runs" / "submissions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["run"] for line in log] == [Path(first.run_dir).name, Path(second.run_dir).name]
+
+
+def test_a_job_rerun_by_pbs_continues_the_run_it_started(workdir):
+    first = plan_for(workdir)
+    open_run_dir(first)
+    (Path(first.run_dir) / "config.yaml").write_text("data: {root: data/small}\n")  # the trainer wrote it
+    rerun = plan_for(workdir, qstat=QSTAT + "    run_count = 2\n")
+    assert rerun.run_dir == first.run_dir and rerun.continuing and rerun.new_run_name is None
+    assert plan_for(workdir).run_dir != first.run_dir  # run_count 1: a new job that happens to reuse the id
+
+
+def test_continuing_with_another_process_count_fails_before_anything_is_copied(workdir):
+    first = plan_for(workdir, NPROC="2")
+    open_run_dir(first)
+    (Path(first.run_dir) / "config.yaml").write_text("data: {root: data/small}\n")
+    with pytest.raises(UserError, match="written by 2 processes .* this job has 1 .* scripts/submit"):
+        plan_for(workdir, RUN=first.run_dir)
 
 
 def test_resubmission_is_recorded_in_run_json_keeping_the_trainers_fields(tmp_path):
@@ -176,9 +244,13 @@ def test_stage_builds_the_staging_cache_on_scratch_when_the_config_asks(workdir)
     assert "data.cache=false" in words
 
 
-def test_resubmit_step_exits_10_when_no_resubmission_is_due(workdir, capsys):
-    path = workdir.parent / "plan.json"
-    plan_for(workdir).save(path)
-    assert main(["resubmit-args", str(path), "--trainer-exit", "0"]) == EXIT_NO_RESUBMIT
-    assert main(["resubmit-args", str(path), "--trainer-exit", "3"]) == 0
-    assert capsys.readouterr().out.split("\0")[0] == "qsub"
+def test_finish_step_copies_back_and_exits_10_when_no_resubmission_is_due(workdir, capsys):
+    path, plan = workdir.parent / "plan.json", plan_for(workdir)
+    plan.save(path)
+    plan.work_run.mkdir(parents=True)
+    (plan.work_run / "metrics.jsonl").write_text("{}\n")
+    qsub_file = workdir.parent / "qsub.args"
+    assert main(["finish", str(path), "--trainer-exit", "0", "--next", str(qsub_file)]) == EXIT_NO_RESUBMIT
+    assert (Path(plan.run_dir) / "metrics.jsonl").is_file() and not qsub_file.exists()
+    assert main(["finish", str(path), "--trainer-exit", "3", "--next", str(qsub_file)]) == 0
+    assert qsub_file.read_bytes().split(b"\0")[0] == b"qsub"

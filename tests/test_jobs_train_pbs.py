@@ -215,11 +215,17 @@ def test_job_deleted_with_sigterm_checkpoints_copies_back_cleans_up_and_does_not
 
 def test_job_whose_copy_back_fails_keeps_scratch_and_says_where(tmp_path, small_data_ro):
     repo = make_repo(tmp_path / "segtrain", small_data_ro)
-    (tmp_path / "broken-storage").write_text("a file where the runs folder should be")
-    result = submit(repo, "configs/demo.yaml", *ONE_STEP, "--runs", str(tmp_path / "broken-storage"))
+    proc = submit(repo, "configs/demo.yaml", *MANY_STEPS, wait=False)
+    pgid = wait_for_first_mirrored_checkpoint(repo, proc)
+    os.killpg(pgid, signal.SIGSTOP)  # storage breaks under the running job: a file where its run should be
+    run = only_run(repo)
+    run.rename(tmp_path / "moved-away")
+    run.write_text("not a folder")
+    os.killpg(pgid, signal.SIGCONT)
+    proc.communicate(timeout=300)
     job = server_of(repo).get("1.local")
     text = job_output(repo, "1.local")
-    assert result.returncode != 0 and job.exit_status not in (0, None)
+    assert job.exit_status not in (0, None)
     assert "copy-back FAILED" in text and f"everything is kept in scratch {job.scratch}" in text
     assert list(Path(job.scratch).glob("runs/*/checkpoints/last.pt"))
 

@@ -119,6 +119,12 @@ def job_argv(config: Optional[str], overrides: Sequence[str], *, script: str = "
                      extra=extra)
 
 
+def resolve_path(workdir: Path, text: str | Path) -> Path:
+    """A path as a job variable or a command line names it: relative to the submit folder (the job's
+    ``$PBS_O_WORKDIR``) unless absolute; ``~`` expanded."""
+    return (Path(workdir) / Path(text).expanduser()).absolute()
+
+
 def subjob_id(array_id: str, index: int) -> str:
     """``13[2].server`` from the array's ``13[].server``, as PBS names its subjobs."""
     if "[]" not in array_id:

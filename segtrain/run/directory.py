@@ -15,7 +15,7 @@ import socket
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from segtrain.fsutil import atomic_write_json
 from segtrain.errors import UserError
@@ -34,11 +34,50 @@ def make_run_name(config_path: str | Path, overrides: Sequence[str], when: Optio
     return f"{Path(config_path).stem}-{digest}-{stamp}"
 
 
+def run_name(config_path: str | Path, overrides: Sequence[str], configured: Optional[str] = None) -> str:
+    """The config's ``run.name``, else :func:`make_run_name`; a UserError unless it is a plain folder name."""
+    name = configured or make_run_name(config_path, overrides)
+    if Path(name).name != name or name in (".", ".."):
+        raise UserError(f"run.name: {name!r} must be a plain folder name (no '/')")
+    return name
+
+
+def _candidates(root: Path, name: str) -> Iterator[Path]:
+    yield root / name
+    n = 2
+    while True:
+        yield root / f"{name}-{n}"
+        n += 1
+
+
 def unique_path(root: Path, name: str) -> Path:
-    path, n = root / name, 2
-    while path.exists():
-        path, n = root / f"{name}-{n}", n + 1
-    return path
+    """The first free name of ``name``, ``name-2``, ... for a preview (``--dry-run``): nothing is created,
+    so it may be taken by the time it is used; :func:`create_run_dir` is what reserves one."""
+    return next(path for path in _candidates(root, name) if not path.exists())
+
+
+def create_run_dir(root: Path, name: str) -> Path:
+    """Create and return a new run directory ``root/name`` (``name-2``, ``name-3``, ... when taken).
+
+    The one place a run directory is named and made, for the trainer, the PBS job and
+    ``scripts/submit`` alike. ``mkdir`` fails when the folder exists, so of two jobs of the same
+    config started in the same second each gets its own directory; a check for existence alone
+    let both take one name (nothing was created until the first checkpoint, minutes later).
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{root}: cannot create the runs folder: {exc.strerror or exc}") from None
+    candidates = _candidates(root, name)
+    while True:
+        path = next(candidates)
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UserError(f"{path}: cannot create the run directory: {exc.strerror or exc}") from None
 
 
 def git_commit() -> Optional[str]:

@@ -41,7 +41,7 @@ from segtrain.run.metrics_log import MetricsLog
 from segtrain.train.optim import Schedule, build_optimizer
 from segtrain.run.plots import plot_curves, plot_samples
 from segtrain.run import directory as rundir
-from segtrain.run.directory import RunDir, make_run_name, unique_path
+from segtrain.run.directory import RunDir, create_run_dir, run_name
 from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
 from segtrain.run.wandb_log import WandbLogger, new_wandb_id, wandb_values
 
@@ -81,15 +81,16 @@ def train(cfg: Config, opts: TrainOptions) -> int:
         torch.cuda.set_device(device)
     try:
         # Every rank must write into the same directory: the name (it has a time in it) is rank 0's.
-        opts.run_dir = broadcast_from_main(opts.run_dir or default_run_dir(cfg, opts), ctx)
+        opts.run_dir = broadcast_from_main(opts.run_dir or (default_run_dir(cfg, opts) if ctx.is_main else None), ctx)
         return _Run(cfg, opts, ctx, device, summary.in_channels).execute()
     finally:
         shutdown(ctx)
 
 
 def default_run_dir(cfg: Config, opts: TrainOptions) -> Path:
-    """``run.root/run.name``, or a new readable, unique name from the config and overrides."""
-    return unique_path(Path(cfg.run.root), cfg.run.name or make_run_name(opts.config_path, opts.overrides))
+    """A new run directory, created now: ``run.root/run.name``, or a readable name from the config and overrides
+    (with a ``-2``, ``-3`` suffix when taken)."""
+    return create_run_dir(Path(cfg.run.root), run_name(opts.config_path, opts.overrides, cfg.run.name))
 
 
 def seed_everything(seed: int) -> None:

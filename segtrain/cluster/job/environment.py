@@ -31,7 +31,6 @@ class JobEnvironment:
     array_index: Optional[int] = None
     workdir: Optional[Path] = None
     nodefile: Optional[Path] = None
-    scratch_dir: Optional[Path] = None  # $SCRATCHDIR where the site gives one, else the job's $TMPDIR
 
     @classmethod
     def from_environ(cls, environ: Optional[Mapping[str, str]] = None) -> "JobEnvironment":
@@ -48,7 +47,6 @@ class JobEnvironment:
         return cls(
             job_id=job_id, job_name=env.get("PBS_JOBNAME") or None, array_index=integer("PBS_ARRAY_INDEX"),
             workdir=path("PBS_O_WORKDIR"), nodefile=path("PBS_NODEFILE"),
-            scratch_dir=path("SCRATCHDIR") or (path("TMPDIR") if job_id else None),
         )
 
     def nodes(self) -> list[Node]:

@@ -4,8 +4,8 @@
                    is copied; write the plan (a JSON file on scratch) the other steps read
     stage          copy the data set (and a run being continued) to scratch, verified
     train-args     the trainer's arguments, with a time limit from the walltime (NUL-separated)
-    finish         say how the trainer ended; copy the run back to storage, verified (exit 1: failed)
-    resubmit-args  the qsub command of the next job of the chain (NUL-separated; exit 10: none due)
+    finish         say how the trainer ended; copy the run back to storage, verified (exit 1: failed);
+                   the qsub words of the next job of the chain (exit 10: none due; see resubmit.py)
     record         note a resubmission in the run's run.json on storage
     node-args      the pbsdsh commands that run jobs/node.sh on each other node (jobs on several nodes)
     node-plan      on another node: its copy of the plan, with its own scratch
@@ -22,7 +22,6 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import sys
 import tarfile
 import time
@@ -32,7 +31,8 @@ from typing import Mapping, Optional, Sequence
 from urllib.parse import quote, unquote
 
 from segtrain.cluster import qsub
-from segtrain.cluster.job import nodes
+from segtrain.cluster.qsub import resolve_path
+from segtrain.cluster.job import nodes, resubmit
 from segtrain.cluster.directives import script_request
 from segtrain.cluster.job.environment import JobEnvironment, job_attributes, job_walltime, require_job
 from segtrain.cluster.site import job_name
@@ -41,15 +41,16 @@ from segtrain.cluster.job.walltime import default_margin, training_time_limit
 from segtrain.cluster.directives import format_hms, parse_hms
 from segtrain.config import Config, load_config
 from segtrain.data import memo
-from segtrain.errors import EXIT_FAILED, EXIT_NO_RESUBMIT, EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR, UserError
+from segtrain.errors import EXIT_FAILED, EXIT_NO_RESUBMIT, EXIT_OK, EXIT_USER_ERROR, UserError
 from segtrain.fsutil import atomic_open, atomic_write_json
-from segtrain.run.directory import RunDir
+from segtrain.run.directory import RunDir, create_run_dir, now_iso, run_name, unique_path
 
 DEFAULT_CONFIG = "configs/default.yaml"
 DEFAULT_MAX_RESUBMITS = 10
-JOB_SCRIPT = "jobs/train.pbs"
+JOB_SCRIPT = resubmit.JOB_SCRIPT
 NODE_SCRIPT = "jobs/node.sh"
 NODE_MODES = ("stage", "train", "clean")  # what node.sh does on another node
+PROCESSES_KEY = "processes"  # run.json: how many trainer processes wrote its checkpoint, on how many nodes
 
 
 @dataclass
@@ -81,6 +82,8 @@ class Plan:
     rdzv_port: Optional[int] = None  # several nodes: node rank 0's rendezvous port
     node_rank: int = 0  # the node this copy of the plan is for
     first_scratch: Optional[str] = None  # another node's copy: the first node's scratch
+    new_run_name: Optional[str] = None  # a new run: ``plan`` creates its directory under this name (or name-2...)
+    logged: bool = True  # a new run is logged next to the runs (a grid's subjobs were, by scripts/submit)
 
     @property
     def work_run(self) -> Path:
@@ -119,16 +122,15 @@ class Plan:
 
 # ---- plan ---------------------------------------------------------------------------------------
 def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job_start: float,
-              qstat_text: Optional[str], scratch: Optional[Path] = None) -> tuple[Plan, Config]:
+              qstat_text: Optional[str], scratch: Path) -> tuple[Plan, Config]:
     """Validate the job's variables against the files they name; nothing is written or copied.
 
-    ``scratch`` is the folder the job script chose; by default the job's $SCRATCHDIR or $TMPDIR.
+    ``scratch`` is the folder the job script chose (``choose_scratch`` in jobs/common.sh).
     """
     env = require_job(JobEnvironment.from_environ(environ))
     workdir = env.workdir.resolve()
-    scratch = scratch or env.scratch_dir
-    if scratch is None or not scratch.is_dir():
-        raise UserError(f"no scratch folder: SCRATCHDIR and TMPDIR unset or missing ({scratch})")
+    if not scratch.is_dir():
+        raise UserError(f"scratch folder {scratch} not found")
     var = {name: qsub.decode_value(environ.get(name, "")) for name in qsub.JOB_VARIABLES}
     overrides = qsub.split_overrides(var[qsub.OVERRIDES])
     if var[qsub.MANIFEST]:  # a subjob of a grid's job array: its point's config and overrides
@@ -138,16 +140,20 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         var[qsub.CONFIG], overrides = manifest_point(manifest, env.array_index)
     run = _existing(workdir, var[qsub.RUN], qsub.RUN, want_dir=True) if var[qsub.RUN] else None
     info = RunDir(run).read_info() if run else {}
-    config = _resolve(workdir, var[qsub.CONFIG] or (str(run / "config.yaml") if run else DEFAULT_CONFIG))
+    config = resolve_path(workdir, var[qsub.CONFIG] or (str(run / "config.yaml") if run else DEFAULT_CONFIG))
     cfg = load_config(config, overrides)
+    runs = resolve_path(workdir, var[qsub.RUNS] or cfg.run.root)
+    attrs = job_attributes(qstat_text, env.job_id) if qstat_text else {}
+    if run is None and not var[qsub.MANIFEST]:  # rerun by PBS (qrerun, node failure): the run it started
+        run = rerun_run_dir(runs, env.job_id, attrs)
+        info = RunDir(run).read_info() if run else {}
     data_default = info.get("data_source") or cfg.data.root  # a run's config names the scratch it last used
     data = _existing(workdir, var[qsub.DATA] or data_default, qsub.DATA if var[qsub.DATA] else "data.root")
     if not data.is_dir() and not _is_archive(data):
         raise UserError(f"{qsub.DATA}={data}: neither a data set folder nor a tar archive")
-    runs = _resolve(workdir, var[qsub.RUNS] or cfg.run.root)
-    run_dir = run or _new_run_dir(runs, config, overrides, cfg)
+    new_name = None if run else run_name(config, overrides, cfg.run.name)
+    run_dir = run or unique_path(runs, new_name)  # a preview: `plan` creates it once every check passed
     walltime_s, source = job_walltime(qstat_text, env.job_id, script_candidates)
-    attrs = job_attributes(qstat_text, env.job_id) if qstat_text else {}
     resources = {key: attrs[f"Resource_List.{key}"] for key in ("select", "place", "walltime")
                  if f"Resource_List.{key}" in attrs}
     found = env.nodes()
@@ -157,9 +163,16 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     if cfg.train.batch_size % world:
         raise UserError(f"train.batch_size: {cfg.train.batch_size} (the global batch) is not divisible by the {world} "
                         f"processes of this job ({max(len(found), 1)} node(s) x {nproc}, {nproc_source})")
+    continuing = run is not None and (run / "config.yaml").is_file()
+    recorded = info.get(PROCESSES_KEY) or {}
+    if continuing and recorded.get("world") not in (None, world):
+        raise UserError(f"{qsub.RUN}={run}: its checkpoint was written by {recorded['world']} processes "
+                        f"({recorded.get('nodes')} node(s) x {recorded.get('per_node')}), this job has {world} "
+                        f"({max(len(found), 1)} x {nproc}, {nproc_source}); continue it with scripts/submit {run}, "
+                        f"which asks for the same")
     plan = Plan(
         job_id=env.job_id, job_name=env.job_name or job_name(config.stem), workdir=str(workdir),
-        config=str(config), overrides=overrides, run_dir=str(run_dir), continuing=run is not None, data=str(data),
+        config=str(config), overrides=overrides, run_dir=str(run_dir), continuing=continuing, data=str(data),
         runs=str(runs), scratch=str(scratch.resolve()), job_start=job_start, walltime_s=walltime_s,
         walltime_source=source,
         margin_s=parse_hms(var[qsub.MARGIN], qsub.MARGIN) if var[qsub.MARGIN] else None,
@@ -169,8 +182,47 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
                    if environ.get(name)},
         hosts=[node.host for node in found], host_indices=[node.index for node in found], nproc_per_node=nproc,
         nproc_source=nproc_source, rdzv_port=nodes.rendezvous_port(env.job_id) if len(found) > 1 else None,
+        new_run_name=new_name, logged=not var[qsub.MANIFEST],
     )
     return plan, cfg
+
+
+def rerun_run_dir(runs: Path, job_id: str, attrs: Mapping[str, str]) -> Optional[Path]:
+    """The run a job rerun by PBS (``qrerun``, a node failure with ``-r y``) started the first time.
+
+    A rerun keeps its job id, and ``qstat -f`` counts its starts (``run_count``); the first start
+    logged the run directory it created next to the runs, under that job id.
+    """
+    count = attrs.get("run_count", "").strip()
+    if not count.isdigit() or int(count) < 2:
+        return None
+    from segtrain.cluster.frontend.status import read_log
+
+    for entry in reversed(read_log(runs)):
+        if entry.get("job_id") == job_id and entry.get("run") and (runs / entry["run"]).is_dir():
+            return runs / entry["run"]
+    return None
+
+
+def open_run_dir(plan: Plan) -> None:
+    """Make a new run's directory on storage (exclusively: another job never shares it) and log it next to
+    the runs, so that ``--status`` and ``segtrain runs`` see a plain ``qsub`` job at once; record this job
+    and its processes in run.json (a continuation by hand asks for as many)."""
+    from segtrain.cluster.frontend.status import append_log
+
+    run = RunDir(plan.run_dir)
+    if plan.new_run_name is not None:
+        run = RunDir(create_run_dir(Path(plan.runs), plan.new_run_name))
+        plan.run_dir = str(run.path)
+        if plan.logged:
+            append_log(Path(plan.runs), [{"at": now_iso(), "job_id": plan.job_id, "array_id": None,
+                                          "run": run.path.name, "grid": None, "index": None}])
+        run.update_info(name=run.path.name, created=now_iso(), status="starting")
+    world = plan.nproc_per_node * max(len(plan.hosts), 1)
+    jobs = run.read_info().get("jobs", [])
+    run.update_info(job_id=plan.job_id, jobs=jobs + [{"id": plan.job_id, "started": now_iso()}],
+                    **{PROCESSES_KEY: {"world": world, "nodes": max(len(plan.hosts), 1),
+                                       "per_node": plan.nproc_per_node, "resources": plan.resources}})
 
 
 def _directive(scripts: Sequence[Path], resource: str) -> Optional[str]:
@@ -181,12 +233,8 @@ def _directive(scripts: Sequence[Path], resource: str) -> Optional[str]:
     return None
 
 
-def _resolve(workdir: Path, text: str) -> Path:
-    return (workdir / Path(text).expanduser()).absolute()
-
-
 def _existing(workdir: Path, text: str, name: str, want_dir: bool = False) -> Path:
-    path = _resolve(workdir, text)
+    path = resolve_path(workdir, text)
     if not path.exists() or (want_dir and not path.is_dir()):
         kind = "folder" if want_dir else "file or folder"
         raise UserError(f"{name}={text}: {kind} not found ({path})")
@@ -206,22 +254,11 @@ def _count(var: Mapping[str, str], name: str, default: int) -> int:
     return int(text)
 
 
-def _new_run_dir(runs: Path, config: Path, overrides: list[str], cfg: Config) -> Path:
-    """A fresh run directory named as the trainer names runs (never an existing one)."""
-    from segtrain.run.directory import make_run_name, unique_path
-
-    name = cfg.run.name or make_run_name(config, overrides)
-    if Path(name).name != name or name in (".", ".."):
-        raise UserError(f"run.name: {name!r} must be a plain folder name (no '/')")
-    return unique_path(runs, name)
-
-
 def step_plan(args: argparse.Namespace) -> int:
     qstat_text = args.qstat.read_text(errors="replace") if args.qstat and args.qstat.is_file() else None
     scripts = ([args.script] if args.script else []) + [Path(os.environ.get("PBS_O_WORKDIR", ".")) / JOB_SCRIPT]
     plan, cfg = make_plan(os.environ, scripts, args.job_start, qstat_text, args.scratch)
     print(f"config {_rel(plan.config, plan.workdir)}" + (f" with {qsub.display(plan.overrides)}" if plan.overrides else ""))
-    print(f"run {plan.run_dir} ({'continuing' if plan.continuing else 'new'})")
     print(f"data {plan.data} ({'folder' if Path(plan.data).is_dir() else 'archive'}) -> {plan.work_data}")
     if plan.walltime_s is None:
         print(f"warning: walltime found {plan.walltime_source}; training without a time limit")
@@ -236,6 +273,8 @@ def step_plan(args: argparse.Namespace) -> int:
         print(f"{plan.nproc_per_node} trainer processes ({plan.nproc_source})")
     if Path(plan.data).is_dir():  # a folder is checked where it is, before anything is copied
         _check_data(cfg, Path(plan.data))
+    open_run_dir(plan)
+    print(f"run {plan.run_dir} ({'continuing' if plan.continuing else 'new'})")
     plan.save(args.plan)
     return EXIT_OK
 
@@ -264,11 +303,13 @@ def step_stage(args: argparse.Namespace) -> int:
     cfg = load_config(plan.config, plan.overrides)
     if not Path(plan.data).is_dir():  # an archive can only be checked once unpacked
         _check_data(cfg, root)
+    report = sync_tree(Path(plan.run_dir), plan.work_run)  # a new run too: its run.json names this job
     if plan.continuing:
-        report = sync_tree(Path(plan.run_dir), plan.work_run)
         print(f"staged run {plan.run_dir}: {report.summary()}")
-        if not report.ok:
-            return EXIT_FAILED
+    if not report.ok:
+        print(f"staging run {plan.run_dir} FAILED: {report.summary()}")
+        return EXIT_FAILED
+    if plan.continuing:
         if plan.node_rank and not plan.trainer_run.is_dir():  # every rank resumes from the checkpoint there
             raise UserError(f"{plan.trainer_run}: rank 0's run directory is not on this node: this site's scratch "
                             f"path differs between nodes ({plan.scratch} here), so a run cannot be continued on "
@@ -399,91 +440,31 @@ def step_node_status(args: argparse.Namespace) -> int:
 
 
 # ---- finish -------------------------------------------------------------------------------------
-def explain(code: Optional[int], terminated: bool, plan: Plan) -> str:
-    """What the trainer's exit status means for the user, and what to do next."""
-    again = f"continue it with: qsub -v RUN={plan.run_dir} {JOB_SCRIPT}"
-    if code is None:
-        return "the job stopped before the trainer started (the lines above say why)"
-    if code == EXIT_OK:
-        return f"training finished; results in {plan.run_dir}"
-    if code == EXIT_USER_ERROR:
-        return (f"the trainer stopped on a problem with the config or the data set (exit 2; the line above says "
-                f"which); its logs and last checkpoint, if any, are in {plan.run_dir}; after fixing it, {again}")
-    if code == EXIT_RESUMABLE:
-        why = "SIGTERM: walltime, qdel or node shutdown" if terminated else "the time limit"
-        return f"training stopped early with a checkpoint ({why})"
-    if code > 128:
-        name = _signal_name(code - 128)
-        hint = " (out of memory? ask for more mem=; or killed by PBS)" if code - 128 == signal.SIGKILL else ""
-        return (f"the trainer was killed by {name}{hint}; the last mirrored checkpoint is in {plan.run_dir}/checkpoints; "
-                f"{again}")
-    return (f"the trainer crashed (exit {code}; the traceback above says why); its logs and last checkpoint are in "
-            f"{plan.run_dir}; {again}")
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
 def step_finish(args: argparse.Namespace) -> int:
+    """How the trainer ended, the copy-back (verified) and the next job's qsub words (exit 10: none)."""
     plan = Plan.load(args.plan)
-    print(explain(args.trainer_exit, args.terminated, plan))
+    qstat_text = args.qstat.read_text(errors="replace") if args.qstat and args.qstat.is_file() else None
+    walltime_s = job_walltime(qstat_text, plan.job_id, [])[0] or plan.walltime_s  # qextend: the latest
+    print(resubmit.explain(args.trainer_exit, args.terminated_at, plan, walltime_s))
     report = sync_tree(plan.work_run, Path(plan.run_dir))
     if not report.ok:
         print(f"copy-back FAILED: {report.summary()}")
         return EXIT_FAILED
-    if report.files:
-        print(f"copied back to {plan.run_dir}: {report.summary()}")
-    return EXIT_OK
-
-
-# ---- resubmission -------------------------------------------------------------------------------
-def resubmission(plan: Plan, code: Optional[int], terminated: bool) -> tuple[Optional[list[str]], str]:
-    """The qsub words of the next job, or None and why there is none."""
-    manual = f"qsub -v RUN={plan.run_dir} {JOB_SCRIPT}"
-    if code != EXIT_RESUMABLE:
-        return None, ""
-    if terminated:
-        return None, f"not resubmitting after SIGTERM (it may have been qdel); to continue: {manual}"
-    if plan.resubmits >= plan.max_resubmits:
-        return None, f"not resubmitting: MAX_RESUBMITS={plan.max_resubmits} reached; to continue: {manual}"
-    variables = {qsub.RUN: plan.run_dir, qsub.DATA: plan.data, qsub.RUNS: plan.runs,
-                 qsub.MAX_RESUBMITS: str(plan.max_resubmits), qsub.RESUBMITS: str(plan.resubmits + 1),
-                 **plan.passed_on}
-    # PBS Pro takes no dependency on a subjob (13[2].server); the run is already copied back, so
-    # the next job of an array's point may start without waiting for this one to end.
-    depend = None if "[" in plan.job_id else f"afterany:{plan.job_id}"
-    argv = qsub.qsub_argv(Path(plan.workdir) / JOB_SCRIPT, variables, name=plan.job_name,
-                            resources=plan.resources, depend=depend)
-    return argv, f"resubmission {plan.resubmits + 1} of at most {plan.max_resubmits}: {qsub.display(argv)}"
-
-
-def step_resubmit_args(args: argparse.Namespace) -> int:
-    plan = Plan.load(args.plan)
-    argv, message = resubmission(plan, args.trainer_exit, args.terminated)
+    after = f", verified {time.time() - args.terminated_at:.1f} s after SIGTERM" if args.terminated_at else ""
+    print(f"copied back to {plan.run_dir}: {report.summary()}{after}")
+    argv, message = resubmit.resubmission(plan, args.trainer_exit, args.terminated_at, walltime_s)
     if message:
-        print(message, file=sys.stderr)
+        print(message)
     if argv is None:
         return EXIT_NO_RESUBMIT
-    _write_words(argv)
+    with atomic_open(args.next) as f:
+        f.write(_nul_separated(argv))
     return EXIT_OK
-
-
-def record_resubmission(run_dir: Path, from_job: str, to_job: str) -> None:
-    """Append ``{from, to, at}`` to run.json's ``resubmissions`` (atomically; other keys kept)."""
-    from segtrain.run.directory import now_iso
-
-    run = RunDir(run_dir)
-    done = run.read_info().get("resubmissions", [])
-    run.update_info(resubmissions=done + [{"from": from_job, "to": to_job, "at": now_iso()}])
 
 
 def step_record(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
-    record_resubmission(Path(plan.run_dir), plan.job_id, args.job_id.strip())
+    resubmit.record_resubmission(Path(plan.run_dir), plan.job_id, args.job_id.strip())
     return EXIT_OK
 
 
@@ -493,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="step", required=True)
     p = sub.add_parser("plan")
     p.add_argument("plan", type=Path)
-    p.add_argument("--scratch", type=Path, help="the job's scratch folder (default $SCRATCHDIR, else $TMPDIR)")
+    p.add_argument("--scratch", type=Path, required=True, help="the job's scratch folder (jobs/common.sh chose it)")
     p.add_argument("--script", type=Path, help="the running job script ($0), for its walltime directive")
     p.add_argument("--job-start", type=float, default=None, help="when the job started (epoch seconds)")
     p.add_argument("--qstat", type=Path, help="a file holding `qstat -f $PBS_JOBID` output")
@@ -514,13 +495,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mode", choices=NODE_MODES)
     p.add_argument("--dir", type=Path, required=True, help="folder of node-RANK.MODE.out (pbsdsh's output)")
     p.set_defaults(run=step_node_status)
-    for name, func in (("stage", step_stage), ("train-args", step_train_args), ("finish", step_finish),
-                       ("resubmit-args", step_resubmit_args), ("record", step_record)):
+    p = sub.add_parser("finish")
+    p.add_argument("plan", type=Path)
+    p.add_argument("--trainer-exit", type=int, default=None, help="the trainer's exit status (unset: never ran)")
+    p.add_argument("--terminated-at", type=float, default=None, help="when the job received SIGTERM (epoch seconds)")
+    p.add_argument("--qstat", type=Path, help="the latest `qstat -f $PBS_JOBID` output (a qextend shows there)")
+    p.add_argument("--next", type=Path, required=True, help="where the next job's qsub words go (NUL-separated)")
+    p.set_defaults(run=step_finish)
+    for name, func in (("stage", step_stage), ("train-args", step_train_args), ("record", step_record)):
         p = sub.add_parser(name)
         p.add_argument("plan", type=Path)
-        if name in ("finish", "resubmit-args"):
-            p.add_argument("--trainer-exit", type=int, default=None, help="the trainer's exit status (unset: never ran)")
-            p.add_argument("--terminated", action="store_true", help="the job received SIGTERM")
         if name == "record":
             p.add_argument("job_id")
         p.set_defaults(run=func)

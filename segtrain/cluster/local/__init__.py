@@ -10,13 +10,20 @@ What it imitates (stock OpenPBS 23.06, plus MetaCentrum's additions for ``--site
   ``TMPDIR`` (removed after the job), the ``-v`` variables, and on MetaCentrum ``SCRATCHDIR``,
   a fresh folder that stays behind if the job leaves anything in it;
 - the walltime: SIGTERM to every process of the job, SIGKILL ``kill_delay`` (10 s) later, exit
-  status -29; a job killed by a signal ends with 256 + signal, like PBS reports it;
+  status -29; the SIGTERM may come late (``walltime_late_s``; a real server's came up to ~25 s
+  after the limit); a job killed by a signal ends with 256 + signal, like PBS reports it;
+- ``qdel`` (and an interrupted runner): the job's top shell is SIGKILLed at once (its traps never
+  run), every other process gets SIGTERM, SIGKILL ``kill_delay`` later; exit status 271;
+- jobs run with umask 077 unless ``-W umask=`` says otherwise; output files too;
+- job history can be off (``job_history=False``, stock OpenPBS's default): ``qstat`` then forgets
+  finished jobs (``Unknown Job Id``), ``-x`` too; settings live in ``server.json`` in the state folder
+  (:meth:`LocalServer.configure`);
 - output in ``$PBS_O_WORKDIR/<name>.o<n>`` (``-j oe`` merges stderr, else ``.e<n>``);
 - job arrays (``-J X-Y[:Z]``): qsub answers ``<n>[].local``; subjob ``<n>[i].local`` gets
   ``PBS_ARRAY_INDEX`` and ``PBS_ARRAY_ID``, writes ``<name>.o<n>.<i>``; subjobs run one after
   another here (on a cluster they run side by side); the array ends when its last subjob does,
   with exit status 0 (all subjobs 0), 1 (one failed) or 2 (one was deleted), as PBS Pro reports;
-- ``qsub``, ``qstat`` (``-f``, ``-x``) and, on MetaCentrum, ``clean_scratch`` stand-ins on the
+- ``qsub``, ``qstat`` (``-f``, ``-x``), ``qdel`` and, on MetaCentrum, ``clean_scratch`` stand-ins on the
   job's PATH, so resubmission and cleanup run the code paths they run on the cluster;
   ``-W depend=afterany:ID`` / ``afterok:ID`` hold a job until ID has ended;
 - several chunks (``select=2:...``): a nodefile line per chunk, each chunk on a loopback "host"

@@ -16,7 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Mapping, Optional, Sequence
+from typing import IO, Any, Mapping, Optional, Sequence
 
 import segtrain
 from segtrain.cluster.directives import JobRequest, job_request, parse_array_range, parse_select
@@ -29,15 +29,29 @@ STATE_VARIABLE = "SEGTRAIN_LOCAL_PBS"
 SERVER = "local"
 QUEUE = "local"
 KILL_DELAY_S = 10.0
+DEFAULT_UMASK = 0o077  # what a PBS MOM starts jobs with unless -W umask= says otherwise
+SETTINGS_FILE = "server.json"
 EXIT_WALLTIME = -29
 EXIT_QDEL = 256 + signal.SIGTERM
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
-STANDINS = ("qsub", "qstat", "clean_scratch", "pbsdsh")
+STANDINS = ("qsub", "qstat", "qdel", "clean_scratch", "pbsdsh")
 _JOB_SEQ = re.compile(r"^\d+(\[\d*\])?$")  # 12, 13[] (an array), 13[2] (one of its subjobs)
 
 
 def default_state_dir() -> Path:
     return Path(os.environ.get(STATE_VARIABLE) or Path.home() / ".cache" / "segtrain" / "local-pbs")
+
+
+@dataclass
+class ServerSettings:
+    """How this server behaves where real ones differ (``qmgr``'s part), kept in the state folder.
+
+    The defaults are what a real server showed: SIGKILL 10 s after SIGTERM, the walltime's
+    SIGTERM on time here (up to ~25 s late there: ``walltime_late_s``), history kept.
+    """
+    kill_delay_s: float = KILL_DELAY_S
+    walltime_late_s: float = 0.0  # the node daemon polls: SIGTERM comes this long after the walltime
+    job_history: bool = True  # False: qstat (-x too) forgets finished jobs, as stock OpenPBS does
 
 
 @dataclass
@@ -53,6 +67,7 @@ class LocalJob:
     submit_env: dict[str, str]  # PBS_O_* and the -v variables
     resources: dict[str, str]
     depend: Optional[str] = None
+    umask: Optional[str] = None  # -W umask=, octal
     join: Optional[str] = None
     output: Optional[str] = None
     error: Optional[str] = None
@@ -62,6 +77,10 @@ class LocalJob:
     pgid: Optional[int] = None
     scratch: Optional[str] = None
     tmpdir_left: list[str] = field(default_factory=list)  # what the job left in $TMPDIR
+    signalled: Optional[float] = None  # when the walltime or qdel SIGTERM went
+    emptied: Optional[float] = None  # when the job's last process ended after it
+    killed_after_delay: bool = False  # some were still there kill_delay later: SIGKILL
+    run_count: int = 0  # how many times it started (qrerun starts it again, same id)
     submitted: float = field(default_factory=time.time)
     started: Optional[float] = None
     ended: Optional[float] = None
@@ -91,6 +110,10 @@ class LocalJob:
             return ["127.0.0.1"] * chunks
         return [f"127.0.0.{i + 1}" for i in range(chunks)]
 
+    @property
+    def umask_bits(self) -> int:
+        return int(self.umask, 8) if self.umask else DEFAULT_UMASK
+
     def output_paths(self) -> tuple[Path, Optional[Path]]:
         """The .o file and the .e file (None when ``-j oe`` merges them)."""
         out = self._path(self.output, "o")
@@ -111,6 +134,17 @@ class LocalServer:
         self.root = Path(state_dir or default_state_dir()).absolute()
         self.jobs_dir = self.root / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def settings(self) -> ServerSettings:
+        path = self.root / SETTINGS_FILE
+        return ServerSettings(**json.loads(path.read_text())) if path.is_file() else ServerSettings()
+
+    def configure(self, **changes: Any) -> ServerSettings:
+        """Change settings (as ``qmgr -c "set server ..."`` would); the jobs' stand-ins read them too."""
+        settings = dataclasses.replace(self.settings, **changes)
+        atomic_write_json(self.root / SETTINGS_FILE, dataclasses.asdict(settings))
+        return settings
 
     # ---- records --------------------------------------------------------------------------
     def _record_path(self, job_id: str) -> Path:
@@ -163,11 +197,14 @@ class LocalServer:
         submit_env.update(request.variables)
         job = LocalJob(id=job_id, seq=seq, name=request.name or job_name(script.name), site=(site or get_site()).name,
                        chain=chain or job_id, spool=str(spool), workdir=str(cwd.absolute()), submit_env=submit_env,
-                       resources=dict(request.resources), depend=request.attributes.get("depend"), join=request.join,
+                       resources=dict(request.resources), depend=request.attributes.get("depend"),
+                       umask=request.attributes.get("umask"), join=request.join,
                        output=request.output, error=request.error, state="B" if indices else "Q",
                        array_indices=request.array)
         if "walltime" in job.resources:  # a bad walltime is refused at submission, as qsub does
             parse_hms(job.resources["walltime"], "qsub: -l walltime")
+        if job.umask and not re.fullmatch(r"[0-7]{1,4}", job.umask):
+            raise UserError(f"qsub: -W umask={job.umask}: expected an octal umask such as 022")
         self.save(job)
         for index in indices:
             self.save(dataclasses.replace(job, id=f"{seq}[{index}].{SERVER}", state="Q", array_indices=None,
@@ -176,7 +213,7 @@ class LocalServer:
 
     # ---- running --------------------------------------------------------------------------
     def run_chain(self, first: LocalJob, echo: Optional[IO[bytes]] = None,
-                  kill_delay: float = KILL_DELAY_S) -> list[LocalJob]:
+                  kill_delay: Optional[float] = None) -> list[LocalJob]:
         """Run ``first`` (an array: its subjobs), then each job its chain submits (in order, dependencies
         honoured)."""
         done: list[LocalJob] = []
@@ -184,7 +221,10 @@ class LocalServer:
         with stopper:
             job: Optional[LocalJob] = first if first.state == "Q" else self._next_ready(first.chain)
             while job is not None and not stopper.requested:
-                done.append(self.run(job, echo, kill_delay, stopper))
+                if self.delete_requested(job.id):  # qdel of a queued job
+                    self._finish(job, None, "deleted before it ran")
+                else:
+                    done.append(self.run(job, echo, kill_delay, stopper))
                 job = self._next_ready(first.chain)
             if stopper.requested:  # like qdel of the whole chain
                 for queued in self._queued(first.chain):
@@ -227,9 +267,19 @@ class LocalServer:
             statuses = [sub.exit_status for sub in self.subjobs(array)]
             self._finish(array, 2 if None in statuses else int(any(statuses)), "")
 
-    def run(self, job: LocalJob, echo: Optional[IO[bytes]] = None, kill_delay: float = KILL_DELAY_S,
+    def delete_requested(self, job_id: str) -> bool:
+        return self._record_path(job_id).with_suffix(".qdel").exists()
+
+    def request_delete(self, job_id: str) -> None:
+        """What ``qdel`` does: the runner of the job ends it (a queued job never starts)."""
+        self._record_path(job_id).with_suffix(".qdel").touch()
+
+    def run(self, job: LocalJob, echo: Optional[IO[bytes]] = None, kill_delay: Optional[float] = None,
             stopper: Optional["_Stopper"] = None) -> LocalJob:
         """Run one queued job to its end; return its finished record."""
+        settings = self.settings
+        if kill_delay is not None:
+            settings.kill_delay_s = kill_delay
         site = get_site(job.site)
         home = Path(job.submit_env.get("PBS_O_HOME") or Path.home())
         tmpdir, _ = self.node_places(job, site, 0)
@@ -237,15 +287,16 @@ class LocalServer:
         env = self._job_environment(job, site, tmpdir)
         sisters = self._sister_places(job, site)
         out_path, err_path = job.output_paths()
-        job.state, job.started = "R", time.time()
-        with open(out_path, "wb") as out, (open(err_path, "wb") if err_path else nullcontext()) as err:
+        job.state, job.started, job.run_count = "R", time.time(), job.run_count + 1
+        with _output_file(out_path, job.umask_bits) as out, \
+                (_output_file(err_path, job.umask_bits) if err_path else nullcontext()) as err:
             proc = subprocess.Popen(["/bin/bash", job.spool], cwd=home, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT if err_path is None else subprocess.PIPE,
-                                    start_new_session=True)
+                                    start_new_session=True, umask=job.umask_bits)
             job.pgid = proc.pid
             self.save(job)
             pumps = [_pump(proc.stdout, out, echo)] + ([_pump(proc.stderr, err, echo)] if err_path else [])
-            status, comment = self._supervise(proc, job, out, kill_delay, stopper)
+            status, comment = self._supervise(proc, job, out, settings, stopper)
             _signal_group(proc.pid, signal.SIGKILL)  # PBS ends whatever the job left running
             for pump in pumps:
                 pump.join(timeout=5)
@@ -313,9 +364,9 @@ class LocalServer:
                 path.chmod(0o755)
         return folder
 
-    def _supervise(self, proc: subprocess.Popen, job: LocalJob, out: IO[bytes], kill_delay: float,
+    def _supervise(self, proc: subprocess.Popen, job: LocalJob, out: IO[bytes], settings: ServerSettings,
                    stopper: Optional["_Stopper"]) -> tuple[int, str]:
-        """Wait for the job; enforce its walltime and a runner interrupt as PBS would."""
+        """Wait for the job; enforce its walltime, ``qdel`` and a runner interrupt as PBS would."""
         deadline = job.started + job.walltime_s if job.walltime_s is not None else None
         while True:
             try:
@@ -323,28 +374,40 @@ class LocalServer:
                 return (rc if rc >= 0 else 256 - rc), ""
             except subprocess.TimeoutExpired:
                 pass
-            if deadline is not None and time.time() >= deadline:
+            if deadline is not None and time.time() >= deadline + settings.walltime_late_s:
                 used = format_hms(time.time() - job.started)
                 _note(out, f"=>> PBS: job killed: walltime {used} exceeded limit {format_hms(job.walltime_s)}")
-                self._kill(proc, kill_delay)
+                self._end(job, proc, settings.kill_delay_s, top_shell_first=False)
                 return EXIT_WALLTIME, "walltime exceeded"
-            if stopper is not None and stopper.requested:
-                _note(out, "=>> PBS: job killed: deleted by the local runner (interrupted)")
-                self._kill(proc, kill_delay)
+            interrupted = stopper is not None and stopper.requested
+            if interrupted or self.delete_requested(job.id):
+                by = "the local runner (interrupted)" if interrupted else "qdel"
+                _note(out, f"=>> PBS: job killed: deleted by {by}")
+                self._end(job, proc, settings.kill_delay_s, top_shell_first=True)
                 return EXIT_QDEL, "deleted"
 
-    @staticmethod
-    def _kill(proc: subprocess.Popen, kill_delay: float) -> None:
-        """SIGTERM to every process of the job; SIGKILL to those still there ``kill_delay`` later."""
+    def _end(self, job: LocalJob, proc: subprocess.Popen, kill_delay: float, top_shell_first: bool) -> None:
+        """SIGTERM to every process of the job; SIGKILL to those still there ``kill_delay`` later.
+
+        On ``qdel`` a real server killed the job's top shell at once (its traps never ran) while
+        the other processes got SIGTERM: ``top_shell_first`` does the same. When the signal went
+        and when the job's last process ended are kept in the record (``signalled``, ``emptied``).
+        """
+        if top_shell_first:
+            _signal(proc.pid, signal.SIGKILL)
         _signal_group(proc.pid, signal.SIGTERM)
+        job.signalled = time.time()
         deadline = time.monotonic() + kill_delay
         while time.monotonic() < deadline:
             proc.poll()  # reap the job's shell, so that only live processes keep the group alive
             try:
                 os.killpg(proc.pid, 0)
             except ProcessLookupError:
+                job.emptied = time.time()
                 break
             time.sleep(0.05)
+        else:
+            job.killed_after_delay = True
         _signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
 
@@ -384,6 +447,20 @@ def process_tree(root: int) -> list[int]:
         tree.append(todo.pop())
         todo += children.get(tree[-1], [])
     return tree
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _output_file(path: Path, umask: int) -> IO[bytes]:
+    """The job's output file, created with the job's umask as PBS creates it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o666 & ~umask)
+    return os.fdopen(fd, "wb")
 
 
 def _signal_group(pgid: int, sig: int) -> None:

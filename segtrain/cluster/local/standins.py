@@ -31,10 +31,11 @@ def standin_qstat(argv: Sequence[str]) -> int:
     parser.add_argument("ids", nargs="*")
     args = parser.parse_args(argv)
     server = LocalServer()
+    history = server.settings.job_history
     rc = 0
     for job_id in args.ids:  # like qstat: a bad id is reported, the others are still shown
         job = server.get(job_id)
-        if job is None:
+        if job is None or (job.state == "F" and not history):  # without history, finished jobs are gone
             print(f"qstat: Unknown Job Id {job_id}", file=sys.stderr)
             rc = 153
             continue
@@ -48,11 +49,28 @@ def standin_qstat(argv: Sequence[str]) -> int:
     return rc
 
 
+def standin_qdel(argv: Sequence[str]) -> int:
+    """``qdel ID...``: the runner of each job ends it as PBS does (top shell at once, SIGTERM, SIGKILL)."""
+    server = LocalServer()
+    rc = 0
+    for job_id in argv:
+        job = server.get(job_id)
+        if job is None or job.state == "F":
+            print(f"qdel: {'Job has finished' if job else 'Unknown Job Id'} {job_id}", file=sys.stderr)
+            rc = 35 if job else 153
+            continue
+        for deleted in [job] + server.subjobs(job):
+            server.request_delete(deleted.id)
+    return rc
+
+
 def full_status(job: LocalJob) -> str:
     """The job in ``qstat -f`` form."""
     lines = [f"Job Id: {job.id}", f"    Job_Name = {job.name}", f"    job_state = {job.state}",
              f"    queue = {QUEUE}", f"    Resource_List.ncpus = {job.ncpus}"]
     lines += [f"    Resource_List.{key} = {value}" for key, value in sorted(job.resources.items()) if key != "ncpus"]
+    if job.run_count:
+        lines.append(f"    run_count = {job.run_count}")
     if job.exit_status is not None:
         lines.append(f"    Exit_status = {job.exit_status}")
     if job.depend:

@@ -1,0 +1,122 @@
+"""Where a job decides whether its chain goes on: what happened, the next job's qsub, or why there is none.
+
+A job ends in one of these ways (the trainer's exit status, and whether and when SIGTERM came):
+
+- the trainer stopped at its time limit (exit 3, no SIGTERM): the next job continues the run;
+- SIGTERM at the walltime: a step outran the margin, or the SIGTERM landed while a clean stop was
+  exiting (PBS's node daemon polls: it came up to ~25 s after the limit on a real server). Told
+  apart from ``qdel`` by the time: the walltime (re-read from ``qstat``, so a ``qextend`` counts)
+  has passed. The chain goes on when this job moved the run forward (a checkpoint newer than the
+  one it started from), so a walltime too short for one step cannot loop forever;
+- SIGTERM before the walltime: ``qdel`` or a node shutdown; the user decides, so no next job;
+- done, a user error, a crash: nothing to continue (the message says how to, by hand).
+"""
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from segtrain.cluster import qsub
+from segtrain.errors import EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR
+from segtrain.run.directory import RunDir, now_iso
+
+if TYPE_CHECKING:
+    from segtrain.cluster.job.steps import Plan
+
+JOB_SCRIPT = "jobs/train.pbs"
+WALLTIME_SLACK_S = 10.0  # a SIGTERM this close to the walltime, or after it, is the walltime's
+KILLED_BY_SIGTERM = 128 + signal.SIGTERM
+
+
+def walltime_kill(plan: "Plan", terminated_at: Optional[float], walltime_s: Optional[float]) -> bool:
+    """Whether a SIGTERM at ``terminated_at`` (epoch seconds) was PBS ending the walltime (else qdel)."""
+    if terminated_at is None or walltime_s is None:
+        return False
+    return terminated_at - plan.job_start >= walltime_s - WALLTIME_SLACK_S
+
+
+def continue_command(plan: "Plan") -> str:
+    """The qsub command that continues the run by hand, with this job's processes and resources."""
+    variables = {qsub.RUN: plan.run_dir, **{k: v for k, v in plan.passed_on.items() if k == "NPROC"}}
+    resources = {k: v for k, v in plan.resources.items() if k in ("select", "place")}
+    return qsub.display(qsub.qsub_argv(JOB_SCRIPT, variables, resources=resources))
+
+
+def explain(code: Optional[int], terminated_at: Optional[float], plan: "Plan", walltime_s: Optional[float]) -> str:
+    """What the trainer's exit status means for the user, and what to do next."""
+    again = f"continue it with: {continue_command(plan)} (or scripts/submit {plan.run_dir})"
+    if code is None:
+        return "the job stopped before the trainer started (the lines above say why)"
+    if code == EXIT_OK:
+        return f"training finished; results in {plan.run_dir}"
+    if code == EXIT_USER_ERROR:
+        return (f"the trainer stopped on a problem with the config or the data set (exit 2; the line above says "
+                f"which); its logs and last checkpoint, if any, are in {plan.run_dir}; after fixing it, {again}")
+    if code == EXIT_RESUMABLE:
+        if terminated_at is None:
+            why = "the time limit"
+        elif walltime_kill(plan, terminated_at, walltime_s):
+            why = "SIGTERM at the walltime"
+        else:
+            why = "SIGTERM: qdel or node shutdown"
+        return f"training stopped early with a checkpoint ({why})"
+    if code > 128:
+        name = _signal_name(code - 128)
+        hint = " (out of memory? ask for more mem=; or killed by PBS)" if code - 128 == signal.SIGKILL else ""
+        return (f"the trainer was killed by {name}{hint}; the last mirrored checkpoint is in {plan.run_dir}/checkpoints; "
+                f"{again}")
+    return (f"the trainer crashed (exit {code}; the traceback above says why); its logs and last checkpoint are in "
+            f"{plan.run_dir}; {again}")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def moved_forward(run_dir: Path, job_id: str) -> bool:
+    """Whether this job's segment of the run (run.json on storage) checkpointed past where it started."""
+    segments = [s for s in RunDir(run_dir).read_info().get("segments", []) if s.get("job_id") == job_id]
+    if not segments:
+        return False
+    start, end = segments[-1].get("start_step"), segments[-1].get("end_step")
+    return start is not None and end is not None and end > start
+
+
+def resubmission(plan: "Plan", code: Optional[int], terminated_at: Optional[float],
+                 walltime_s: Optional[float]) -> tuple[Optional[list[str]], str]:
+    """The qsub words of the next job, or None and why there is none."""
+    manual = continue_command(plan)
+    if terminated_at is None:
+        if code != EXIT_RESUMABLE:
+            return None, ""
+    elif not walltime_kill(plan, terminated_at, walltime_s):
+        if code not in (EXIT_RESUMABLE, KILLED_BY_SIGTERM):
+            return None, ""
+        return None, f"not resubmitting after SIGTERM before the walltime (qdel?); to continue: {manual}"
+    elif code not in (EXIT_RESUMABLE, KILLED_BY_SIGTERM):
+        return None, ""
+    elif not moved_forward(Path(plan.run_dir), plan.job_id):
+        return None, (f"not resubmitting: killed at the walltime without a new checkpoint (a walltime too short "
+                      f"for one step?); to continue with a longer one: {manual}")
+    if plan.resubmits >= plan.max_resubmits:
+        return None, f"not resubmitting: MAX_RESUBMITS={plan.max_resubmits} reached; to continue: {manual}"
+    variables = {qsub.RUN: plan.run_dir, qsub.DATA: plan.data, qsub.RUNS: plan.runs,
+                 qsub.MAX_RESUBMITS: str(plan.max_resubmits), qsub.RESUBMITS: str(plan.resubmits + 1),
+                 **plan.passed_on}
+    # PBS Pro takes no dependency on a subjob (13[2].server); the run is already copied back, so
+    # the next job of an array's point may start without waiting for this one to end.
+    depend = None if "[" in plan.job_id else f"afterany:{plan.job_id}"
+    argv = qsub.qsub_argv(Path(plan.workdir) / JOB_SCRIPT, variables, name=plan.job_name,
+                          resources=plan.resources, depend=depend)
+    return argv, f"resubmission {plan.resubmits + 1} of at most {plan.max_resubmits}: {qsub.display(argv)}"
+
+
+def record_resubmission(run_dir: Path, from_job: str, to_job: str) -> None:
+    """Append ``{from, to, at}`` to run.json's ``resubmissions`` (atomically; other keys kept)."""
+    run = RunDir(run_dir)
+    done = run.read_info().get("resubmissions", [])
+    run.update_info(resubmissions=done + [{"from": from_job, "to": to_job, "at": now_iso()}])

@@ -1,0 +1,113 @@
+"""jobs/train.pbs at the edges a real PBS server showed, in local PBS-like mode with the real trainer.
+
+The local server behaves as the real one did: ``qdel`` kills the job's top shell at once and
+SIGTERMs the rest, SIGKILL 10 s later; the walltime's SIGTERM may come late; jobs run with
+umask 077 unless ``-W umask`` says otherwise. As in tests/test_jobs_train_pbs.py, a copy of the
+repository stands for the user's clone on storage.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from segtrain.cluster.local.server import EXIT_QDEL, process_tree
+from test_jobs_train_pbs import (TINY, assert_same_weights, job_output, make_repo, server_of, submit, uninterrupted,
+                                 wait_for_first_mirrored_checkpoint, weights)
+from test_jobs_train_pbs_multinode import ONE_NODE, job_argv, leftovers, signal_all, world_size
+
+pytestmark = pytest.mark.slow
+TEN_STEPS = TINY + ["train.epochs=1", "data.tiles_per_epoch=160", "train.checkpoint_every_steps=1"]
+
+
+def local_run(repo: Path, argv: list[str]) -> subprocess.Popen:
+    """``python -m segtrain.cluster.local run -- ARGV`` (a plain qsub, run here) in the background."""
+    env = {**os.environ, "SEGTRAIN_LOCAL_PBS": str(repo.parent / "state"), "PYTHONPATH": str(repo)}
+    return subprocess.Popen([sys.executable, "-m", "segtrain.cluster.local", "run", "--quiet", "--", *argv], cwd=repo,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def qdel(repo: Path, job_id: str) -> None:
+    env = {**os.environ, "SEGTRAIN_LOCAL_PBS": str(repo.parent / "state"), "PYTHONPATH": str(repo)}
+    subprocess.run([sys.executable, "-m", "segtrain.cluster.local", "qdel", job_id], env=env, check=True)
+
+
+def wait_for_line(repo: Path, job_id: str, text: str, proc: subprocess.Popen) -> None:
+    output = server_of(repo).get(job_id).output_paths()[0]
+    while text not in output.read_text():
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+
+
+def run_dirs(repo: Path) -> list[Path]:
+    return sorted(p for p in (repo / "runs").iterdir() if p.is_dir())
+
+
+# ---- two jobs of one config at once ------------------------------------------------------------------
+def test_two_jobs_of_the_same_config_started_together_get_a_run_directory_each(tmp_path, small_data_ro):
+    """The same run.name stands for "same config and overrides, same second": both ask for one name."""
+    repo = make_repo(tmp_path / "segtrain", small_data_ro)
+    twins = TINY + ["train.epochs=1", "data.tiles_per_epoch=16", "run.name=twin"]
+    jobs = [local_run(repo, job_argv(twins)), local_run(repo, job_argv(twins))]
+    for proc in jobs:
+        proc.communicate(timeout=300)
+    runs = run_dirs(repo)
+    assert [p.name for p in runs] == ["twin", "twin-2"]
+    infos = [json.loads((run / "run.json").read_text()) for run in runs]
+    assert sorted(s["job_id"] for info in infos for s in info["segments"]) == ["1.local", "2.local"]
+    assert [info["status"] for info in infos] == ["done", "done"]
+
+
+# ---- qdel --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("nproc", ["1", "2"])
+def test_qdel_mid_step_leaves_checkpoint_logs_metrics_and_wandb_on_storage_and_scratch_empty(
+        tmp_path, small_data_ro, nproc):
+    repo = make_repo(tmp_path / "segtrain", small_data_ro)
+    proc = local_run(repo, job_argv([*TEN_STEPS, "logging.wandb.mode=offline"], ONE_NODE, NPROC=nproc))
+    frozen = process_tree(wait_for_first_mirrored_checkpoint(repo, proc))  # DDP workers have sessions of their own
+    signal_all(frozen, signal.SIGSTOP)  # mid-step when SIGTERM arrives
+    qdel(repo, "1.local")
+    wait_for_line(repo, "1.local", "job killed: deleted by qdel", proc)
+    time.sleep(0.2)
+    signal_all(frozen, signal.SIGCONT)
+    proc.communicate(timeout=120)
+    job = server_of(repo).get("1.local")
+    text = job_output(repo, "1.local")
+    [run] = run_dirs(repo)
+    info = json.loads((run / "run.json").read_text())
+    assert "training stopped early with a checkpoint (SIGTERM: qdel" in text and "not resubmitting" in text
+    assert info["status"] == "stopped" and world_size(run) == int(nproc)
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["position"]["step"] >= 1
+    for name in ("logs/train.log", "metrics.jsonl", "config.yaml"):
+        assert (run / name).is_file(), name
+    assert list(run.glob("wandb/offline-run-*/run-*.wandb"))
+    assert leftovers(repo) == [] and job.exit_status == EXIT_QDEL
+    assert text.splitlines()[-1].endswith("end of job 1.local: exit 3; scratch emptied")
+    print(f"\nnproc={nproc}: " + next(line for line in text.splitlines() if "after SIGTERM" in line)
+          + f"; the job's last process ended {job.emptied - job.signalled:.1f} s after SIGTERM")
+
+
+# ---- the walltime ------------------------------------------------------------------------------------
+def test_walltime_kill_with_a_late_sigterm_resubmits_and_the_chain_ends_as_an_uninterrupted_run(tmp_path, small_data_ro):
+    repo = make_repo(tmp_path / "segtrain", small_data_ro)
+    server_of(repo).configure(walltime_late_s=5.0)
+    argv = job_argv(TEN_STEPS, {"walltime": "00:00:45"}, WALLTIME_MARGIN="00:00:01")
+    proc = local_run(repo, argv)
+    frozen = process_tree(wait_for_first_mirrored_checkpoint(repo, proc))
+    signal_all(frozen, signal.SIGSTOP)  # a step longer than the margin: the walltime comes first
+    wait_for_line(repo, "1.local", "job killed: walltime", proc)
+    signal_all(frozen, signal.SIGCONT)
+    proc.communicate(timeout=300)
+    first = job_output(repo, "1.local")
+    assert "stopped early with a checkpoint (SIGTERM at the walltime)" in first and "resubmitted as 2.local" in first
+    assert server_of(repo).get("2.local").exit_status == 0
+    [run] = run_dirs(repo)
+    assert_same_weights(weights(run / "checkpoints" / "last.pt"),
+                        uninterrupted(repo, [*TEN_STEPS, "train.device=cpu"], tmp_path / "straight"))
