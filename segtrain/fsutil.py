@@ -56,10 +56,17 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def atomic_copy(src: str | Path, dst: str | Path) -> None:
-    """Copy ``src`` to ``dst`` so that ``dst`` is always either the old or the complete new file."""
+def atomic_copy(src: str | Path, dst: str | Path, keep_mtime: bool = False) -> None:
+    """Copy ``src`` to ``dst`` so that ``dst`` is always either the old or the complete new file.
+
+    ``keep_mtime``: ``dst`` gets the time ``src`` had before the copy, so that a later size-and-time
+    check (rsync's, the job's copy-back) sees it as the same file, and one changed meanwhile as not.
+    """
+    before = os.stat(src)
     with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
         shutil.copyfileobj(fin, fout, length=16 << 20)
+    if keep_mtime:
+        os.utime(dst, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
 def fsync_dir(path: Path) -> None:

@@ -173,13 +173,41 @@ def test_resource_requests_the_site_cannot_meet_are_refused(workdir, capsys, arg
     assert message in capsys.readouterr().err
 
 
+def job_run(qsub_args: list[str]) -> str:
+    return decode_value(parse_qsub_args(qsub_args, environ={}).variables["RUN"])
+
+
 def test_a_single_config_gets_its_run_directory_chosen_at_submission(workdir, capsys):
     assert main(["submit", "configs/demo.yaml", "train.epochs=2", "--dry-run"]) == 0
     [args] = qsub_lines(capsys.readouterr().out)
-    overrides = job_overrides(args)
-    assert overrides[0] == "train.epochs=2" and overrides[1].startswith("run.name=demo-")
+    assert job_overrides(args) == ["train.epochs=2"] and job_run(args).startswith("runs/demo-")
+    assert not (workdir / "runs").exists()  # a dry run makes nothing
     assert main(["submit", "configs/demo.yaml", "run.name=mine", "--dry-run"]) == 0
-    assert job_overrides(qsub_lines(capsys.readouterr().out)[0]) == ["run.name=mine"]
+    assert job_run(qsub_lines(capsys.readouterr().out)[0]) == "runs/mine"
+
+
+def test_a_submitted_config_gets_a_run_directory_of_its_own_even_when_its_name_was_just_taken(workdir, tmp_path, capsys):
+    fake_qsub(tmp_path / "bin")
+    (workdir / "runs" / "mine").mkdir(parents=True)  # another job took the name
+    assert main(["submit", "configs/demo.yaml", "run.name=mine"]) == 0
+    entry = read_log(workdir / "runs")[-1]
+    assert entry["run"] == "mine-2" and (workdir / "runs" / "mine-2").is_dir()
+    assert main(["submit", "configs/demo.yaml", "run.name=mine"]) == 0
+    assert read_log(workdir / "runs")[-1]["run"] == "mine-3"
+
+
+def test_continuing_a_run_asks_for_the_processes_and_gpus_that_wrote_its_checkpoint(workdir, capsys):
+    run = workdir / "runs" / "two"
+    run.mkdir(parents=True)
+    shutil.copy(workdir / "configs" / "demo.yaml", run / "config.yaml")
+    shutil.copy(workdir / "configs" / "default.yaml", run / "default.yaml")
+    (run / "run.json").write_text(json.dumps({"processes": {"world": 2, "nodes": 1, "per_node": 2, "resources": {
+        "select": "1:ncpus=16:ngpus=2:mem=64gb:scratch_local=10gb", "walltime": "24:00:00"}}}))
+    assert main(["submit", str(run), "--dry-run"]) == 0
+    [args] = qsub_lines(capsys.readouterr().out)
+    request = parse_qsub_args(args, environ={})
+    assert request.resources["select"] == "1:ncpus=16:ngpus=2:mem=64gb:scratch_local=10gb" and request.variables["NPROC"] == "2"
+    assert request.name == "two"
 
 
 def test_array_of_a_config_is_refused(workdir, capsys):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from segtrain.cli import main
-from segtrain.cluster.job.steps import record_resubmission
+from segtrain.cluster.job.resubmit import record_resubmission
 from segtrain.cluster.local.server import LocalServer
 from segtrain.cluster.frontend.status import (JobState, append_log, qstat_states, read_log, status_rows, summarize_run,
                                      summary_table)
@@ -81,7 +81,26 @@ def test_qstat_states_come_from_qstat_x_f_including_finished_subjobs(tmp_path, m
     server = LocalServer()
     server.run_chain(server.submit(["-J", "0-1", "job.sh"], os.environ, tmp_path))
     states = qstat_states(["1[0].local", "1[1].local", "77.local"], LOCAL_QSTAT)
-    assert states == {"1[0].local": JobState("F", 0), "1[1].local": JobState("F", 1)}
+    assert states == {"1[0].local": JobState("F", 0), "1[1].local": JobState("F", 1), "77.local": JobState("U", None)}
+
+
+def test_a_killed_job_shows_failed_on_a_server_without_job_history(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGTRAIN_LOCAL_PBS", str(tmp_path / "state"))
+    (tmp_path / "job.sh").write_text('#!/bin/bash\n#PBS -N t\nkill -KILL $$\n')
+    server = LocalServer()
+    server.configure(job_history=False)
+    [job] = server.run_chain(server.submit(["job.sh"], os.environ, tmp_path))
+    start_run(tmp_path / "a", job.id, monkeypatch)  # it wrote "running", then was killed
+    assert qstat_states([job.id], LOCAL_QSTAT) == {job.id: JobState("U", None)}
+    assert summarize_run(tmp_path / "a", qstat_states([job.id], LOCAL_QSTAT)).status == "failed"
+
+
+def test_a_resubmitted_job_that_started_shows_its_run_starting_not_resubmitted(tmp_path, monkeypatch):
+    start_run(tmp_path / "a", "7.pbs", monkeypatch).end_segment("stopped", 3, end_step=12)
+    record_resubmission(tmp_path / "a", "7.pbs", "8.pbs")
+    RunDir(tmp_path / "a").update_info(status="starting", job_id="8.pbs", jobs=[{"id": "7.pbs"}, {"id": "8.pbs"}])
+    summary = summarize_run(tmp_path / "a", {"8.pbs": JobState("R", None)})
+    assert (summary.status, summary.job_id) == ("starting", "8.pbs")
 
 
 def test_qstat_missing_means_no_states(tmp_path):

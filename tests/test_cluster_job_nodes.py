@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from segtrain.cluster.job.steps import Plan, main, make_plan, node_commands, node_status, resubmission, step_stage, trainer_args
+from segtrain.cluster.job.resubmit import resubmission
+from segtrain.cluster.job.steps import Plan, main, make_plan, node_commands, node_status, step_stage, trainer_args
 from segtrain.cluster.local.server import LocalServer
 from segtrain.cluster.job.nodes import (RDZV_PORT_BASE, Node, check_port_free, job_nodes, launch_flags, processes_per_node,
                                     rendezvous_port, select_gpus, task_exit_status)
@@ -103,7 +104,7 @@ def two_node_plan(workdir: Path, **variables: str) -> Plan:
     nodefile.write_text("n1\nn1\nn2\nn2\n")  # two chunks of mpiprocs=2 each
     environ = job_env(workdir, CONFIG="configs/small.yaml", PBS_NODEFILE=str(nodefile), CUDA_VISIBLE_DEVICES="0,1",
                       **variables)
-    return make_plan(environ, [], 1000.0, QSTAT_TWO_NODES)[0]
+    return make_plan(environ, [], 1000.0, QSTAT_TWO_NODES, workdir.parent / "scratch")[0]
 
 
 def test_plan_of_a_two_node_job_names_its_nodes_processes_and_rendezvous(workdir):
@@ -118,7 +119,7 @@ def test_plan_refuses_a_global_batch_the_processes_cannot_share(workdir):
 
 
 def test_the_next_job_of_a_chain_gets_the_same_nodes_and_processes(workdir):
-    argv, _ = resubmission(two_node_plan(workdir, NPROC="2"), 3, terminated=False)
+    argv, _ = resubmission(two_node_plan(workdir, NPROC="2"), 3, None, None)
     request = parse_qsub_args(argv[1:], environ={})
     assert request.resources["place"] == "scatter" and request.resources["select"].startswith("2:")
     assert decode_value(request.variables["NPROC"]) == "2"
@@ -151,7 +152,7 @@ def test_other_nodes_run_node_sh_through_pbsdsh_at_their_first_nodefile_line(wor
 
 
 def test_a_one_node_job_starts_nothing_elsewhere(workdir):
-    plan = make_plan(job_env(workdir, CONFIG="configs/small.yaml"), [], 0.0, None)[0]
+    plan = make_plan(job_env(workdir, CONFIG="configs/small.yaml"), [], 0.0, None, workdir.parent / "scratch")[0]
     assert node_commands(plan, "train", "/envs/segtrain") == {}
 
 

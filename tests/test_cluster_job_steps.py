@@ -186,7 +186,7 @@ def test_the_continue_hint_asks_for_the_jobs_processes_and_gpus(workdir):
 
 
 def test_a_new_run_directory_is_created_at_job_start_with_this_job_and_its_processes(workdir):
-    first, second = plan_for(workdir), plan_for(workdir)  # two jobs, same config, same second
+    first, second = plan_for(workdir), plan_for(workdir, PBS_JOBID="8.server")  # same config, same second
     assert first.run_dir == second.run_dir  # the preview: nothing created yet
     open_run_dir(first)
     open_run_dir(second)

@@ -164,3 +164,34 @@ def test_qstat_stand_in_shows_an_array_and_with_t_its_subjobs(server, workdir):
     assert "Job Id: 1[].local" in text and "array_indices_submitted = 0-1" in text
     assert "Job Id: 1[1].local" in text and "array_index = 1" in text
     assert "Job Id: 1[0].local" not in text  # finished: shown with -x only
+
+
+def test_jobs_run_with_umask_077_like_pbs_unless_w_umask_says_otherwise(server, workdir):
+    script = job_script(workdir, 'umask; touch "$PBS_O_WORKDIR/made-by-$PBS_JOBID"\n')
+    [private] = run(server, workdir, [script])
+    [shared] = run(server, workdir, ["-W", "umask=022", script])
+    assert output(private).strip() == "0077" and output(shared).strip() == "0022"
+    assert (workdir / "made-by-1.local").stat().st_mode & 0o777 == 0o600
+    assert private.output_paths()[0].stat().st_mode & 0o777 == 0o600  # PBS writes the output with the job's umask
+    assert (workdir / "made-by-2.local").stat().st_mode & 0o777 == 0o644
+    assert shared.output_paths()[0].stat().st_mode & 0o777 == 0o644
+
+
+def test_qdel_kills_the_top_shell_at_once_and_sigterms_the_rest(server, workdir):
+    """The top shell's TERM trap never runs; a child that handles SIGTERM has kill_delay to finish."""
+    script = job_script(workdir, "trap 'echo top-trap' TERM\n"
+                                 "( trap 'echo child-got-TERM; sleep 0.5; echo child-done; exit 0' TERM; "
+                                 "while :; do sleep 0.1; done ) &\n"
+                                 "qdel \"$PBS_JOBID\"\nwait\n")
+    [job] = run(server, workdir, [script], kill_delay=10.0)
+    text = output(job)
+    assert "child-got-TERM" in text and "child-done" in text and "top-trap" not in text
+    assert job.exit_status == 256 + 15 and not job.killed_after_delay
+
+
+def test_the_walltime_sigterm_comes_late_when_the_server_is_configured_so(server, workdir):
+    server.configure(walltime_late_s=2.0)
+    script = job_script(workdir, "trap 'echo TERM after $SECONDS s; exit 0' TERM\nwhile :; do sleep 0.1; done\n")
+    [job] = run(server, workdir, ["-l", "walltime=00:00:01", script])
+    seconds = int(output(job).split("TERM after ")[1].split()[0])
+    assert seconds >= 3 and job.exit_status == EXIT_WALLTIME

@@ -43,7 +43,8 @@ def test_site_comes_from_the_environment_when_not_named(monkeypatch):
 
 @pytest.mark.parametrize("text, name", [
     ("demo", "demo"), ("loss-dice focal", "loss-dice_focal"), ("0-weird;name", "weird_name"),
-    ("a-very-long-config-name", "a-very-long-con"), (";;;", "segtrain"),
+    ("a-very-long-config-name", "a-very-long"), ("tiny-e3b0c4-20261130-162826", "tiny-e3b0c4"),
+    ("averyveryverylongname", "averyveryverylo"), (";;;", "segtrain"),
 ])
 def test_job_names_are_pbs_safe(text, name):
     assert job_name(text) == name

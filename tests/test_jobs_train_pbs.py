@@ -119,6 +119,15 @@ def test_local_demo_job_leaves_scratch_empty(demo_job):
     assert job.exit_status == 0 and not Path(job.scratch).exists() and job.tmpdir_left == []
 
 
+def test_local_demo_job_shares_its_run_and_output_with_the_group_although_pbs_starts_it_with_umask_077(demo_job):
+    repo, _ = demo_job
+    run = only_run(repo)
+    for path in (run, run / "checkpoints", run / "run.json", run / "checkpoints" / "last.pt", run / "logs" / "train.log",
+                 repo / "demo.o1"):
+        assert path.stat().st_mode & 0o040, path  # group-readable (the job script's #PBS -W umask=022)
+    assert server_of(repo).get("1.local").umask == "022"
+
+
 def test_local_demo_job_writes_its_output_next_to_the_config_like_pbs(demo_job):
     repo, _ = demo_job
     text = (repo / "demo.o1").read_text()

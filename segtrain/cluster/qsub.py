@@ -27,6 +27,7 @@ CONFIG, OVERRIDES, RUN, DATA, RUNS = "CONFIG", "OVERRIDES", "RUN", "DATA", "RUNS
 MAX_RESUBMITS, RESUBMITS, MARGIN = "MAX_RESUBMITS", "RESUBMITS", "WALLTIME_MARGIN"
 MANIFEST = "MANIFEST"  # a grid's manifest: a job array's subjob takes its point's config and overrides there
 ENV_VARIABLE = "SEGTRAIN_ENV"
+NPROC = "NPROC"  # trainer processes per node (default: one per GPU)
 JOB_VARIABLES = (CONFIG, OVERRIDES, RUN, DATA, RUNS, MAX_RESUBMITS, RESUBMITS, MARGIN, MANIFEST, ENV_VARIABLE)
 
 
@@ -104,7 +105,7 @@ def job_argv(config: Optional[str], overrides: Sequence[str], *, script: str = "
              resources: Optional[Mapping[str, str]] = None, data: Optional[str] = None, runs: Optional[str] = None,
              run: Optional[str] = None, max_resubmits: Optional[int] = None, margin: Optional[str] = None,
              env: Optional[str] = None, queue: Optional[str] = None, manifest: Optional[str] = None,
-             array: Optional[str] = None) -> list[str]:
+             array: Optional[str] = None, nproc: Optional[int] = None) -> list[str]:
     """The qsub words of one training job: a new run of ``config``, or (config None) continuing ``run``,
     or (``manifest`` and ``array``) a job array whose subjobs each train one point of a grid."""
     from segtrain.cluster.site import job_name
@@ -113,7 +114,8 @@ def job_argv(config: Optional[str], overrides: Sequence[str], *, script: str = "
         raise UserError(f"--env {env!r}: the environment path may not contain commas, quotes, backslashes or %")
     variables = {CONFIG: config or "", OVERRIDES: join_overrides(overrides), DATA: data or "", RUNS: runs or "",
                  RUN: run or "", MAX_RESUBMITS: "" if max_resubmits is None else str(max_resubmits),
-                 MARGIN: margin or "", MANIFEST: manifest or "", ENV_VARIABLE: env or ""}
+                 MARGIN: margin or "", MANIFEST: manifest or "", ENV_VARIABLE: env or "",
+                 NPROC: "" if nproc is None else str(nproc)}
     extra = (["-q", queue] if queue else []) + (["-J", array] if array else [])
     return qsub_argv(script, variables, name=name or job_name(Path(config or run or "").stem), resources=resources,
                      extra=extra)

@@ -146,9 +146,15 @@ def check_size(text: str, what: str) -> str:
 
 
 def job_name(text: str) -> str:
-    """A PBS-safe job name from any text: letters, digits, ``_.-``, starting with a letter, <= 15."""
+    """A PBS-safe job name from any text: letters, digits, ``_.-``, starting with a letter, <= 15; a longer
+    name is cut at its last ``-``, ``_`` or ``.`` that fits (``tiny-e3b0c4-20261130-162826`` -> ``tiny-e3b0c4``),
+    not mid-word."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", text).lstrip("_.-0123456789") or DEFAULT_JOB_NAME
-    return name[:JOB_NAME_MAX]
+    if len(name) <= JOB_NAME_MAX:
+        return name
+    head = name[:JOB_NAME_MAX + 1]
+    cut = max(head.rfind(sep) for sep in "-_.")
+    return name[:cut] if cut > 0 else name[:JOB_NAME_MAX]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

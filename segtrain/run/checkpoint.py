@@ -57,11 +57,20 @@ def load_latest(checkpoints: Path, warn=print) -> Optional[dict]:
 
 
 def mirror_files(run_dir: Path, mirror: Path, names: list[str]) -> None:
-    """Copy the named files of a run directory to the same place under ``mirror``, atomically."""
+    """Copy the named files of a run directory to the same place under ``mirror``, atomically, with their
+    modification times; a file already there with the same size and time is not copied again.
+
+    A job stopped by SIGTERM has 10 s before SIGKILL: its final mirror then writes only what changed
+    since the last checkpoint (run.json, metrics), and the job's copy-back skips what the mirror wrote.
+    """
     for name in names:
-        src = run_dir / name
-        if src.exists():
-            atomic_copy(src, mirror / name)
+        src, dst = run_dir / name, mirror / name
+        if not src.exists():
+            continue
+        st = src.stat()
+        if dst.is_file() and (dst.stat().st_size, dst.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+            continue
+        atomic_copy(src, dst, keep_mtime=True)
 
 
 def capture_rng() -> dict[str, Any]:

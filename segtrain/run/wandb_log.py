@@ -8,9 +8,11 @@ user's own ``wandb login`` / ``WANDB_API_KEY`` environment.
 """
 from __future__ import annotations
 
+import sys
+import threading
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -75,7 +77,17 @@ class WandbLogger:
         artifact.add_file(str(path))
         self.run.log_artifact(artifact)
 
-    def finish(self, exit_code: int) -> None:
-        if self.run is not None:
-            self.run.finish(exit_code=exit_code)
-            self.run = None
+    def finish(self, exit_code: int, timeout_s: Optional[float] = None) -> None:
+        """End the W&B run; with ``timeout_s``, wait no longer than that for W&B (a job after SIGTERM)."""
+        if self.run is None:
+            return
+        run, self.run = self.run, None
+        if timeout_s is None:
+            run.finish(exit_code=exit_code)
+            return
+        finishing = threading.Thread(target=run.finish, kwargs={"exit_code": exit_code}, daemon=True)
+        finishing.start()
+        finishing.join(timeout_s)
+        if finishing.is_alive():
+            print(f"warning: W&B did not finish within {timeout_s:.0f} s; metrics.jsonl has every value "
+                  "(segtrain wandb-sync can replay it)", file=sys.stderr)

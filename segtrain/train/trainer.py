@@ -45,6 +45,7 @@ from segtrain.run.directory import RunDir, create_run_dir, run_name
 from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
 from segtrain.run.wandb_log import WandbLogger, new_wandb_id, wandb_values
 
+WANDB_STOP_TIMEOUT_S = 3.0  # W&B's share of the 10 s between SIGTERM and SIGKILL
 MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, calibration.FILE, f"checkpoints/{ckpt.LAST}",
             f"checkpoints/{ckpt.BEST}"]
 
@@ -226,24 +227,27 @@ class _Run:
         self.wandb = WandbLogger(cfg.logging.wandb, rd.path, rd.path.name, wandb_id, to_dict(cfg), enabled=self.ctx.is_main)
         self.wandb_id = wandb_id
         status, code = "failed", EXIT_FAILED
-        try:
-            with StopSignals() as self.signals:
+        # The signals are caught over the wrap-up too: PBS's walltime SIGTERM can land while a time-limit
+        # stop is exiting, and must not kill the trainer between its checkpoint and its final record.
+        with StopSignals() as self.signals:
+            try:
                 code = self._epochs()
-            status = "done" if code == EXIT_OK else "stopped"
-            return code
-        except TrainingFailed as exc:
-            self.console.message(f"error: {exc}")
-            return EXIT_FAILED
-        except UserError:
-            code = EXIT_USER_ERROR
-            raise
-        finally:
-            self.wandb.finish(code)
-            if self.ctx.is_main:
-                self.log.close()
-                rd.end_segment(status, code, end_step=self.pos.step)
-                if self.opts.mirror:
-                    ckpt.mirror_files(rd.path, self.opts.mirror, MIRRORED)
+                status = "done" if code == EXIT_OK else "stopped"
+                return code
+            except TrainingFailed as exc:
+                self.console.message(f"error: {exc}")
+                return EXIT_FAILED
+            except UserError:
+                code = EXIT_USER_ERROR
+                raise
+            finally:
+                # After a SIGTERM, SIGKILL comes 10 s later: W&B gets a bounded time (metrics.jsonl is the record).
+                self.wandb.finish(code, timeout_s=WANDB_STOP_TIMEOUT_S if self.signals.received else None)
+                if self.ctx.is_main:
+                    self.log.close()
+                    rd.end_segment(status, code, end_step=self.pos.step)
+                    if self.opts.mirror:
+                        ckpt.mirror_files(rd.path, self.opts.mirror, MIRRORED)
 
     def _epochs(self) -> int:
         cfg, pos = self.cfg, self.pos

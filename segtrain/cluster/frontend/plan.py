@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Callable, Optional, Sequence
 
 from segtrain.cluster import qsub
+from segtrain.cluster.qsub import resolve_path
 from segtrain.cluster.frontend.grid import MANIFEST_NAME, Grid, format_override, is_grid_file, load_grid, write_manifest
 from segtrain.cluster.frontend.lint import WARNING, Finding, lint_request, lint_script, raise_errors
 from segtrain.cluster.directives import format_hms, job_request, parse_hms
@@ -25,7 +26,7 @@ from segtrain.cluster.site import JOB_NAME_MAX, SCRIPT_SITE, Site, check_size, j
 from segtrain.cluster.frontend.status import RunSummary, append_log, log_path, summarize_run
 from segtrain.config import Config, load_config
 from segtrain.errors import UserError
-from segtrain.run.directory import make_run_name, now_iso, unique_path
+from segtrain.run.directory import RunDir, create_run_dir, now_iso, run_name, unique_path
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ class Submission:
     grid_dir: Optional[Path] = None
     config: Optional[str] = None  # as the jobs get it (relative to the submit folder where inside it)
     findings: list[Finding] = field(default_factory=list)
+    # The folder a submission makes (a config's run directory, a grid's folder): named here as a preview,
+    # created exclusively by ``execute`` under this name (or name-2, ...); ``replan`` makes the
+    # submission for the folder really created, when another took the preview's name meanwhile.
+    new_folder: Optional[str] = None
+    replan: Optional[Callable[[Path], "Submission"]] = None
 
     @property
     def manifest(self) -> Optional[Path]:
@@ -80,7 +86,7 @@ class Preflight:
         cfg = load_config(config, overrides)
         if not self.opts.check_data:
             return cfg
-        root = _resolve(self.workdir, self.opts.data or cfg.data.root)
+        root = resolve_path(self.workdir, self.opts.data or cfg.data.root)
         key = (root, str(cfg.data.bands), cfg.model.in_channels)
         if key in self._checked or root.is_file():  # an archive is checked by the job, once unpacked
             return cfg
@@ -129,25 +135,35 @@ def plan_target(target: Path, overrides: Sequence[str], opts: JobOptions, workdi
 
 
 def plan_config(config: Path, overrides: Sequence[str], opts: JobOptions, workdir: Path) -> Submission:
-    """One new run of ``config``; its run directory chosen now (``run.name``, else named as the trainer would)."""
+    """One new run of ``config``; its run directory (``run.name``, else named as the trainer would) is made
+    when the job is submitted and handed to it as ``RUN``."""
     cfg = Preflight(workdir, opts)(config, overrides)
-    runs_root = _resolve(workdir, opts.runs or cfg.run.root)
-    run_dir = unique_path(runs_root, cfg.run.name or make_run_name(config, overrides))
-    words = list(overrides)
-    if run_dir.name != cfg.run.name:
-        words.append(format_override("run.name", run_dir.name, "run.name"))
+    runs_root = resolve_path(workdir, opts.runs or cfg.run.root)
+    name = run_name(config, overrides, cfg.run.name)
     job_config = _for_job(config, workdir)
-    argv = _job_argv(opts, workdir, job_config, words, runs=opts.runs)
-    return _linted(Submission(workdir, runs_root, [PlannedRun(run_dir.absolute())], [argv], config=job_config), opts)
+
+    def planned(run_dir: Path) -> Submission:
+        argv = _job_argv(opts, workdir, job_config, overrides, runs=opts.runs, run=_for_job(run_dir, workdir),
+                         name=opts.name or job_name(name))
+        return _linted(Submission(workdir, runs_root, [PlannedRun(run_dir.absolute())], [argv], config=job_config,
+                                  new_folder=name, replan=planned), opts)
+
+    return planned(unique_path(runs_root, name))
 
 
 def plan_continue(run_dir: Path, opts: JobOptions, workdir: Path) -> Submission:
-    """Another job for an existing run (its own config.yaml; its data set as run.json recorded it)."""
+    """Another job for an existing run (its own config.yaml; its data set as run.json recorded it), with as
+    many trainer processes, nodes and GPUs as wrote its checkpoint (unless resources are given)."""
     load_config(run_dir / "config.yaml")  # a config that no longer loads fails here, not in the queue
     run_dir = run_dir.absolute()
     in_grid = (run_dir.parent / MANIFEST_NAME).is_file()
     runs_root = run_dir.parent.parent if in_grid else run_dir.parent  # where the run's submissions are logged
-    argv = _job_argv(opts, workdir, None, [], runs=opts.runs, run=_for_job(run_dir, workdir))
+    recorded = RunDir(run_dir).read_info().get("processes") or {}
+    resources = {k: v for k, v in (recorded.get("resources") or {}).items() if k in ("select", "place")}
+    resources = {**resources, **opts.resources}
+    nproc = recorded.get("per_node") if recorded.get("per_node", 1) > 1 and "select" not in opts.resources else None
+    argv = _job_argv(dataclasses.replace(opts, resources=resources), workdir, None, [], runs=opts.runs,
+                     run=_for_job(run_dir, workdir), name=opts.name or job_name(run_dir.name), nproc=nproc)
     return _linted(Submission(workdir, runs_root, [PlannedRun(run_dir)], [argv]), opts)
 
 
@@ -162,33 +178,38 @@ def plan_grid(path: Path, extra: Sequence[str], opts: JobOptions, workdir: Path,
             configs.append(preflight(grid.base, point.overrides))
         except UserError as exc:
             raise UserError(f"{grid.path}: point {point.index} ({point.label}): {exc}") from None
-    runs_root = _resolve(workdir, opts.runs or configs[0].run.root)
+    runs_root = resolve_path(workdir, opts.runs or configs[0].run.root)
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    grid_dir = unique_path(runs_root, f"{grid.name}-{stamp}").absolute()
     width = max(2, len(str(len(grid.points) - 1)))
     names = [f"{grid.name}-{p.index:0{width}d}" for p in grid.points]
     grid = dataclasses.replace(grid, points=[
         dataclasses.replace(p, overrides=[*p.overrides, format_override("run.name", name, "run.name")])
         for p, name in zip(grid.points, names)])
-    runs = [PlannedRun(grid_dir / name, p.index, p.label) for p, name in zip(grid.points, names)]
-    config, runs_var = _for_job(grid.base, workdir), _for_job(grid_dir, workdir)
     array = array and len(grid.points) > 1  # qsub -J needs at least two subjobs
-    if array:
-        jobs = [_job_argv(opts, workdir, None, [], runs=runs_var, name=opts.name or job_name(grid.name),
-                          manifest=_for_job(grid_dir / MANIFEST_NAME, workdir),
-                          array=f"0-{len(grid.points) - 1}")]
-    else:
-        jobs = [_job_argv(opts, workdir, config, p.overrides, runs=runs_var, name=opts.name or _point_job_name(grid, p.index))
-                for p in grid.points]
-    return _linted(Submission(workdir, runs_root, runs, jobs, array, grid, grid_dir, config), opts)
+
+    def planned(grid_dir: Path) -> Submission:
+        grid_dir = grid_dir.absolute()
+        runs = [PlannedRun(grid_dir / name, p.index, p.label) for p, name in zip(grid.points, names)]
+        config, runs_var = _for_job(grid.base, workdir), _for_job(grid_dir, workdir)
+        if array:
+            jobs = [_job_argv(opts, workdir, None, [], runs=runs_var, name=opts.name or job_name(grid.name),
+                              manifest=_for_job(grid_dir / MANIFEST_NAME, workdir),
+                              array=f"0-{len(grid.points) - 1}")]
+        else:
+            jobs = [_job_argv(opts, workdir, config, p.overrides, runs=runs_var,
+                              name=opts.name or _point_job_name(grid, p.index)) for p in grid.points]
+        return _linted(Submission(workdir, runs_root, runs, jobs, array, grid, grid_dir, config,
+                                  new_folder=f"{grid.name}-{stamp}", replan=planned), opts)
+
+    return planned(unique_path(runs_root, f"{grid.name}-{stamp}"))
 
 
 def _job_argv(opts: JobOptions, workdir: Path, config: Optional[str], overrides: Sequence[str], *,
               runs: Optional[str], run: Optional[str] = None, name: Optional[str] = None,
-              manifest: Optional[str] = None, array: Optional[str] = None) -> list[str]:
+              manifest: Optional[str] = None, array: Optional[str] = None, nproc: Optional[int] = None) -> list[str]:
     return qsub.job_argv(config, overrides, script=opts.script, name=name or opts.name, resources=opts.resources,
                            data=opts.data, runs=runs, run=run, max_resubmits=opts.max_resubmits, margin=opts.margin,
-                           env=opts.env, queue=opts.queue, manifest=manifest, array=array)
+                           env=opts.env, queue=opts.queue, manifest=manifest, array=array, nproc=nproc)
 
 
 def _point_job_name(grid: Grid, index: int) -> str:
@@ -204,13 +225,9 @@ def _linted(sub: Submission, opts: JobOptions) -> Submission:
     return sub
 
 
-def _resolve(workdir: Path, text: str | Path) -> Path:
-    return (workdir / Path(text).expanduser()).absolute()
-
-
 def _for_job(path: Path, workdir: Path) -> str:
     """A path as a job variable: relative to the submit folder (the job's $PBS_O_WORKDIR) when inside it."""
-    path = _resolve(workdir, path)
+    path = resolve_path(workdir, path)
     normal = Path(os.path.normpath(path))
     return os.path.relpath(normal, workdir) if normal.is_relative_to(workdir.absolute()) else str(normal)
 
@@ -241,13 +258,18 @@ def dry_run_text(sub: Submission) -> str:
 
 # ---- submitting -----------------------------------------------------------------------------------
 def execute(sub: Submission, qsub: Callable[[list[str]], str]) -> list[str]:
-    """Write the manifest, submit every command with ``qsub``, log each job; the job ids."""
+    """Make the submission's folder, write the manifest, submit every command with ``qsub``, log each job;
+    the job ids. ``sub`` is updated when its folder got another name than the preview's."""
+    if sub.new_folder is not None:
+        made = create_run_dir(sub.runs_root, sub.new_folder)
+        if made != (sub.grid_dir or sub.runs[0].run_dir) and sub.replan is not None:
+            vars(sub).update(vars(sub.replan(made)))
+        sub.new_folder = None
     if sub.grid is not None:
         try:
-            sub.grid_dir.mkdir(parents=True)
             write_manifest(sub.manifest, sub.grid, sub.config, [r.run_dir.name for r in sub.runs], now_iso())
         except OSError as exc:
-            raise UserError(f"{sub.grid_dir}: cannot write the grid's folder and manifest: {exc}") from None
+            raise UserError(f"{sub.grid_dir}: cannot write the grid's manifest: {exc}") from None
     ids: list[str] = []
     for number, argv in enumerate(sub.jobs):
         try:

@@ -29,7 +29,8 @@ from segtrain.run.directory import RunDir
 
 LOG_NAME = "submissions.jsonl"
 QSTAT_TIMEOUT_S = 60
-QUEUED_STATES, ENDED_STATES = set("QHWTS"), set("FX")
+QUEUED_STATES, ENDED_STATES = set("QHWTS"), set("FXU")
+UNKNOWN = "U"  # not our letter: qstat answered "Unknown Job Id" (ended, and forgotten without job history)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class RunSummary:
     """One row of a status table."""
     name: str
     path: Path
-    status: str  # not started, queued, running, resubmitted, stopped, done, failed
+    status: str  # not started, queued, starting (staging), running, resubmitted, stopped, done, failed
     job_id: Optional[str]  # the latest job of the run
     epoch: Optional[int]
     step: Optional[int]
@@ -77,7 +78,12 @@ def read_log(runs_root: Path) -> list[dict]:
 
 # ---- qstat ----------------------------------------------------------------------------------------
 def qstat_states(job_ids: Sequence[str], qstat: Sequence[str] = ("qstat",)) -> dict[str, JobState]:
-    """States of jobs (finished ones too) from ``qstat -x -f``; empty where qstat cannot answer."""
+    """States of jobs (finished ones too) from ``qstat -x -f``; empty where qstat cannot answer.
+
+    Stock OpenPBS keeps no history (``job_history_enable`` is off by default): a job that has ended is
+    then "Unknown Job Id", shown here as state ``U``, so that a run its killed job left reading
+    "running" still shows as failed.
+    """
     if not job_ids:
         return {}
     try:
@@ -89,6 +95,9 @@ def qstat_states(job_ids: Sequence[str], qstat: Sequence[str] = ("qstat",)) -> d
     for job_id, attrs in parse_qstat_full(out.stdout).items():
         status = attrs.get("Exit_status", "").strip()
         states[job_id] = JobState(attrs.get("job_state", "?"), int(status) if status.lstrip("-").isdigit() else None)
+    for job_id in job_ids:
+        if job_id not in states and f"Unknown Job Id {job_id}" in out.stderr:
+            states[job_id] = JobState(UNKNOWN, None)
     return states
 
 
@@ -116,11 +125,11 @@ def _info(run_dir: Path) -> dict:
 def latest_job(info: dict, submitted_as: Optional[str] = None) -> tuple[Optional[str], bool]:
     """A run's latest job (its run.json's, else the one it was submitted as), and whether that job is a
     resubmission that has not started yet."""
-    segment_jobs = [s.get("job_id") for s in info.get("segments", [])]
+    started = [j.get("id") for j in info.get("jobs", [])] or [s.get("job_id") for s in info.get("segments", [])]
     resubmissions = info.get("resubmissions", [])
-    if resubmissions and resubmissions[-1]["to"] not in segment_jobs:
+    if resubmissions and resubmissions[-1]["to"] not in started:
         return resubmissions[-1]["to"], True
-    return (segment_jobs[-1] if segment_jobs else submitted_as), False
+    return (started[-1] if started else submitted_as), False
 
 
 def _status(info: dict, pending: bool, job: Optional[JobState]) -> str:
@@ -133,7 +142,7 @@ def _status(info: dict, pending: bool, job: Optional[JobState]) -> str:
     status = info.get("status", "?")
     if status == "stopped" and pending:
         return "resubmitted"
-    if status == "running" and job is not None and job.state in ENDED_STATES:
+    if status in ("starting", "running") and job is not None and job.state in ENDED_STATES:
         return "failed"  # its job ended without the trainer writing a final status: killed
     return status
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
 from segtrain.cluster.directives import parse_select
+from segtrain.cluster.qsub import NPROC  # job variable: processes per node, whatever the GPUs (tests on CPU)
 from segtrain.errors import UserError
 
-NPROC = "NPROC"  # job variable: processes per node, whatever the GPUs (tests on CPU)
 # The rendezvous port follows from the job id, so every node knows it from the plan. The band lies
 # below Linux's ephemeral range (32768-60999): no outgoing connection on the node is given it.
 RDZV_PORT_BASE = 29500

@@ -163,7 +163,7 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     if cfg.train.batch_size % world:
         raise UserError(f"train.batch_size: {cfg.train.batch_size} (the global batch) is not divisible by the {world} "
                         f"processes of this job ({max(len(found), 1)} node(s) x {nproc}, {nproc_source})")
-    continuing = run is not None and (run / "config.yaml").is_file()
+    continuing = run is not None and any((run / name).exists() for name in ("config.yaml", "checkpoints"))
     recorded = info.get(PROCESSES_KEY) or {}
     if continuing and recorded.get("world") not in (None, world):
         raise UserError(f"{qsub.RUN}={run}: its checkpoint was written by {recorded['world']} processes "
@@ -205,23 +205,24 @@ def rerun_run_dir(runs: Path, job_id: str, attrs: Mapping[str, str]) -> Optional
 
 
 def open_run_dir(plan: Plan) -> None:
-    """Make a new run's directory on storage (exclusively: another job never shares it) and log it next to
-    the runs, so that ``--status`` and ``segtrain runs`` see a plain ``qsub`` job at once; record this job
-    and its processes in run.json (a continuation by hand asks for as many)."""
-    from segtrain.cluster.frontend.status import append_log
+    """Make a new run's directory on storage (exclusively: no other job ever shares it) and log it next to
+    the runs, so that ``--status`` and ``segtrain runs`` see a plain ``qsub`` job at once; record in
+    run.json that this job started (status "starting" until the trainer runs) and its processes (a
+    continuation by hand asks for as many)."""
+    from segtrain.cluster.frontend.status import append_log, read_log
 
-    run = RunDir(plan.run_dir)
     if plan.new_run_name is not None:
-        run = RunDir(create_run_dir(Path(plan.runs), plan.new_run_name))
-        plan.run_dir = str(run.path)
-        if plan.logged:
+        plan.run_dir = str(create_run_dir(Path(plan.runs), plan.new_run_name))
+        plan.new_run_name = None
+        if plan.logged and not any(entry.get("job_id") == plan.job_id for entry in read_log(Path(plan.runs))):
             append_log(Path(plan.runs), [{"at": now_iso(), "job_id": plan.job_id, "array_id": None,
-                                          "run": run.path.name, "grid": None, "index": None}])
-        run.update_info(name=run.path.name, created=now_iso(), status="starting")
-    world = plan.nproc_per_node * max(len(plan.hosts), 1)
-    jobs = run.read_info().get("jobs", [])
-    run.update_info(job_id=plan.job_id, jobs=jobs + [{"id": plan.job_id, "started": now_iso()}],
-                    **{PROCESSES_KEY: {"world": world, "nodes": max(len(plan.hosts), 1),
+                                          "run": Path(plan.run_dir).name, "grid": None, "index": None}])
+    run = RunDir(plan.run_dir)
+    info = run.read_info()
+    nodes_n = max(len(plan.hosts), 1)
+    run.update_info(name=info.get("name", run.path.name), created=info.get("created", now_iso()), status="starting",
+                    job_id=plan.job_id, jobs=info.get("jobs", []) + [{"id": plan.job_id, "started": now_iso()}],
+                    **{PROCESSES_KEY: {"world": plan.nproc_per_node * nodes_n, "nodes": nodes_n,
                                        "per_node": plan.nproc_per_node, "resources": plan.resources}})
 
 
