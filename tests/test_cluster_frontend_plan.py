@@ -167,6 +167,8 @@ def test_resources_are_set_per_submission_over_the_scripts_directives(workdir, c
     (["--site", "openpbs", "--gpus", "1"], "defines no GPU resource"),
     (["--walltime", "30:00:00", "--queue", "gpu"], "queue gpu takes at most 24:00:00"),
     (["--gpus", "12"], "no metacentrum node has more than 8 GPUs"),
+    (["--walltime", "00:00:15"], "walltime=00:00:15: no longer than the 00:01:00 kept at the end for the checkpoint"),
+    (["--walltime", "00:10:00", "--margin", "00:10:00"], "(WALLTIME_MARGIN=00:10:00): the trainer would get no time"),
 ])
 def test_resource_requests_the_site_cannot_meet_are_refused(workdir, capsys, args, message):
     assert main(["submit", "configs/demo.yaml", "--dry-run", *args]) == 2

@@ -254,3 +254,19 @@ def test_finish_step_copies_back_and_exits_10_when_no_resubmission_is_due(workdi
     assert (Path(plan.run_dir) / "metrics.jsonl").is_file() and not qsub_file.exists()
     assert main(["finish", str(path), "--trainer-exit", "3", "--next", str(qsub_file)]) == 0
     assert qsub_file.read_bytes().split(b"\0")[0] == b"qsub"
+
+
+def test_a_walltime_raised_with_qextend_moves_the_trainers_deadline(workdir, capsys):
+    path = workdir.parent / "job" / "plan.json"
+    plan = plan_for(workdir, WALLTIME_MARGIN="00:01:00")
+    plan.data_root = "/scratch/data"
+    plan.save(path)
+    words, _ = trainer_args(plan, load_config(plan.config), now=plan.job_start, deadline_file=path.parent / "deadline")
+    assert words[words.index("--deadline-file") + 1] == str(path.parent / "deadline")
+    qstat = workdir.parent / "qstat.txt"
+    qstat.write_text(QSTAT)  # unchanged: nothing written
+    assert main(["deadline", str(path), "--qstat", str(qstat)]) == 0 and not (path.parent / "deadline").exists()
+    qstat.write_text(QSTAT.replace("01:00:00", "03:00:00"))  # qextend +2 h
+    assert main(["deadline", str(path), "--qstat", str(qstat)]) == 0
+    assert float((path.parent / "deadline").read_text()) == plan.job_start + 3 * 3600 - 60
+    assert Plan.load(path).walltime_s == 3 * 3600 and "walltime now 03:00:00" in capsys.readouterr().out

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from segtrain.cluster.frontend.grid import load_grid, write_manifest
-from segtrain.cluster.job.steps import make_plan, resubmission
+from segtrain.cluster.job.resubmit import resubmission
+from segtrain.cluster.job.steps import make_plan
 from segtrain.cluster.directives import parse_qsub_args
 from segtrain.cluster.qsub import job_argv, subjob_id
 from segtrain.errors import UserError
@@ -35,7 +36,7 @@ def subjob_env(workdir: Path, index: str | None) -> dict:
 
 
 def test_a_subjob_trains_the_config_and_overrides_of_its_point(workdir):
-    plan, cfg = make_plan(subjob_env(workdir, "1"), [], 0.0, None)
+    plan, cfg = make_plan(subjob_env(workdir, "1"), [], 0.0, None, workdir.parent / "scratch")
     assert plan.config == str(workdir / "configs" / "small.yaml") and plan.overrides == ["optim.lr=0.2"]
     assert cfg.optim.lr == 0.2 and Path(plan.run_dir).parent == workdir / "runs" / "g-1"
 
@@ -43,12 +44,12 @@ def test_a_subjob_trains_the_config_and_overrides_of_its_point(workdir):
 @pytest.mark.parametrize("index, message", [(None, "PBS_ARRAY_INDEX is unset"), ("7", "no point 7")])
 def test_a_job_that_is_not_one_of_the_manifests_subjobs_fails_in_the_plan_step(workdir, index, message):
     with pytest.raises(UserError, match=message):
-        make_plan(subjob_env(workdir, index), [], 0.0, None)
+        make_plan(subjob_env(workdir, index), [], 0.0, None, workdir.parent / "scratch")
 
 
 def test_a_subjob_resubmits_its_run_as_a_plain_job_without_a_dependency_on_itself(workdir):
-    plan, _ = make_plan(subjob_env(workdir, "0"), [], 0.0, None)
-    argv, _ = resubmission(plan, 3, terminated=False)
+    plan, _ = make_plan(subjob_env(workdir, "0"), [], 0.0, None, workdir.parent / "scratch")
+    argv, _ = resubmission(plan, 3, None, None)
     request = parse_qsub_args(argv[1:], environ={})
     assert "depend" not in request.attributes and request.array is None
     assert request.variables["RUN"] == plan.run_dir and "MANIFEST" not in request.variables

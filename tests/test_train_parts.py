@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,16 @@ def test_time_budget_keeps_room_for_a_step_validation_and_checkpoint():
     assert not budget.exhausted(validation_next=False)  # 20 + 5 + 10 = 35 fits
     assert budget.exhausted(validation_next=True)  # 20 + 30 + 5 + 10 = 65 does not
     assert not TimeBudget(None).exhausted(True)
+
+
+def test_time_budget_takes_a_later_deadline_from_its_file_when_it_changes(tmp_path):
+    deadline = tmp_path / "deadline"
+    budget = TimeBudget(limit_s=100, margin_s=10, deadline_file=deadline)
+    assert 99 < budget.remaining() <= 100  # no file yet: the limit it was given
+    deadline.write_text(f"{time.time() + 3600}\n")  # qextend: an hour from now
+    assert 3599 < budget.remaining() <= 3600
+    deadline.write_text("not a number")
+    assert 3599 < budget.remaining() <= 3600  # an unreadable deadline changes nothing
 
 
 def test_run_names_are_readable_and_differ_by_overrides():

@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mirror", type=Path, help="also copy checkpoints, run.json and metrics here (atomically)")
     parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                         help="stop with a checkpoint (exit 3) before this many seconds have passed")
+    parser.add_argument("--deadline-file", type=Path, metavar="PATH",
+                        help="a file holding a later deadline (epoch seconds) that replaces the time limit when "
+                             "it changes (a PBS job writes it after a qextend)")
     dist = parser.add_argument_group("several processes (DDP through torch.distributed's elastic launcher)")
     dist.add_argument("--nproc-per-node", type=int, default=1, help="processes on this node, one per GPU")
     dist.add_argument("--nnodes", type=int, default=1, help="nodes taking part (all run this same command)")
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     opts = TrainOptions(config_path=args.config, overrides=list(args.overrides), run_dir=args.run_dir,
-                        mirror=args.mirror, time_limit=args.time_limit)
+                        mirror=args.mirror, time_limit=args.time_limit, deadline_file=args.deadline_file)
     if (args.nproc_per_node > 1 or args.nnodes > 1) and "LOCAL_RANK" not in os.environ:
         from segtrain.preflight import check_dataset
         from segtrain.train.launch import LaunchSpec, launch
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         check_dataset(cfg)  # fail here, once, before starting processes
         spec = LaunchSpec(args.nproc_per_node, args.nnodes, args.node_rank, args.rdzv_endpoint, args.rdzv_id)
         worker_args = [args.config, *args.overrides]
-        for flag, value in (("--mirror", args.mirror), ("--time-limit", args.time_limit)):
+        for flag, value in (("--mirror", args.mirror), ("--time-limit", args.time_limit),
+                            ("--deadline-file", args.deadline_file)):
             if value is not None:
                 worker_args += [flag, str(value)]
         return launch(spec, opts.run_dir or default_run_dir(cfg, opts), worker_args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 
@@ -42,13 +43,15 @@ class TimeBudget:
     (process exit, W&B flush) and the polling delay of PBS.
     """
 
-    def __init__(self, limit_s: Optional[float], margin_s: float = 10.0):
+    def __init__(self, limit_s: Optional[float], margin_s: float = 10.0, deadline_file: Optional[Path] = None):
         self.limit_s = limit_s
         self.margin_s = margin_s
         self.start = time.monotonic()
         self.step_s = 0.0
         self.validation_s = 0.0
         self.checkpoint_s = 1.0  # until a checkpoint has been timed
+        self.deadline_file = deadline_file  # a PBS job rewrites it after a qextend
+        self._deadline_seen: Optional[int] = None
 
     def record_step(self, seconds: float) -> None:
         self.step_s = max(seconds, 0.8 * self.step_s)  # decays slowly from a slow outlier
@@ -60,7 +63,23 @@ class TimeBudget:
         self.checkpoint_s = max(self.checkpoint_s, seconds)
 
     def remaining(self) -> float:
+        self._follow_deadline_file()
         return float("inf") if self.limit_s is None else self.limit_s - (time.monotonic() - self.start)
+
+    def _follow_deadline_file(self) -> None:
+        """A new deadline (epoch seconds) in ``deadline_file`` replaces the limit: a walltime raised with
+        ``qextend`` while the job runs. Read only when the file changed (one stat per step)."""
+        if self.deadline_file is None:
+            return
+        try:
+            changed = self.deadline_file.stat().st_mtime_ns
+            if changed == self._deadline_seen:
+                return
+            deadline = float(self.deadline_file.read_text())
+        except (OSError, ValueError):
+            return
+        self._deadline_seen = changed
+        self.limit_s = deadline - time.time() + (time.monotonic() - self.start)
 
     def exhausted(self, validation_next: bool) -> bool:
         """True when another step, plus a validation if one follows, would not leave room to checkpoint."""

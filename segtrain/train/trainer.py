@@ -62,6 +62,7 @@ class TrainOptions:
     run_dir: Optional[Path] = None
     mirror: Optional[Path] = None
     time_limit: Optional[float] = None  # seconds from start
+    deadline_file: Optional[Path] = None  # a later deadline (epoch seconds) a PBS job writes after a qextend
 
 
 @dataclass
@@ -105,7 +106,7 @@ class _Run:
 
     def __init__(self, cfg: Config, opts: TrainOptions, ctx: DistContext, device: torch.device, in_channels: int):
         self.cfg, self.opts, self.ctx, self.device = cfg, opts, ctx, device
-        self.budget = TimeBudget(opts.time_limit)
+        self.budget = TimeBudget(opts.time_limit, deadline_file=opts.deadline_file)
         self.launcher_pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
         self.rd = RunDir(opts.run_dir)
         state, notes = self._open_run_dir()  # the checkpoint to resume from: local, so it is freed after set-up
@@ -333,7 +334,9 @@ class _Run:
         starts workers in their own sessions: a PBS that tracks jobs by session and SIGKILLs the
         launcher would leave them running unseen, so a worker whose parent changed stops too.
         """
-        reason = self.signals.received or ("time limit" if self.budget.exhausted(validation_next) else None)
+        # The time limit is rank 0's to judge: only its node has the deadline file a qextend rewrites.
+        out_of_time = self.ctx.is_main and self.budget.exhausted(validation_next)
+        reason = self.signals.received or ("time limit" if out_of_time else None)
         if reason is None and self.launcher_pid is not None and os.getppid() != self.launcher_pid:
             reason = "launcher gone"
         every_steps, every_min = self.cfg.train.checkpoint_every_steps, self.cfg.train.checkpoint_every_minutes

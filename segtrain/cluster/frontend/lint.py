@@ -7,7 +7,8 @@ the command line's options over them) and on the script file itself:
 - ``gpu_cap=cudaNN``: MetaCentrum's obsolete form, which makes a job that never starts
   (the current form is ``gpu_cap=compute_NN``);
 - no scratch resource on a site whose jobs get ``$SCRATCHDIR`` only when they ask for one;
-- a walltime over the queue's maximum (the named queue, or the one routing would pick);
+- a walltime over the queue's maximum (the named queue, or the one routing would pick), or no
+  longer than the margin the job keeps for its final checkpoint and copy-back;
 - more GPUs in a chunk than any node of the site has;
 - resource names the site does not define ("qsub: Unknown resource"): an error when it looks
   like a typo of a known name, a warning otherwise (the site may define more than its profile).
@@ -25,6 +26,8 @@ from typing import Optional
 from segtrain.cluster.directives import JobRequest, parse_select
 from segtrain.cluster.site import SITES, Site
 from segtrain.cluster.directives import format_hms, parse_hms
+from segtrain.cluster.job.walltime import default_margin
+from segtrain.cluster.qsub import MARGIN
 from segtrain.errors import UserError
 
 ERROR, WARNING = "error", "warning"
@@ -66,9 +69,21 @@ def lint_request(request: JobRequest, site: Site, where: str = "qsub") -> list[F
         findings.append(Finding(ERROR, f"{where}: select", f"{site.gpu_resource}={gpus} in one chunk, but no "
                                 f"{site.name} node has more than {site.gpus_per_node} GPUs; use several chunks"))
     if resources.get("walltime"):
-        findings += _check_walltime(parse_hms(resources["walltime"], f"{where}: walltime"), gpus,
-                                    request.queue, site, where)
+        walltime_s = parse_hms(resources["walltime"], f"{where}: walltime")
+        findings += _check_walltime(walltime_s, gpus, request.queue, site, where)
+        findings += _check_margin(walltime_s, request.variables.get(MARGIN), where)
     return findings
+
+
+def _check_margin(walltime_s: float, margin: Optional[str], where: str) -> list[Finding]:
+    """A walltime no longer than the margin kept for the final checkpoint and copy-back trains nothing."""
+    margin_s = parse_hms(margin, MARGIN) if margin else default_margin(walltime_s)
+    if walltime_s > margin_s:
+        return []
+    source = f"{MARGIN}={margin}" if margin else "the default: 5 %, at least 1 minute"
+    return [Finding(ERROR, f"{where}: walltime={format_hms(walltime_s)}", f"no longer than the {format_hms(margin_s)} "
+                    f"kept at the end for the checkpoint and the copy-back ({source}): the trainer would get no time; "
+                    "ask for a longer walltime, or a shorter --margin")]
 
 
 def _number(text: str) -> int:

@@ -7,6 +7,7 @@
     finish         say how the trainer ended; copy the run back to storage, verified (exit 1: failed);
                    the qsub words of the next job of the chain (exit 10: none due; see resubmit.py)
     record         note a resubmission in the run's run.json on storage
+    deadline       after qstat was asked again: a walltime raised by qextend moves the trainer's deadline
     node-args      the pbsdsh commands that run jobs/node.sh on each other node (jobs on several nodes)
     node-plan      on another node: its copy of the plan, with its own scratch
     node-status    how the other nodes' jobs/node.sh ended, from pbsdsh's report (exit 1: one failed)
@@ -50,6 +51,7 @@ DEFAULT_MAX_RESUBMITS = 10
 JOB_SCRIPT = resubmit.JOB_SCRIPT
 NODE_SCRIPT = "jobs/node.sh"
 NODE_MODES = ("stage", "train", "clean")  # what node.sh does on another node
+DEADLINE_FILE = "deadline"  # next to the plan: the trainer's deadline after a qextend (epoch seconds)
 PROCESSES_KEY = "processes"  # run.json: how many trainer processes wrote its checkpoint, on how many nodes
 
 
@@ -348,8 +350,10 @@ def _record_data_source(work_run: Path, data: str) -> None:
 
 
 # ---- train-args ---------------------------------------------------------------------------------
-def trainer_args(plan: Plan, cfg: Config, now: float) -> tuple[list[str], Optional[float]]:
-    """``segtrain`` arguments of this job's trainer, and the time limit in them (None: none)."""
+def trainer_args(plan: Plan, cfg: Config, now: float,
+                 deadline_file: Optional[Path] = None) -> tuple[list[str], Optional[float]]:
+    """``segtrain`` arguments of this job's trainer, and the time limit in them (None: none); rank 0's
+    trainer follows ``deadline_file``, which ``deadline`` rewrites after a qextend."""
     if plan.data_root is None:
         raise UserError(f"{plan.work_data}: the data set was not staged (run the stage step first)")
     words = ["train", plan.config, *plan.overrides, f"data.root={json.dumps(plan.data_root)}"]
@@ -362,18 +366,38 @@ def trainer_args(plan: Plan, cfg: Config, now: float) -> tuple[list[str], Option
     if plan.walltime_s is not None:
         limit = training_time_limit(plan.walltime_s, now - plan.job_start, plan.margin_s)
         words += ["--time-limit", f"{limit:.0f}"]
+        if plan.node_rank == 0 and deadline_file is not None:
+            words += ["--deadline-file", str(deadline_file)]
     words += nodes.launch_flags(plan.nproc_per_node, plan.hosts, plan.node_rank, plan.rdzv_port, plan.job_id)
     return words, limit
 
 
 def step_train_args(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
-    words, limit = trainer_args(plan, load_config(plan.config, plan.overrides), time.time())
+    words, limit = trainer_args(plan, load_config(plan.config, plan.overrides), time.time(),
+                                args.plan.parent / DEADLINE_FILE)
     if plan.node_rank == 0 and len(plan.hosts) > 1:
         nodes.check_port_free(plan.hosts[0], plan.rdzv_port)
     _write_words(words)
     note = f" (time limit {format_hms(limit)})" if limit is not None else ""
     print(f"launching: segtrain {qsub.display(words)}{note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def step_deadline(args: argparse.Namespace) -> int:
+    """After ``qstat -f`` was asked again: a walltime changed by ``qextend`` moves the trainer's deadline."""
+    plan = Plan.load(args.plan)
+    walltime_s, _ = job_walltime(args.qstat.read_text(errors="replace"), plan.job_id, [])
+    if walltime_s is None or walltime_s == plan.walltime_s:
+        return EXIT_OK
+    margin = plan.margin_s if plan.margin_s is not None else default_margin(walltime_s)
+    deadline = plan.job_start + walltime_s - margin
+    with atomic_open(args.plan.parent / DEADLINE_FILE, "w") as f:
+        f.write(f"{deadline:.3f}\n")
+    print(f"walltime now {format_hms(walltime_s)} (was {format_hms(plan.walltime_s or 0)}): the trainer stops by "
+          f"{time.strftime('%F %T', time.localtime(deadline))}")
+    plan.walltime_s = walltime_s
+    plan.save(args.plan)
     return EXIT_OK
 
 
@@ -496,6 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mode", choices=NODE_MODES)
     p.add_argument("--dir", type=Path, required=True, help="folder of node-RANK.MODE.out (pbsdsh's output)")
     p.set_defaults(run=step_node_status)
+    p = sub.add_parser("deadline")
+    p.add_argument("plan", type=Path)
+    p.add_argument("--qstat", type=Path, required=True, help="a fresh `qstat -f $PBS_JOBID` output")
+    p.set_defaults(run=step_deadline)
     p = sub.add_parser("finish")
     p.add_argument("plan", type=Path)
     p.add_argument("--trainer-exit", type=int, default=None, help="the trainer's exit status (unset: never ran)")
