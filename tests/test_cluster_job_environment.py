@@ -1,5 +1,4 @@
 """The job environment, qstat -f parsing and the walltime lookup."""
-from pathlib import Path
 
 import pytest
 

@@ -28,6 +28,7 @@ MAX_RESUBMITS, RESUBMITS, MARGIN = "MAX_RESUBMITS", "RESUBMITS", "WALLTIME_MARGI
 MANIFEST = "MANIFEST"  # a grid's manifest: a job array's subjob takes its point's config and overrides there
 ENV_VARIABLE = "SEGTRAIN_ENV"
 NPROC = "NPROC"  # trainer processes per node (default: one per GPU)
+WALLTIME_POLL = "WALLTIME_POLL"  # seconds between qstat calls that pick up a qextend (jobs/train.pbs)
 JOB_VARIABLES = (CONFIG, OVERRIDES, RUN, DATA, RUNS, MAX_RESUBMITS, RESUBMITS, MARGIN, MANIFEST, ENV_VARIABLE)
 
 

@@ -165,6 +165,9 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     if cfg.train.batch_size % world:
         raise UserError(f"train.batch_size: {cfg.train.batch_size} (the global batch) is not divisible by the {world} "
                         f"processes of this job ({max(len(found), 1)} node(s) x {nproc}, {nproc_source})")
+    poll = environ.get(qsub.WALLTIME_POLL, "").strip()
+    if poll and not (poll.isdigit() and int(poll) > 0):
+        raise UserError(f"{qsub.WALLTIME_POLL}={poll}: expected a whole number of seconds > 0")
     continuing = run is not None and any((run / name).exists() for name in ("config.yaml", "checkpoints"))
     recorded = info.get(PROCESSES_KEY) or {}
     if continuing and recorded.get("world") not in (None, world):
@@ -180,7 +183,7 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         margin_s=parse_hms(var[qsub.MARGIN], qsub.MARGIN) if var[qsub.MARGIN] else None,
         max_resubmits=_count(var, qsub.MAX_RESUBMITS, DEFAULT_MAX_RESUBMITS),
         resubmits=_count(var, qsub.RESUBMITS, 0), resources=resources,
-        passed_on={name: environ[name] for name in (qsub.ENV_VARIABLE, qsub.MARGIN, nodes.NPROC)
+        passed_on={name: environ[name] for name in (qsub.ENV_VARIABLE, qsub.MARGIN, nodes.NPROC, qsub.WALLTIME_POLL)
                    if environ.get(name)},
         hosts=[node.host for node in found], host_indices=[node.index for node in found], nproc_per_node=nproc,
         nproc_source=nproc_source, rdzv_port=nodes.rendezvous_port(env.job_id) if len(found) > 1 else None,
