@@ -8,7 +8,7 @@ import pytest
 
 from segtrain.cluster.frontend.grid import load_grid, write_manifest
 from segtrain.cluster.job.resubmit import resubmission
-from segtrain.cluster.job.steps import make_plan
+from segtrain.cluster.job.steps import make_plan, open_run_dir
 from segtrain.cluster.directives import parse_qsub_args
 from segtrain.cluster.qsub import job_argv, subjob_id
 from segtrain.errors import UserError
@@ -53,6 +53,14 @@ def test_a_subjob_resubmits_its_run_as_a_plain_job_without_a_dependency_on_itsel
     request = parse_qsub_args(argv[1:], environ={})
     assert "depend" not in request.attributes and request.array is None
     assert request.variables["RUN"] == plan.run_dir and "MANIFEST" not in request.variables
+
+
+def test_a_subjob_rerun_by_pbs_continues_its_points_run(workdir):
+    first, _ = make_plan(subjob_env(workdir, "0"), [], 0.0, None, workdir.parent / "scratch")
+    open_run_dir(first)
+    rerun, _ = make_plan(subjob_env(workdir, "0"), [], 0.0, "Job Id: 13[0].server\n    run_count = 2\n",
+                         workdir.parent / "scratch")
+    assert rerun.run_dir == first.run_dir and rerun.new_run_name is None
 
 
 def test_array_job_argv_carries_the_manifest_range_and_queue():

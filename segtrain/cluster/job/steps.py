@@ -146,8 +146,8 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     cfg = load_config(config, overrides)
     runs = resolve_path(workdir, var[qsub.RUNS] or cfg.run.root)
     attrs = job_attributes(qstat_text, env.job_id) if qstat_text else {}
-    if run is None and not var[qsub.MANIFEST]:  # rerun by PBS (qrerun, node failure): the run it started
-        run = rerun_run_dir(runs, env.job_id, attrs)
+    if run is None:  # rerun by PBS (qrerun, node failure): the run it started
+        run = rerun_run_dir(runs, env.job_id, attrs, run_name(config, overrides, cfg.run.name))
         info = RunDir(run).read_info() if run else {}
     data_default = info.get("data_source") or cfg.data.root  # a run's config names the scratch it last used
     data = _existing(workdir, var[qsub.DATA] or data_default, qsub.DATA if var[qsub.DATA] else "data.root")
@@ -192,20 +192,23 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     return plan, cfg
 
 
-def rerun_run_dir(runs: Path, job_id: str, attrs: Mapping[str, str]) -> Optional[Path]:
+def rerun_run_dir(runs: Path, job_id: str, attrs: Mapping[str, str], name: str) -> Optional[Path]:
     """The run a job rerun by PBS (``qrerun``, a node failure with ``-r y``) started the first time.
 
-    A rerun keeps its job id, and ``qstat -f`` counts its starts (``run_count``); the first start
-    logged the run directory it created next to the runs, under that job id.
+    A rerun keeps its job id, and ``qstat -f`` counts its starts (``run_count``). Its first start
+    listed itself in the run.json of the run it made: the run named ``name`` (a grid point's), or
+    the one it logged next to the runs (a plain ``qsub``'s name has the time in it).
     """
     count = attrs.get("run_count", "").strip()
     if not count.isdigit() or int(count) < 2:
         return None
     from segtrain.cluster.frontend.status import read_log
 
-    for entry in reversed(read_log(runs)):
-        if entry.get("job_id") == job_id and entry.get("run") and (runs / entry["run"]).is_dir():
-            return runs / entry["run"]
+    logged = [runs / entry["run"] for entry in reversed(read_log(runs)) if entry.get("job_id") == job_id]
+    for candidate in [runs / name, *logged]:
+        if (candidate / "run.json").is_file() and any(
+                job.get("id") == job_id for job in RunDir(candidate).read_info().get("jobs", [])):
+            return candidate
     return None
 
 
