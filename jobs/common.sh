@@ -74,20 +74,3 @@ use_environment() {
     fi
     export PYTHONPATH=$workdir${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 }
-
-# The job's scratch folder into SCRATCH: MetaCentrum's $SCRATCHDIR, else stock PBS's job $TMPDIR
-# (/var/tmp/pbs.<id>); a TMPDIR that is not the job's own (a shared /tmp) gets a job folder inside
-# it (SCRATCH_OWNED=1), because cleaning up must never touch anything but this job's files.
-choose_scratch() {
-    if [ -n "${SCRATCHDIR:-}" ]; then
-        SCRATCH=$SCRATCHDIR
-    elif [ -n "${TMPDIR:-}" ]; then
-        case $TMPDIR in
-            *"$PBS_JOBID"*) SCRATCH=$TMPDIR ;;
-            *) SCRATCH=$(mktemp -d "$TMPDIR/segtrain.$PBS_JOBID.XXXXXX") && SCRATCH_OWNED=1 \
-                   || die "cannot create a job folder in TMPDIR=$TMPDIR" ;;
-        esac
-    fi
-    [ -n "$SCRATCH" ] && [ -d "$SCRATCH" ] && [ -w "$SCRATCH" ] \
-        || die "no writable scratch (SCRATCHDIR and TMPDIR unset or missing); ask for scratch_local"
-}
