@@ -143,8 +143,7 @@ def plan_config(config: Path, overrides: Sequence[str], opts: JobOptions, workdi
     job_config = _for_job(config, workdir)
 
     def planned(run_dir: Path) -> Submission:
-        argv = _job_argv(opts, workdir, job_config, overrides, runs=opts.runs, run=_for_job(run_dir, workdir),
-                         name=opts.name or job_name(name))
+        argv = _job_argv(opts, workdir, job_config, overrides, runs=opts.runs, run=_for_job(run_dir, workdir))
         return _linted(Submission(workdir, runs_root, [PlannedRun(run_dir.absolute())], [argv], config=job_config,
                                   new_folder=name, replan=planned), opts)
 
@@ -163,7 +162,7 @@ def plan_continue(run_dir: Path, opts: JobOptions, workdir: Path) -> Submission:
     resources = {**resources, **opts.resources}
     nproc = recorded.get("per_node") if recorded.get("per_node", 1) > 1 and "select" not in opts.resources else None
     argv = _job_argv(dataclasses.replace(opts, resources=resources), workdir, None, [], runs=opts.runs,
-                     run=_for_job(run_dir, workdir), name=opts.name or job_name(run_dir.name), nproc=nproc)
+                     run=_for_job(run_dir, workdir), nproc=nproc)
     return _linted(Submission(workdir, runs_root, [PlannedRun(run_dir)], [argv]), opts)
 
 
