@@ -21,6 +21,7 @@ from segtrain.fsutil import atomic_write_json
 from segtrain.errors import UserError
 
 CONFIG, INFO, METRICS = "config.yaml", "run.json", "metrics.jsonl"
+RUN_NAMES = {CONFIG, INFO, METRICS, "checkpoints", "samples", "logs", "curves.png", "wandb", "eval", "export"}
 
 
 def now_iso() -> str:
@@ -62,6 +63,14 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self.samples = self.path / "samples"
         self.logs = self.path / "logs"
+
+    def is_run_or_empty(self) -> bool:
+        """Whether training may write here: a missing or empty folder, or a run (it has run.json,
+        or only run-directory names, as one killed right after it was created)."""
+        if not self.path.is_dir():
+            return True
+        names = {p.name for p in self.path.iterdir()}
+        return not names or INFO in names or (CONFIG in names and names <= RUN_NAMES)
 
     def create(self) -> None:
         for folder in (self.path, self.checkpoints, self.samples, self.logs):

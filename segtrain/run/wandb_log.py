@@ -8,13 +8,17 @@ user's own ``wandb login`` / ``WANDB_API_KEY`` environment.
 """
 from __future__ import annotations
 
+import netrc
+import os
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
+from urllib.parse import urlparse
 
 import numpy as np
 
 from segtrain.config.schema import WandbConfig
+from segtrain.errors import UserError
 
 
 def wandb_values(record: dict[str, Any]) -> dict[str, Any]:
@@ -25,6 +29,22 @@ def wandb_values(record: dict[str, Any]) -> dict[str, Any]:
     """
     return {key if key == "epoch" else f"{record['split']}/{key}": value for key, value in record.items()
             if key not in ("step", "split")}
+
+
+def check_login(cfg: WandbConfig) -> None:
+    """Online mode needs a key (``WANDB_API_KEY`` or ``wandb login``'s netrc entry): refuse before
+    the run starts rather than fail inside ``wandb.init``. The key itself is never read out."""
+    if cfg.mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        if host and netrc.netrc(path).authenticators(host):
+            return
+    except (OSError, netrc.NetrcParseError):
+        pass
+    raise UserError(f"logging.wandb.mode: 'online' needs a W&B key (run `wandb login` or set WANDB_API_KEY), "
+                    f"none found for {host}; or use 'offline' and sync later")
 
 
 def new_wandb_id() -> str:
