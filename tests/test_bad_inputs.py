@@ -293,3 +293,37 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, tmp_path, small_
 def test_the_table_covers_every_kind_of_input():
     assert len(CASES) >= 60
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+# ---- inputs that are fine, and must work rather than fail in an odd way ------------------------
+def test_a_filelist_with_a_byte_order_mark_and_comments_is_read(small_data, capsys):
+    listing = small_data / "filelists" / "train.csv"
+    names = listing.read_text().split()
+    listing.write_text("\ufeffname\n# left out on purpose: " + names[0] + "\n" + "\n".join(names[1:]) + "\n",
+                       encoding="utf-8")
+    from segtrain.data.layout import read_split
+
+    assert [s.name for s in read_split(small_data, "train")] == names[1:]
+
+
+def test_eval_of_scenes_with_dollar_signs_in_their_names(small_data, run_dir, tmp_path, capsys):
+    for split in ("train", "val", "test"):
+        listing = small_data / "filelists" / f"{split}.csv"
+        renamed = []
+        for name in listing.read_text().split():
+            new = f"${name[:-4]}$_x.tif"
+            for folder in ("scenes", "masks"):
+                (small_data / folder / name).rename(small_data / folder / new)
+            renamed.append(new)
+        listing.write_text("\n".join(renamed) + "\n")
+    out = tmp_path / "eval"
+    assert main(["eval", str(run_dir), "--data", str(small_data), "--out", str(out), "--device", "cpu", "--quiet",
+                 "--no-wandb"]) == 0, capsys.readouterr().err
+    assert (out / "worst.png").is_file()
+
+
+def test_a_run_holds_no_link_that_leaves_it(trained_run_ro):
+    """W&B links its core debug log into ~/.cache; a copied or fetched run must not dangle."""
+    root = trained_run_ro.resolve()
+    links = [p for p in trained_run_ro.rglob("*") if p.is_symlink()]
+    assert all(p.resolve().is_relative_to(root) and p.resolve().exists() for p in links), links

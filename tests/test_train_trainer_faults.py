@@ -25,18 +25,19 @@ pytestmark = pytest.mark.slow
 SHORT = ["train.epochs=2", "data.tiles_per_epoch=32", "train.checkpoint_every_steps=2", "logging.samples_every_epochs=1"]
 VOLATILE = {"time", "tiles_per_s", "data_wait"}  # wall-clock measurements
 
-# Each segment resumes where the previous one was cut; the counts are per process.
+# Each segment resumes from the last checkpoint the previous one completed; counts are per process.
 SEGMENTS = [
-    ("enospc:*/run/checkpoints/.last.pt.partial:2", 3),  # disk full at the step-4 checkpoint: ends like a signal
-    ("kill:*/run/checkpoints/last.pt:2", -9),  # checkpoint written, not yet renamed into place
-    ("kill:*/run/metrics.jsonl:3", -9),  # right after the epoch's validation record
+    ("enospc:*/run/checkpoints/.last.pt.partial:2", 3),  # disk full at the step-4 checkpoint: stops like a signal
+    ("kill:*/run/metrics.jsonl:4", -9),  # (1: the rewrite on resume) step 4 checkpointed, killed right after validation
     ("kill:*/run/curves.png:1", -9),  # plots
     ("kill:*/run/samples/epoch_0000.png:1", -9),  # samples
-    ("kill:*/run/checkpoints/best.pt:1", -9),  # best.pt written, not renamed
+    ("kill:*/run/checkpoints/.best.pt.partial:1", -9),  # best.pt half-written
+    ("kill:*/run/checkpoints/best.pt:1", -9),  # best.pt written, not renamed into place
     ("kill:*/run/checkpoints/last.pt:1", -9),  # best.pt in place, the epoch end's last.pt not yet
-    ("kill:*/mirror/checkpoints/best.pt:1", -9),  # mid-mirror
-    ("kill:*/mirror/checkpoints/last.pt:2", -9),
-    ("kill:*/run/run.json:3", -9),  # recording the segment
+    ("kill:*/mirror/checkpoints/best.pt:1", -9),  # epoch end committed, killed mid-mirror
+    ("kill:*/run/checkpoints/.last.pt.partial:1", -9),  # a periodic checkpoint half-written
+    ("kill:*/mirror/checkpoints/last.pt:2", -9),  # mid-mirror again, step 8
+    ("kill:*/run/run.json:3", -9),  # the last epoch end committed, killed recording it in run.json
     (None, 0),  # and to the end
 ]
 

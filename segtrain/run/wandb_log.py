@@ -19,6 +19,7 @@ import numpy as np
 
 from segtrain.config.schema import WandbConfig
 from segtrain.errors import UserError
+from segtrain.fsutil import atomic_copy
 
 
 def wandb_values(record: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +58,7 @@ class WandbLogger:
 
     def __init__(self, cfg: WandbConfig, run_dir: Path, name: str, run_id: str, config: dict, enabled: bool = True):
         self.run = None
+        self.run_dir = Path(run_dir)
         if cfg.mode == "disabled" or not enabled:
             return
         import wandb
@@ -99,3 +101,21 @@ class WandbLogger:
         if self.run is not None:
             self.run.finish(exit_code=exit_code)
             self.run = None
+            keep_links_inside(self.run_dir / "wandb", self.run_dir)
+
+
+def keep_links_inside(folder: Path, root: Path) -> None:
+    """Replace each symlink under ``folder`` that leaves ``root`` (W&B links its core debug log
+    into ~/.cache) with a copy of its target, or drop it when the target is gone: a copied or
+    fetched run then holds no link that dangles."""
+    if not folder.is_dir():
+        return
+    root = root.resolve()
+    for link in [p for p in folder.rglob("*") if p.is_symlink()]:
+        target = link.resolve()
+        if target.is_relative_to(root):
+            continue
+        if target.is_file():
+            atomic_copy(target, link)  # the rename replaces the link itself
+        else:
+            link.unlink()
