@@ -34,7 +34,8 @@ def write_point(path: Path) -> None:
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
-    action, pattern, nth = spec.split(":", 1)[0], *spec.split(":", 1)[1].rsplit(":", 1)
+    action, rest = spec.split(":", 1)
+    pattern, nth = rest.rsplit(":", 1)
     if not fnmatch.fnmatch(str(path), pattern):
         return
     _fault_hits[spec] += 1

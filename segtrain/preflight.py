@@ -28,7 +28,7 @@ from segtrain.data.scene import SceneInfo, decode_all, read_info, select_bands
 from segtrain.errors import UserError
 
 MEMO_SECTION = "checked"
-CHECK_VERSION = 1  # raise when the checks of a pair change: what passed before is checked again
+CHECK_VERSION = 2  # 2: compressed scenes decoded whole. Raise when the checks of a pair change: what passed before is checked again
 MASK_CHUNK = 1 << 20  # mask values tested per step (keeps the temporaries in cache)
 
 

@@ -123,7 +123,7 @@ class _Run:
                                    cfg.train.early_stopping.min_delta)
         if state is not None:
             notes.append(self._restore(state))
-        self._create_run_dir()
+        notes += [f"removed {path}, left by a write that was killed" for path in self._create_run_dir()]
         self.console = Console(cfg.train.epochs * self.n_batches, enabled=ctx.is_main,
                                log_path=self.rd.logs / "train.log" if ctx.is_main else None)
         for note in notes:
@@ -152,16 +152,18 @@ class _Run:
         state = ckpt.load_latest(self.rd.checkpoints, warn=notes.append) if self.rd.checkpoints.exists() else None
         return state, notes
 
-    def _create_run_dir(self) -> None:
+    def _create_run_dir(self) -> list[Path]:
         """Create the run directory (or reopen it): config.yaml, and no temporary file that a
-        write killed mid-way left here or in the mirror."""
+        write killed mid-way left here or in the mirror (returned, for the log)."""
+        removed = []
         if self.ctx.is_main:
             self.rd.create()
             for folder in (self.rd.path, self.opts.mirror):
                 if folder is not None:
-                    remove_temporaries(folder, skip=("wandb",))
+                    removed += remove_temporaries(folder, skip=("wandb",))
             atomic_write_text(self.rd.config, to_yaml(self.cfg))
         barrier(self.ctx)
+        return removed
 
     def _stats(self) -> Optional[dict]:
         """Normalization statistics of a new run (None when nothing needs them)."""
@@ -486,8 +488,8 @@ class _Run:
                 "rng": rngs if self.ctx.distributed else rng, "world_size": self.ctx.world_size,
                 "wandb_id": self.wandb_id, "config": to_dict(self.cfg), "stats": self.stats,
                 "in_channels": self.in_channels, "best_metric": self.early.best,
+                "metrics_records": len(self.log.history),  # on resume, metrics.jsonl is cut back to these
             }
-            state["metrics_records"] = len(self.log.history)
             self.log.sync()
             # last.pt is the commit point of an epoch end: everything it vouches for (metrics,
             # samples, best.pt) is on disk before it. Killed earlier, the resume redoes the epoch
