@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
         return predict_submit.run(args)
     if args.status and args.target and is_predictions_folder(Path(args.target)):
-        print(folder_status(Path(args.target)).text())
+        print(folder_status(Path(args.target), qstat=None if args.local else ("qstat",)).text())
         return 0
     if args.status:
         print(status_report(Path(args.target) if args.target else None, args.runs, args.local))
