@@ -38,7 +38,7 @@ def job_env(workdir: Path, **variables: str) -> dict:
 
 def plan_for(workdir: Path, qstat=QSTAT, **variables: str) -> Plan:
     return make_plan(job_env(workdir, CONFIG="configs/small.yaml", **variables), [], job_start=1000.0,
-                     qstat_text=qstat)[0]
+                     job_info=qstat)[0]
 
 
 def test_plan_resolves_defaults_against_the_submit_folder(workdir):

@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from segtrain.cluster.scheduler import current_job_id
 from segtrain.fsutil import atomic_write_json
 from segtrain.errors import UserError
 
@@ -91,7 +92,7 @@ class RunDir:
         return info
 
     def start_segment(self, name: str, wandb_id: Optional[str]) -> dict[str, Any]:
-        """Record that a job segment starts: one entry per process run, with the PBS job id."""
+        """Record that a job segment starts: one entry per process run, with the scheduler's job id."""
         info = self.read_info()
         info.setdefault("name", name)
         info.setdefault("run_id", uuid.uuid4().hex[:12])
@@ -100,7 +101,7 @@ class RunDir:
         info["git_commit"] = git_commit()
         info["status"] = "running"
         info.setdefault("segments", []).append({
-            "job_id": os.environ.get("PBS_JOBID"), "host": socket.gethostname(), "started": now_iso(),
+            "job_id": current_job_id(), "host": socket.gethostname(), "started": now_iso(),
             "ended": None, "exit_code": None, "start_step": None, "end_step": None,
         })
         atomic_write_json(self.info_path, info)

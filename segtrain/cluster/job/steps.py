@@ -34,7 +34,8 @@ from urllib.parse import quote, unquote
 from segtrain.cluster import qsub
 from segtrain.cluster.job import nodes
 from segtrain.cluster.directives import script_request
-from segtrain.cluster.job.environment import JobEnvironment, job_attributes, job_walltime, require_job
+from segtrain.cluster.job.environment import require_job
+from segtrain.cluster.scheduler import current_job_scheduler, scheduler_named
 from segtrain.cluster.site import job_name
 from segtrain.cluster.job.stage import stage_dataset, sync_tree
 from segtrain.cluster.job.walltime import default_margin, training_time_limit
@@ -47,7 +48,6 @@ from segtrain.run.directory import RunDir
 
 DEFAULT_CONFIG = "configs/default.yaml"
 DEFAULT_MAX_RESUBMITS = 10
-JOB_SCRIPT = "jobs/train.pbs"
 NODE_SCRIPT = "jobs/node.sh"
 NODE_MODES = ("stage", "train", "clean")  # what node.sh does on another node
 
@@ -71,7 +71,7 @@ class Plan:
     margin_s: Optional[float]
     max_resubmits: int
     resubmits: int
-    resources: dict[str, str] = field(default_factory=dict)  # select/place/walltime the job really got
+    resources: dict[str, str] = field(default_factory=dict)  # what the job really got, as submit options
     passed_on: dict[str, str] = field(default_factory=dict)  # variables the next job inherits as they are
     data_root: Optional[str] = None  # on scratch, set by ``stage``
     hosts: list[str] = field(default_factory=list)  # the job's nodes; the first runs the job script
@@ -81,6 +81,7 @@ class Plan:
     rdzv_port: Optional[int] = None  # several nodes: node rank 0's rendezvous port
     node_rank: int = 0  # the node this copy of the plan is for
     first_scratch: Optional[str] = None  # another node's copy: the first node's scratch
+    scheduler: str = "pbs"  # the workload manager running the job (segtrain.cluster.scheduler)
 
     @property
     def work_run(self) -> Path:
@@ -119,12 +120,13 @@ class Plan:
 
 # ---- plan ---------------------------------------------------------------------------------------
 def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job_start: float,
-              qstat_text: Optional[str], scratch: Optional[Path] = None) -> tuple[Plan, Config]:
+              job_info: Optional[str], scratch: Optional[Path] = None) -> tuple[Plan, Config]:
     """Validate the job's variables against the files they name; nothing is written or copied.
 
     ``scratch`` is the folder the job script chose; by default the job's $SCRATCHDIR or $TMPDIR.
     """
-    env = require_job(JobEnvironment.from_environ(environ))
+    scheduler = current_job_scheduler(environ)
+    env = require_job(scheduler.job_environment(environ))
     workdir = env.workdir.resolve()
     scratch = scratch or env.scratch_dir
     if scratch is None or not scratch.is_dir():
@@ -146,10 +148,8 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         raise UserError(f"{qsub.DATA}={data}: neither a data set folder nor a tar archive")
     runs = _resolve(workdir, var[qsub.RUNS] or cfg.run.root)
     run_dir = run or _new_run_dir(runs, config, overrides, cfg)
-    walltime_s, source = job_walltime(qstat_text, env.job_id, script_candidates)
-    attrs = job_attributes(qstat_text, env.job_id) if qstat_text else {}
-    resources = {key: attrs[f"Resource_List.{key}"] for key in ("select", "place", "walltime")
-                 if f"Resource_List.{key}" in attrs}
+    walltime_s, source = scheduler.walltime(job_info, env.job_id, script_candidates)
+    resources = scheduler.granted(job_info, env.job_id)
     found = env.nodes()
     select = resources.get("select") or _directive(script_candidates, "select")
     nproc, nproc_source = nodes.processes_per_node(environ, select, max(len(found), 1), nodes.cuda_device_count)
@@ -169,6 +169,7 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
                    if environ.get(name)},
         hosts=[node.host for node in found], host_indices=[node.index for node in found], nproc_per_node=nproc,
         nproc_source=nproc_source, rdzv_port=nodes.rendezvous_port(env.job_id) if len(found) > 1 else None,
+        scheduler=scheduler.name,
     )
     return plan, cfg
 
@@ -217,9 +218,11 @@ def _new_run_dir(runs: Path, config: Path, overrides: list[str], cfg: Config) ->
 
 
 def step_plan(args: argparse.Namespace) -> int:
-    qstat_text = args.qstat.read_text(errors="replace") if args.qstat and args.qstat.is_file() else None
-    scripts = ([args.script] if args.script else []) + [Path(os.environ.get("PBS_O_WORKDIR", ".")) / JOB_SCRIPT]
-    plan, cfg = make_plan(os.environ, scripts, args.job_start, qstat_text, args.scratch)
+    job_info = args.job_info.read_text(errors="replace") if args.job_info and args.job_info.is_file() else None
+    scheduler = current_job_scheduler(os.environ)
+    workdir = scheduler.job_environment(os.environ).workdir or Path(".")
+    scripts = ([args.script] if args.script else []) + [workdir / scheduler.script]
+    plan, cfg = make_plan(os.environ, scripts, args.job_start, job_info, args.scratch)
     print(f"config {_rel(plan.config, plan.workdir)}" + (f" with {qsub.display(plan.overrides)}" if plan.overrides else ""))
     print(f"run {plan.run_dir} ({'continuing' if plan.continuing else 'new'})")
     print(f"data {plan.data} ({'folder' if Path(plan.data).is_dir() else 'archive'}) -> {plan.work_data}")
@@ -401,7 +404,7 @@ def step_node_status(args: argparse.Namespace) -> int:
 # ---- finish -------------------------------------------------------------------------------------
 def explain(code: Optional[int], terminated: bool, plan: Plan) -> str:
     """What the trainer's exit status means for the user, and what to do next."""
-    again = f"continue it with: qsub -v RUN={plan.run_dir} {JOB_SCRIPT}"
+    again = f"continue it with: {scheduler_named(plan.scheduler).manual(plan.run_dir)}"
     if code is None:
         return "the job stopped before the trainer started (the lines above say why)"
     if code == EXIT_OK:
@@ -443,7 +446,8 @@ def step_finish(args: argparse.Namespace) -> int:
 # ---- resubmission -------------------------------------------------------------------------------
 def resubmission(plan: Plan, code: Optional[int], terminated: bool) -> tuple[Optional[list[str]], str]:
     """The qsub words of the next job, or None and why there is none."""
-    manual = f"qsub -v RUN={plan.run_dir} {JOB_SCRIPT}"
+    scheduler = scheduler_named(plan.scheduler)
+    manual = scheduler.manual(plan.run_dir)
     if code != EXIT_RESUMABLE:
         return None, ""
     if terminated:
@@ -453,11 +457,10 @@ def resubmission(plan: Plan, code: Optional[int], terminated: bool) -> tuple[Opt
     variables = {qsub.RUN: plan.run_dir, qsub.DATA: plan.data, qsub.RUNS: plan.runs,
                  qsub.MAX_RESUBMITS: str(plan.max_resubmits), qsub.RESUBMITS: str(plan.resubmits + 1),
                  **plan.passed_on}
-    # PBS Pro takes no dependency on a subjob (13[2].server); the run is already copied back, so
-    # the next job of an array's point may start without waiting for this one to end.
-    depend = None if "[" in plan.job_id else f"afterany:{plan.job_id}"
-    argv = qsub.qsub_argv(Path(plan.workdir) / JOB_SCRIPT, variables, name=plan.job_name,
-                            resources=plan.resources, depend=depend)
+    # Where the scheduler takes no dependency (PBS Pro, on a subjob: 13[2].server), the next job may
+    # start at once: the run is already copied back.
+    argv = scheduler.submit_argv(Path(plan.workdir) / scheduler.script, variables, name=plan.job_name,
+                                 resources=plan.resources, depend=scheduler.after(plan.job_id))
     return argv, f"resubmission {plan.resubmits + 1} of at most {plan.max_resubmits}: {qsub.display(argv)}"
 
 
@@ -496,7 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch", type=Path, help="the job's scratch folder (default $SCRATCHDIR, else $TMPDIR)")
     p.add_argument("--script", type=Path, help="the running job script ($0), for its walltime directive")
     p.add_argument("--job-start", type=float, default=None, help="when the job started (epoch seconds)")
-    p.add_argument("--qstat", type=Path, help="a file holding `qstat -f $PBS_JOBID` output")
+    p.add_argument("--job-info", type=Path, help="a file holding the scheduler's description of the job "
+                   "(`qstat -f $PBS_JOBID`, `scontrol show job $SLURM_JOB_ID`)")
     p.set_defaults(run=step_plan)
     p = sub.add_parser("node-args")
     p.add_argument("plan", type=Path)
