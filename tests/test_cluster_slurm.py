@@ -48,7 +48,7 @@ def test_scontrol_show_job_names_array_tasks_as_squeue_does():
 def test_walltime_and_granted_resources_come_from_scontrol_for_the_resubmission():
     assert SLURM.walltime(SHOW_JOB, "12_2", []) == (26 * 3600, "scontrol show job")
     assert SLURM.granted(SHOW_JOB, "12_2") == {"time": "26:00:00", "partition": "qgpu", "account": "open-00-00",
-                                               "nodes": "1", "cpus-per-task": "16", "mem": "64G", "gres": "gpu:2"}
+                                               "nodes": "1", "cpus-per-task": "16", "mem": "64G", "gpus-per-node": "2"}
 
 
 def test_without_scontrol_the_walltime_is_the_scripts_directive():
@@ -58,9 +58,8 @@ def test_without_scontrol_the_walltime_is_the_scripts_directive():
 
 def test_a_jobs_variables_say_its_id_folder_and_array_index():
     env = SLURM.job_environment({"SLURM_JOB_ID": "14", "SLURM_ARRAY_JOB_ID": "12", "SLURM_ARRAY_TASK_ID": "2",
-                                 "SLURM_SUBMIT_DIR": "/home/u/segtrain", "SLURM_CPUS_PER_TASK": "16"})
-    assert (env.job_id, env.array_id, env.array_index, env.workdir, env.ncpus) == (
-        "12_2", "12", 2, Path("/home/u/segtrain"), 16)
+                                 "SLURM_SUBMIT_DIR": "/home/u/segtrain", "SLURM_JOB_NAME": "seg"})
+    assert (env.job_id, env.job_name, env.array_index, env.workdir) == ("12_2", "seg", 2, Path("/home/u/segtrain"))
     assert current_job_id({"SLURM_JOB_ID": "14"}) == "14" and current_job_id({"PBS_JOBID": "3.pbs"}) == "3.pbs"
 
 

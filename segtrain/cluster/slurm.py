@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from segtrain.cluster import qsub
+from segtrain.cluster.directives import format_hms
 from segtrain.errors import UserError
 
 QUERY_TIMEOUT_S = 60
@@ -50,13 +51,6 @@ def parse_time(text: str, what: str = "--time") -> Optional[float]:
     else:  # D-H, D-H:M, D-H:M:S
         hours, minutes, seconds = a, b or 0, c or 0
     return float((days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds)
-
-
-def format_time(seconds: float) -> str:
-    """``HH:MM:SS`` (sbatch's ``--time`` takes hours above 24 too)."""
-    from segtrain.cluster.job.walltime import format_duration
-
-    return format_duration(seconds)
 
 
 def parse_show_job(text: str) -> dict[str, dict[str, str]]:
@@ -120,14 +114,10 @@ class Slurm:
 
         array_id, index = environ.get("SLURM_ARRAY_JOB_ID") or None, integer("SLURM_ARRAY_TASK_ID")
         job_id = f"{array_id}_{index}" if array_id and index is not None else environ.get("SLURM_JOB_ID") or None
-        nodefile = environ.get("SEGTRAIN_NODEFILE")  # the job script writes the expanded SLURM_JOB_NODELIST there
         return JobEnvironment(
-            job_id=job_id, job_name=environ.get("SLURM_JOB_NAME") or None, array_id=array_id, array_index=index,
+            job_id=job_id, job_name=environ.get("SLURM_JOB_NAME") or None, array_index=index,
             workdir=Path(environ["SLURM_SUBMIT_DIR"]) if environ.get("SLURM_SUBMIT_DIR") else None,
-            nodefile=Path(nodefile) if nodefile else None,
-            ncpus=integer("SLURM_CPUS_PER_TASK") or integer("SLURM_CPUS_ON_NODE"),
-            queue=environ.get("SLURM_JOB_PARTITION") or None,
-            scratch_dir=Path(environ["SCRATCHDIR"]) if environ.get("SCRATCHDIR") else None, in_batch=True)
+            scratch_dir=Path(environ["SCRATCHDIR"]) if environ.get("SCRATCHDIR") else None)
 
     def submit_argv(self, script: str | Path, variables: Mapping[str, str], *, name: Optional[str] = None,
                     resources: Optional[Mapping[str, str]] = None, depend: Optional[str] = None,
@@ -176,7 +166,7 @@ class Slurm:
         out = {}
         limit = parse_time(fields["TimeLimit"]) if fields.get("TimeLimit") else None
         if limit is not None:
-            out["time"] = format_time(limit)
+            out["time"] = format_hms(limit)  # sbatch takes hours above 24
         for key, option in (("Partition", "partition"), ("Account", "account"), ("QOS", "qos")):
             if fields.get(key) and fields[key] not in ("(null)", "normal" if key == "QOS" else ""):
                 out[option] = fields[key]
@@ -187,9 +177,9 @@ class Slurm:
         for key, option in (("MinMemoryNode", "mem"), ("MinMemoryCPU", "mem-per-cpu")):
             if fields.get(key) and fields[key] not in ("0", "0M"):
                 out[option] = fields[key]
-        gres = fields.get("TresPerNode", "")
-        if gres.startswith("gres"):  # gres:gpu:2 (22.05) or gres/gpu:2
-            out["gres"] = gres[len("gres") + 1:].replace("/", ":")
+        gpus = re.match(r"gres[:/]gpu:(\d+)$", fields.get("TresPerNode", ""))  # gres:gpu:2 (22.05), gres/gpu:2
+        if gpus:
+            out["gpus-per-node"] = gpus.group(1)
         return out
 
     def states(self, job_ids: Sequence[str]):
@@ -225,7 +215,7 @@ def export_list(variables: Mapping[str, str]) -> str:
         if not name.isidentifier():
             raise UserError(f"job variable {name!r}: not a valid variable name")
     listed = {name: "" for name in qsub.JOB_VARIABLES if name != qsub.ENV_VARIABLE}
-    listed.update({name: str(value) for name, value in variables.items()})
+    listed.update({name: str(value) for name, value in variables.items() if value != "" or name in listed})
     return ",".join(["ALL"] + [f"{name}={qsub.encode_value(value)}" for name, value in listed.items()])
 
 

@@ -165,7 +165,7 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         margin_s=parse_hms(var[qsub.MARGIN], qsub.MARGIN) if var[qsub.MARGIN] else None,
         max_resubmits=_count(var, qsub.MAX_RESUBMITS, DEFAULT_MAX_RESUBMITS),
         resubmits=_count(var, qsub.RESUBMITS, 0), resources=resources,
-        passed_on={name: environ[name] for name in (qsub.ENV_VARIABLE, qsub.MARGIN, nodes.NPROC)
+        passed_on={name: environ[name] for name in (qsub.ENV_VARIABLE, qsub.MARGIN, nodes.NPROC, qsub.SCRATCH_BASE)
                    if environ.get(name)},
         hosts=[node.host for node in found], host_indices=[node.index for node in found], nproc_per_node=nproc,
         nproc_source=nproc_source, rdzv_port=nodes.rendezvous_port(env.job_id) if len(found) > 1 else None,
