@@ -61,8 +61,8 @@ SlurmdParameters=config_overrides
 MpiDefault=none
 ReturnToService=2
 SchedulerType=sched/backfill
-# scancel and the time limit: SIGTERM to every process of the job, SIGKILL KillWait s later
-KillWait=10
+# scancel and the time limit: SIGTERM to every process of the job, SIGKILL KillWait s later (Slurm's default)
+KillWait=30
 MinJobAge=3600
 NodeName=$host CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP

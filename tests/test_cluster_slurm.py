@@ -89,3 +89,19 @@ def test_the_scheduler_is_the_named_one_else_the_installed_one(monkeypatch, tmp_
     (tmp_path / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert get_scheduler(environ={}) is SLURM
+
+
+def test_a_requeued_job_continues_the_run_it_started_and_a_new_job_never_takes_it(tmp_path, small_data_ro):
+    from segtrain.cluster.job.steps import make_plan
+    from segtrain.run.directory import RunDir
+
+    work = tmp_path / "work"
+    (work / "configs").mkdir(parents=True)
+    (work / "configs" / "small.yaml").write_text(f"data: {{root: {small_data_ro}}}\nrun: {{root: runs, name: r1}}\n")
+    (work / "runs" / "r1").mkdir(parents=True)
+    RunDir(work / "runs" / "r1").update_info(segments=[{"job_id": "41"}])
+    env = {"SLURM_JOB_ID": "41", "SLURM_SUBMIT_DIR": str(work), "CONFIG": "configs/small.yaml"}
+    plan, _ = make_plan(env, [], 0.0, SHOW_JOB, scratch=tmp_path)
+    assert plan.continuing and plan.run_dir == str(work / "runs" / "r1") and plan.scheduler == "slurm"
+    plan, _ = make_plan({**env, "SLURM_JOB_ID": "42"}, [], 0.0, SHOW_JOB, scratch=tmp_path)
+    assert not plan.continuing and plan.run_dir == str(work / "runs" / "r1-2")

@@ -147,6 +147,7 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     if not data.is_dir() and not _is_archive(data):
         raise UserError(f"{qsub.DATA}={data}: neither a data set folder nor a tar archive")
     runs = _resolve(workdir, var[qsub.RUNS] or cfg.run.root)
+    run = run or _rerun_of(runs, cfg, env.job_id)  # requeued by the scheduler: this job's run so far
     run_dir = run or _new_run_dir(runs, config, overrides, cfg)
     walltime_s, source = scheduler.walltime(job_info, env.job_id, script_candidates)
     resources = scheduler.granted(job_info, env.job_id)
@@ -205,6 +206,15 @@ def _count(var: Mapping[str, str], name: str, default: int) -> int:
     if not text.isdigit():
         raise UserError(f"{name}={text}: expected a whole number >= 0")
     return int(text)
+
+
+def _rerun_of(runs: Path, cfg: Config, job_id: str) -> Optional[Path]:
+    """The run this very job already started, when the scheduler runs it again (Slurm's --requeue after a
+    node failure keeps the job id and its variables): continued from its last mirrored checkpoint."""
+    run = runs / cfg.run.name if cfg.run.name else None
+    if run is None or not (run / "run.json").is_file():
+        return None
+    return run if any(s.get("job_id") == job_id for s in RunDir(run).read_info().get("segments", [])) else None
 
 
 def _new_run_dir(runs: Path, config: Path, overrides: list[str], cfg: Config) -> Path:
