@@ -17,8 +17,6 @@ from segtrain.cluster import qsub
 class Pbs:
     name = "pbs"
     script = "jobs/train.pbs"
-    submit_program = "qsub"
-    array_index_variable = "PBS_ARRAY_INDEX"
 
     def job_environment(self, environ: Mapping[str, str]):
         from segtrain.cluster.job.environment import JobEnvironment

@@ -28,8 +28,6 @@ class Scheduler(Protocol):
     """What the rest of segtrain asks of a workload manager."""
     name: str
     script: str  # the training job script, relative to the repository
-    submit_program: str  # qsub / sbatch
-    array_index_variable: str  # the subjob's index in a job array
 
     def job_environment(self, environ: Mapping[str, str]):
         """The running job (:class:`segtrain.cluster.job.environment.JobEnvironment`)."""

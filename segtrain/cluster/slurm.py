@@ -102,8 +102,6 @@ def _run(argv: Sequence[str]) -> Optional[subprocess.CompletedProcess]:
 class Slurm:
     name = "slurm"
     script = "jobs/train.slurm"
-    submit_program = "sbatch"
-    array_index_variable = "SLURM_ARRAY_TASK_ID"
 
     def job_environment(self, environ: Mapping[str, str]):
         from segtrain.cluster.job.environment import JobEnvironment

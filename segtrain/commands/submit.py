@@ -14,6 +14,7 @@ HELP = ("submit jobs/train.pbs (PBS) or jobs/train.slurm (Slurm) for a config or
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from segtrain.cluster.scheduler import SCHEDULERS
     from segtrain.cluster.site import SITES
 
     parser.add_argument("target", nargs="?", help="a config file, a grid file (configs/grids/), or a run "
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     res.add_argument("--site", choices=sorted(SITES), help="site profile: its scheduler, resource names and limits "
                      "(default $SEGTRAIN_SITE, else metacentrum, whose resources jobs/train.pbs's directives ask for; "
                      "slurm for jobs/train.slurm's; karolina and lumi are Slurm sites)")
-    res.add_argument("--scheduler", choices=("pbs", "slurm"), help="PBS (qsub, jobs/train.pbs) or Slurm (sbatch, "
+    res.add_argument("--scheduler", choices=SCHEDULERS, help="PBS (qsub, jobs/train.pbs) or Slurm (sbatch, "
                      "jobs/train.slurm); default: the site's, else $SEGTRAIN_SCHEDULER, else the one installed here")
     res.add_argument("--account", help="Slurm project account (sbatch -A), which Karolina and LUMI require")
     res.add_argument("--walltime", help="HH:MM:SS (default: the job script's directive)")
