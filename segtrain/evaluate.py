@@ -164,6 +164,9 @@ def plot_extremes(items: list[tuple[SceneScore, Preview]], path: Path, title: st
     plot_samples([p.as_sample() for _, p in items], path, f"{title}: {names}")
 
 
+OUTPUTS = ("metrics.json", "scenes.csv", "worst.png", "best.png")  # what evaluate_run writes into its folder
+
+
 @dataclass
 class EvalOptions:
     split: str = "test"

@@ -5,10 +5,14 @@ temporary file in the destination folder, fsync it, rename it over the target, f
 """
 from __future__ import annotations
 
+import errno
+import fnmatch
 import json
 import os
 import shutil
+import signal
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -16,6 +20,30 @@ from typing import IO, Any, Iterator
 
 UMASK = os.umask(0)
 os.umask(UMASK)
+TEMP_SUFFIXES = (".tmp", ".partial")  # what a write that was killed can leave behind, as ".<name>...<suffix>"
+# Fault injection for the tests that prove kills and full disks lose nothing: "ACTION:PATTERN:N"
+# makes the N-th write of a file matching PATTERN (a glob on the full path) end with ACTION,
+# ``kill`` (SIGKILL this process after the data is written, before it is renamed into place) or
+# ``enospc`` (the write fails as on a full disk).
+FAULT_ENV = "SEGTRAIN_FAULT"
+_fault_hits: Counter = Counter()
+
+
+def write_point(path: Path) -> None:
+    """A place where a write becomes visible; see :data:`FAULT_ENV`. Costs one lookup otherwise."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    action, rest = spec.split(":", 1)
+    pattern, nth = rest.rsplit(":", 1)
+    if not fnmatch.fnmatch(str(path), pattern):
+        return
+    _fault_hits[spec] += 1
+    if _fault_hits[spec] != int(nth):
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 @contextmanager
@@ -29,6 +57,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        write_point(path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -67,6 +96,25 @@ def atomic_copy(src: str | Path, dst: str | Path, keep_mtime: bool = False) -> N
         shutil.copyfileobj(fin, fout, length=16 << 20)
     if keep_mtime:
         os.utime(dst, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def remove_temporaries(folder: Path, skip: tuple[str, ...] = ()) -> list[Path]:
+    """Delete what writes killed mid-way left under ``folder`` (never a finished file); return them.
+
+    Only names this module makes are touched: hidden (``.name...``) and ending in a temporary
+    suffix. Sub-folders named in ``skip`` (another program's, e.g. W&B's) are left alone.
+    """
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if d not in skip]
+        for name in filenames:
+            if name.startswith(".") and name.endswith(TEMP_SUFFIXES):
+                path = Path(dirpath) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def fsync_dir(path: Path) -> None:

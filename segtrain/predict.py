@@ -308,6 +308,8 @@ class TiledTiffWriter(RowWriter):
     def _put(self, item: object) -> None:
         while True:
             if not self._thread.is_alive():
+                if item is _END and self._failure is None:
+                    return  # tifffile stops pulling once it has every tile: a height of whole tiles ends early
                 raise self._failure or RuntimeError(f"{self.path}: the writer thread has stopped")
             try:
                 self._blocks.put(item, timeout=0.2)

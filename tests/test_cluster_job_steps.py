@@ -38,7 +38,7 @@ def job_env(workdir: Path, **variables: str) -> dict:
 
 def plan_for(workdir: Path, qstat=QSTAT, **variables: str) -> Plan:
     return make_plan(job_env(workdir, CONFIG="configs/small.yaml", **variables), [], job_start=1000.0,
-                     qstat_text=qstat, scratch=workdir.parent / "scratch")[0]
+                     job_info=qstat, scratch=workdir.parent / "scratch")[0]
 
 
 def test_plan_resolves_defaults_against_the_submit_folder(workdir):
@@ -265,8 +265,8 @@ def test_a_walltime_raised_with_qextend_moves_the_trainers_deadline(workdir, cap
     assert words[words.index("--deadline-file") + 1] == str(path.parent / "deadline")
     qstat = workdir.parent / "qstat.txt"
     qstat.write_text(QSTAT)  # unchanged: nothing written
-    assert main(["deadline", str(path), "--qstat", str(qstat)]) == 0 and not (path.parent / "deadline").exists()
+    assert main(["deadline", str(path), "--job-info", str(qstat)]) == 0 and not (path.parent / "deadline").exists()
     qstat.write_text(QSTAT.replace("01:00:00", "03:00:00"))  # qextend +2 h
-    assert main(["deadline", str(path), "--qstat", str(qstat)]) == 0
+    assert main(["deadline", str(path), "--job-info", str(qstat)]) == 0
     assert float((path.parent / "deadline").read_text()) == plan.job_start + 3 * 3600 - 60
     assert Plan.load(path).walltime_s == 3 * 3600 and "walltime now 03:00:00" in capsys.readouterr().out

@@ -33,7 +33,7 @@ def test_stock_openpbs_select_uses_only_resources_every_server_defines():
 
 def test_unknown_site_is_a_user_error_listing_the_known_ones():
     with pytest.raises(UserError, match="metacentrum, openpbs"):
-        get_site("slurm")
+        get_site("lsf")
 
 
 def test_site_comes_from_the_environment_when_not_named(monkeypatch):

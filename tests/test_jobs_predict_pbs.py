@@ -96,6 +96,10 @@ def test_twelve_scenes_over_three_subjobs_give_twelve_verified_georeferenced_out
         mask = tif.asarray()
     assert set(np.unique(mask)) <= {0, 1, 255} and (mask != 255).any()
     assert partial_files(out, repo.parent / "state" / "scratch") == []
+    status = submit(repo, "--status", "preds")
+    assert status.returncode == 0 and "12 scenes: 12 done, 0 failed, 0 pending" in status.stdout
+    assert [line.split()[1:2] + line.split()[-3:] for line in status.stdout.splitlines()[1:4]] == \
+        [[str(i), "4", "0", "0"] for i in range(3)]
     # the same command again: every scene verified, nothing submitted, nothing written
     before = tree_state(out)
     again = predict(repo, trained_run_ro)

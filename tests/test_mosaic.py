@@ -67,7 +67,7 @@ def test_the_command_refuses_to_overwrite_and_needs_georeferenced_inputs(tmp_pat
     a = piece(tmp_path / "a.tif", np.ones((10, 10), np.uint8), 0, 0)
     (tmp_path / "m.tif").write_bytes(b"mine")
     assert main(["mosaic", str(tmp_path / "m.tif"), str(a)]) == 2
-    assert "exists; not overwriting it" in capsys.readouterr().err and (tmp_path / "m.tif").read_bytes() == b"mine"
+    assert "m.tif: exists; not replacing it" in capsys.readouterr().err and (tmp_path / "m.tif").read_bytes() == b"mine"
     tifffile.imwrite(tmp_path / "plain.tif", np.ones((10, 10), np.uint8))
     assert main(["mosaic", str(tmp_path / "n.tif"), str(tmp_path / "plain.tif")]) == 2
     assert "plain.tif: not georeferenced" in capsys.readouterr().err

@@ -71,3 +71,18 @@ def test_an_aborted_writer_leaves_nothing_and_keeps_an_existing_file(tmp_path):
 def test_halving_a_float_block_averages_its_valid_pixels():
     rows = np.array([[1.0, 3.0, np.nan], [np.nan, 5.0, np.nan]], np.float32)
     np.testing.assert_array_equal(halve(rows), [[3.0, np.nan]])
+
+
+def test_memory_does_not_grow_with_the_image_height(tmp_path):
+    import tracemalloc
+
+    strip = np.random.default_rng(0).random((256, 1024)).astype(np.float32)
+    peaks = []
+    for height in (1024, 4096):
+        tracemalloc.start()
+        with OverviewTiffWriter(tmp_path / f"{height}.tif", height, 1024, np.float32, "nan") as writer:
+            for _ in range(0, height, 256):
+                writer.write(strip)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 1.25 * peaks[0] and peaks[1] < 4 * 1024 * 1024 * 4  # the 4096-row image is 16 MB

@@ -202,6 +202,19 @@ def test_tiff_writer_assembles_blocks_of_any_height_into_the_image(tmp_path):
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "a.tif"), image)
 
 
+def test_tiff_writer_closes_an_image_of_whole_tiles_after_tifffile_has_finished(tmp_path):
+    """tifffile stops reading tiles once it has them all: with a height of whole 256-row tiles the
+    writer's thread ends before ``close`` (the pause makes sure), which is success, not a failure."""
+    import time
+
+    image = np.random.default_rng(0).integers(0, 2, (512, 300), dtype=np.uint8)
+    with TiledTiffWriter(tmp_path / "a.tif", 512, 300, np.uint8, "255") as writer:
+        writer.write(image[:256])
+        writer.write(image[256:])
+        time.sleep(0.5)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "a.tif"), image)
+
+
 def test_failed_prediction_leaves_the_previous_output_untouched(tmp_path):
     target = tmp_path / "scene_mask.tif"
     tifffile.imwrite(target, np.zeros((10, 10), np.uint8))

@@ -29,7 +29,9 @@ MANIFEST = "MANIFEST"  # a grid's manifest: a job array's subjob takes its point
 ENV_VARIABLE = "SEGTRAIN_ENV"
 NPROC = "NPROC"  # trainer processes per node (default: one per GPU)
 WALLTIME_POLL = "WALLTIME_POLL"  # seconds between qstat calls that pick up a qextend (jobs/train.pbs)
-JOB_VARIABLES = (CONFIG, OVERRIDES, RUN, DATA, RUNS, MAX_RESUBMITS, RESUBMITS, MARGIN, MANIFEST, ENV_VARIABLE)
+SCRATCH_BASE = "SCRATCH_BASE"  # Slurm: the folder in which the job makes its scratch folder (a site's scratch)
+JOB_VARIABLES = (CONFIG, OVERRIDES, RUN, DATA, RUNS, MAX_RESUBMITS, RESUBMITS, MARGIN, MANIFEST, ENV_VARIABLE,
+                 SCRATCH_BASE)
 
 
 def encode_value(value: str) -> str:
@@ -83,17 +85,19 @@ def qsub_argv(script: str | Path, variables: Mapping[str, str], *, name: Optiona
 
 
 def run_qsub(argv: Sequence[str], timeout_s: float = QSUB_TIMEOUT_S) -> str:
-    """Submit with qsub (no stdin, a timeout); return the new job id."""
+    """Submit with qsub, or sbatch (no stdin, a timeout); return what it printed (qsub: the new job id)."""
+    program = argv[0]
     try:
         out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
-        raise UserError("qsub: command not found; submit on a PBS frontend, or run here with --local") from None
+        where = "a Slurm login node" if program == "sbatch" else "a PBS frontend, or run here with --local"
+        raise UserError(f"{program}: command not found; submit on {where}") from None
     except subprocess.TimeoutExpired:
-        raise UserError(f"qsub: no answer within {timeout_s:.0f} s (server busy, or a missing Kerberos ticket: "
+        raise UserError(f"{program}: no answer within {timeout_s:.0f} s (server busy, or a missing Kerberos ticket: "
                         "run kinit and try again)") from None
     if out.returncode != 0:
         message = (out.stderr or out.stdout).strip().splitlines()
-        raise UserError(f"qsub failed (exit {out.returncode}): {message[-1] if message else 'no message'}")
+        raise UserError(f"{program} failed (exit {out.returncode}): {message[-1] if message else 'no message'}")
     return out.stdout.strip()
 
 
@@ -109,17 +113,32 @@ def job_argv(config: Optional[str], overrides: Sequence[str], *, script: str = "
              array: Optional[str] = None, nproc: Optional[int] = None) -> list[str]:
     """The qsub words of one training job: a new run of ``config``, or (config None) continuing ``run``,
     or (``manifest`` and ``array``) a job array whose subjobs each train one point of a grid."""
-    from segtrain.cluster.site import job_name
+    from segtrain.cluster.pbs import PBS
 
+    variables = job_variables(config, overrides, data=data, runs=runs, run=run, max_resubmits=max_resubmits,
+                              margin=margin, env=env, manifest=manifest, nproc=nproc)
+    return PBS.submit_argv(script, variables, name=name or default_job_name(config, run), resources=resources,
+                           queue=queue, array=array)
+
+
+def job_variables(config: Optional[str], overrides: Sequence[str], *, data: Optional[str] = None,
+                  runs: Optional[str] = None, run: Optional[str] = None, max_resubmits: Optional[int] = None,
+                  margin: Optional[str] = None, env: Optional[str] = None, manifest: Optional[str] = None,
+                  scratch_base: Optional[str] = None, nproc: Optional[int] = None) -> dict[str, str]:
+    """The job variables of one training job (see :func:`job_argv`); empty ones are not sent."""
     if env is not None and encode_value(env) != env:
         raise UserError(f"--env {env!r}: the environment path may not contain commas, quotes, backslashes or %")
-    variables = {CONFIG: config or "", OVERRIDES: join_overrides(overrides), DATA: data or "", RUNS: runs or "",
-                 RUN: run or "", MAX_RESUBMITS: "" if max_resubmits is None else str(max_resubmits),
-                 MARGIN: margin or "", MANIFEST: manifest or "", ENV_VARIABLE: env or "",
-                 NPROC: "" if nproc is None else str(nproc)}
-    extra = (["-q", queue] if queue else []) + (["-J", array] if array else [])
-    return qsub_argv(script, variables, name=name or job_name(Path(config or run or "").stem), resources=resources,
-                     extra=extra)
+    return {CONFIG: config or "", OVERRIDES: join_overrides(overrides), DATA: data or "", RUNS: runs or "",
+            RUN: run or "", MAX_RESUBMITS: "" if max_resubmits is None else str(max_resubmits),
+            MARGIN: margin or "", MANIFEST: manifest or "", ENV_VARIABLE: env or "", SCRATCH_BASE: scratch_base or "",
+            NPROC: "" if nproc is None else str(nproc)}
+
+
+def default_job_name(config: Optional[str], run: Optional[str]) -> str:
+    """The config's (or the run's) file name, made a safe job name."""
+    from segtrain.cluster.site import job_name
+
+    return job_name(Path(config or run or "").stem)
 
 
 def resolve_path(workdir: Path, text: str | Path) -> Path:

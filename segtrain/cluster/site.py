@@ -62,6 +62,10 @@ class Site:
     resource_names: frozenset[str] = frozenset()  # what the server defines, chunk and job wide
     resource_prefixes: tuple[str, ...] = ()  # families of names, e.g. MetaCentrum's cl_<cluster>
     scratch_resources: tuple[str, ...] = ()  # any of them gives the job a scratch folder
+    # Slurm sites (scheduler "slurm"): sbatch options instead of -l resources
+    scheduler: str = "pbs"
+    account_required: bool = False  # sbatch refuses a job without -A/--account
+    scratch_base: Optional[str] = None  # where a job makes its scratch folder; {account} is the project
 
     def knows(self, resource: str) -> bool:
         return resource in self.resource_names or resource.startswith(self.resource_prefixes)
@@ -93,6 +97,26 @@ class Site:
     def qsub_options(self, res: Optional[Resources] = None) -> list[str]:
         """``-l`` options for qsub; on the command line they override the script's directives."""
         return [word for key, value in self.resource_list(res).items() for word in ("-l", f"{key}={value}")]
+
+    def sbatch_options(self, res: Resources, only: Optional[set[str]] = None) -> dict[str, str]:
+        """sbatch's long options for one node's share (``only``: just these Resources fields)."""
+        from segtrain.cluster.directives import parse_hms
+
+        def wanted(name: str) -> bool:
+            return only is None or name in only
+
+        options = {}
+        if wanted("ngpus"):  # over the script's --gpus-per-node (0 too: a CPU job)
+            options["gpus-per-node"] = str(res.ngpus or 0)
+        if wanted("ncpus"):
+            options["cpus-per-task"] = str(res.ncpus)
+        if wanted("mem") and res.mem:
+            options["mem"] = res.mem.upper().removesuffix("B")  # 32gb -> 32G
+        if wanted("walltime"):
+            from segtrain.cluster.directives import format_hms
+
+            options["time"] = format_hms(parse_hms(res.walltime, "walltime"))
+        return options
 
     def directives(self, res: Optional[Resources] = None) -> list[str]:
         return [f"#PBS -l {key}={value}" for key, value in self.resource_list(res).items()]
@@ -126,7 +150,32 @@ OPENPBS = Site(
     scratch_variable=None, clean_scratch=None, defaults=Resources(ngpus=0, scratch=None, gpu_mem=None),
     resource_names=PBS_BUILTIN_RESOURCES,
 )
-SITES = {site.name: site for site in (METACENTRUM, OPENPBS)}
+# Slurm sites. What the profile knows is what a job needs beyond jobs/train.slurm's #SBATCH lines:
+# the partitions with their longest time limit, GPUs per node, the project account sbatch requires,
+# and where a job's scratch folder goes (no site gives one).
+KAROLINA = Site(
+    name="karolina", description="IT4I Karolina (Slurm): qgpu partition, 8x A100 per node, -A PROJECT",
+    gpu_resource=None, scratch_resource=None, gpu_mem_resource=None, scratch_variable=None, clean_scratch=None,
+    defaults=Resources(ncpus=16, ngpus=1, mem=None, scratch=None, gpu_mem=None, walltime="24:00:00"),
+    queues=(Queue("qgpu", 48 * HOUR, gpu=True), Queue("qgpu_exp", 1 * HOUR, gpu=True)),
+    gpus_per_node=8, scheduler="slurm", account_required=True,
+    scratch_base="/scratch/project/{account}",  # 16 cores per GPU; IT4I accounts memory with the cores
+)
+LUMI = Site(
+    name="lumi", description="LUMI-G (Slurm): small-g/standard-g, 8 GCDs (MI250X) per node, -A project_N",
+    gpu_resource=None, scratch_resource=None, gpu_mem_resource=None, scratch_variable=None, clean_scratch=None,
+    defaults=Resources(ncpus=7, ngpus=1, mem="60gb", scratch=None, gpu_mem=None, walltime="24:00:00"),
+    queues=(Queue("small-g", 72 * HOUR, gpu=True), Queue("standard-g", 48 * HOUR, gpu=True),
+            Queue("dev-g", 3 * HOUR, gpu=True)),
+    gpus_per_node=8, scheduler="slurm", account_required=True,
+    scratch_base="/flash/{account}",  # the fast Lustre; 7 usable cores and ~60 GB per GCD
+)
+SLURM_GENERIC = Site(
+    name="slurm", description="any Slurm: jobs/train.slurm's #SBATCH lines (1 GPU, 8 cores, 32G)",
+    gpu_resource=None, scratch_resource=None, gpu_mem_resource=None, scratch_variable=None, clean_scratch=None,
+    defaults=Resources(scratch=None, gpu_mem=None), scheduler="slurm",
+)
+SITES = {site.name: site for site in (METACENTRUM, OPENPBS, KAROLINA, LUMI, SLURM_GENERIC)}
 SCRIPT_SITE = METACENTRUM  # the profile jobs/train.pbs's #PBS lines render
 
 

@@ -14,9 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from segtrain.preflight import check_dataset
+    from segtrain.run.wandb_log import check_login
 
     cfg = config_from_args(args)
     summary = check_dataset(cfg)
+    check_login(cfg.logging.wandb)
     print(f"config {args.config}: ok")
     print("\n".join(summary.lines()))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from segtrain.commands.common import add_overwrite_argument, at_least, refuse_existing
 from segtrain.data.layout import SPLITS
 
 HELP = "evaluate a run on whole scenes of a split: metrics.json, scenes.csv, worst/best overlays"
@@ -15,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="default best")
     parser.add_argument("--out", type=Path, help="output folder (default RUN/eval)")
     parser.add_argument("--data", metavar="ROOT", help="data set root, when not where the run's data.root says")
-    parser.add_argument("--batch-size", type=int, default=16, help="tiles per model call (default 16)")
+    parser.add_argument("--batch-size", type=at_least(1), default=16, help="tiles per model call (default 16)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA if available")
     parser.add_argument("--no-wandb", action="store_true", help="do not log to the run's W&B run")
     parser.add_argument("--threshold", type=float, help="probability above which a pixel is positive "
@@ -23,11 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibrate", action="store_true", help="first choose the threshold that maximizes IoU "
                         "on the whole val scenes and store it in the run (used by eval, predict, export)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_overwrite_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from segtrain.evaluate import EvalOptions, evaluate_run
+    from segtrain.evaluate import OUTPUTS, EvalOptions, evaluate_run
 
+    if args.out is not None:  # the run's own eval/ folder is this command's; any other is not
+        refuse_existing([args.out / name for name in OUTPUTS], args.overwrite)
     options = EvalOptions(split=args.split, checkpoint=args.checkpoint, out=args.out, data_root=args.data,
                           batch_size=args.batch_size, device=args.device, wandb=not args.no_wandb,
                           progress=not args.quiet, threshold=args.threshold, calibrate=args.calibrate)

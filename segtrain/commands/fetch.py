@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from segtrain.commands.common import at_least
 from segtrain.errors import UserError
 
 HELP = ("copy run directories from the cluster (USER@HOST:/storage/.../runs) or a folder to a local folder "
@@ -19,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", choices=CHECKPOINTS, default="none",
                         help="none (default), best (checkpoints/best.pt only) or all")
     parser.add_argument("--dry-run", action="store_true", help="show what would be copied; copy nothing")
-    parser.add_argument("--timeout", type=float, help="give up after this many seconds (run again to resume)")
+    parser.add_argument("--timeout", type=at_least(0, float, strict=True), help="give up after this many seconds (run again to resume)")
 
 
 def run(args: argparse.Namespace) -> int:

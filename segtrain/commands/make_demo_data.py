@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from segtrain.commands.common import at_least
 from segtrain.data.synthetic import DEFAULT_DIR, KINDS, DemoSpec, make_demo_data
 
 HELP = "generate a realistic synthetic data set (deterministic for a seed)"
@@ -15,10 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=KINDS, default=defaults.kind,
                         help="water bodies on surface reflectances (default) or clouds on heavy-tailed TOA reflectances")
     parser.add_argument("--bands", type=int, default=defaults.bands, help="bands per scene (1-13)")
-    parser.add_argument("--train", type=int, default=defaults.n_train, help="scenes in the train split")
-    parser.add_argument("--val", type=int, default=defaults.n_val, help="scenes in the val split")
-    parser.add_argument("--test", type=int, default=defaults.n_test, help="scenes in the test split")
-    parser.add_argument("--max-size", type=int, default=defaults.max_size, help="largest scene side in pixels")
+    parser.add_argument("--train", type=at_least(1), default=defaults.n_train, help="scenes in the train split")
+    parser.add_argument("--val", type=at_least(1), default=defaults.n_val, help="scenes in the val split")
+    parser.add_argument("--test", type=at_least(1), default=defaults.n_test, help="scenes in the test split")
+    parser.add_argument("--max-size", type=at_least(1), default=defaults.max_size, help="largest scene side in pixels")
     parser.add_argument("--force", action="store_true", help="replace an existing folder")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from segtrain.commands.common import add_overwrite_argument, at_least, refuse_existing
+
 HELP = "predict masks of whole scenes with an .onnx model or a run directory"
 
 
@@ -12,14 +14,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenes", type=Path, nargs="+", metavar="SCENE", help="scene TIFFs, any size")
     parser.add_argument("--out", type=Path, required=True, help="folder for <scene>_mask.tif (and _prob.tif)")
     parser.add_argument("--prob", action="store_true", help="also write the probability map (float32, NaN no-data)")
-    parser.add_argument("--tile", type=int, help="tile size (default: the training tile size)")
-    parser.add_argument("--overlap", type=int, help="tile overlap (default: the training data.overlap)")
-    parser.add_argument("--batch-size", type=int, default=16, help="tiles per model call (default 16)")
+    parser.add_argument("--tile", type=at_least(16), help="tile size (default: the training tile size)")
+    parser.add_argument("--overlap", type=at_least(0), help="tile overlap (default: the training data.overlap)")
+    parser.add_argument("--batch-size", type=at_least(1), default=16, help="tiles per model call (default 16)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: CUDA if available")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="for a run directory (default best)")
     parser.add_argument("--threshold", type=float, help="probability above which a pixel is positive "
                         "(default: the model's, i.e. its calibrated threshold, else train.threshold)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_overwrite_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
         if scene.stem in stems:
             raise UserError(f"{scene}: same name as {stems[scene.stem]}; their outputs would overwrite each other")
         stems[scene.stem] = scene
-        if any(path.resolve() in inputs for path in output_paths(scene, args.out)):
+        outputs = output_paths(scene, args.out)[:2 if args.prob else 1]
+        if any(path.resolve() in inputs for path in outputs):
             raise UserError(f"{scene}: its output would overwrite an input scene; choose another --out")
+        refuse_existing(outputs, args.overwrite)
     print(f"model {args.model} ({backend.name}); tile {tile}, overlap {overlap}, threshold {meta.threshold}")
     for scene in args.scenes:
         result = predict_scene(scene, backend, args.out, options)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from segtrain.commands.common import at_least
+
 HELP = "int8-quantize a run's ONNX model (calibrated on training tiles); report IoU change and speed-up"
 
 
@@ -11,8 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, help="run directory")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="default best")
     parser.add_argument("--data", metavar="ROOT", help="data set root, when not where the run's data.root says")
-    parser.add_argument("--calibration-tiles", type=int, default=64, help="training tiles to calibrate on (default 64)")
-    parser.add_argument("--batch-size", type=int, default=16, help="tiles per model call (default 16)")
+    parser.add_argument("--calibration-tiles", type=at_least(1), default=64, help="training tiles to calibrate on (default 64)")
+    parser.add_argument("--batch-size", type=at_least(1), default=16, help="tiles per model call (default 16)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

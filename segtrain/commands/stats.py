@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from segtrain.commands.common import at_least
+
 HELP = "per-band statistics, class balance and figures of a data set; writes stats.json for training"
 
 
@@ -13,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="folder for stats.json and stats/*.png (default: the data set root)")
     parser.add_argument("--nodata", type=float, default=None, help="no-data value (default: the scenes' tag, else 0)")
     parser.add_argument("--rgb", default=None, help="bands shown as red,green,blue in the sample figure (default: 2,1,0)")
-    parser.add_argument("--workers", type=int, default=4, help="scenes read in parallel")
+    parser.add_argument("--workers", type=at_least(1), default=4, help="scenes read in parallel")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from segtrain.errors import UserError
 
-HELP = ("submit jobs/train.pbs for a config or a grid file (one job per point, or --array), or run it here "
-        "PBS-like with --local; --dry-run prints the qsub commands, --status shows where the runs stand")
+HELP = ("submit jobs/train.pbs (PBS) or jobs/train.slurm (Slurm) for a config or a grid file (one job per point, "
+        "or --array), or run it here PBS-like with --local; --dry-run prints the qsub/sbatch commands, --status "
+        "shows where the runs stand")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from segtrain.cluster.scheduler import SCHEDULERS
     from segtrain.cluster.site import SITES
 
     parser.add_argument("target", nargs="?", help="a config file, a grid file (configs/grids/), or a run "
@@ -31,8 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "checks it before copying anything)")
     mode.add_argument("--quiet", action="store_true", help="with --local: do not echo the jobs' output")
     res = parser.add_argument_group("resources (over the job script's #PBS lines)")
-    res.add_argument("--site", choices=sorted(SITES), help="PBS site profile: its resource names and limits "
-                     "(default $SEGTRAIN_SITE or metacentrum, whose resources the job script's directives ask for)")
+    res.add_argument("--site", choices=sorted(SITES), help="site profile: its scheduler, resource names and limits "
+                     "(default $SEGTRAIN_SITE, else metacentrum, whose resources jobs/train.pbs's directives ask for; "
+                     "slurm for jobs/train.slurm's; karolina and lumi are Slurm sites)")
+    res.add_argument("--scheduler", choices=SCHEDULERS, help="PBS (qsub, jobs/train.pbs) or Slurm (sbatch, "
+                     "jobs/train.slurm); default: the site's, else $SEGTRAIN_SCHEDULER, else the one installed here")
+    res.add_argument("--account", help="Slurm project account (sbatch -A), which Karolina and LUMI require")
     res.add_argument("--walltime", help="HH:MM:SS (default: the job script's directive)")
     res.add_argument("--gpus", type=int, help="GPUs (default 1)")
     res.add_argument("--ncpus", type=int, help="CPU cores (default 8)")
@@ -49,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "(WALLTIME_MARGIN; default 5 %% of the walltime, 1 to 10 minutes)")
     job.add_argument("--env", help="software environment folder, passed as SEGTRAIN_ENV "
                      "(default: .venv on the cluster; this Python's environment with --local)")
-    job.add_argument("--script", help="the job script (default jobs/train.pbs; jobs/predict.pbs with --predict)")
+    job.add_argument("--script", help="the job script (default jobs/train.pbs, jobs/train.slurm on Slurm; "
+                     "jobs/predict.pbs with --predict)")
     from segtrain.cluster.frontend import predict_submit
 
     predict_submit.add_arguments(parser)
@@ -58,31 +65,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from segtrain.cluster import qsub
     from segtrain.cluster.directives import format_hms, parse_hms
-    from segtrain.cluster.frontend.plan import (JobOptions, describe, dry_run_text, execute, lint_warnings, plan_target,
-                                                resource_options, run_here)
+    from segtrain.cluster.frontend.plan import (JobOptions, choose_site, describe, dry_run_text, execute,
+                                                lint_warnings, plan_target, resource_options, run_here)
     from segtrain.cluster.frontend.status import status_report, summary_table
     from segtrain.cluster.frontend.predict_status import folder_status, is_predictions_folder
-    from segtrain.cluster.site import get_site
 
     if args.predict:
         from segtrain.cluster.frontend import predict_submit
 
+        if choose_site(args.site, args.scheduler or "pbs").scheduler != "pbs":
+            raise UserError("--predict: prediction jobs run on PBS only for now (jobs/predict.pbs)")
+
         return predict_submit.run(args)
     if args.status and args.target and is_predictions_folder(Path(args.target)):
-        print(folder_status(Path(args.target)).text())
+        print(folder_status(Path(args.target), qstat=None if args.local else ("qstat",)).text())
         return 0
+    site = choose_site(args.site, args.scheduler or ("pbs" if args.local else None))  # --local: PBS-like
     if args.status:
-        print(status_report(Path(args.target) if args.target else None, args.runs, args.local))
+        print(status_report(Path(args.target) if args.target else None, args.runs, args.local, site.scheduler))
         return 0
     if not args.target:
         raise UserError("give a config file, a grid file or a run directory (or --status)")
-    site = get_site(args.site)
+    if args.local and site.scheduler != "pbs":
+        raise UserError(f"--local runs the PBS job here, not on the Slurm site {site.name}; for Slurm, start one on "
+                        "this machine (scripts/slurm_local.sh start) and submit to it")
+    if args.account and site.scheduler != "slurm":
+        raise UserError(f"--account: the {site.name} site is a PBS site (sbatch -A is Slurm's)")
     resources = resource_options(site, args.walltime, ngpus=args.gpus, ncpus=args.ncpus, mem=args.mem,
                                  scratch=args.scratch, gpu_mem=args.gpu_mem)
-    opts = JobOptions(site=site, script=args.script or "jobs/train.pbs", resources=resources, queue=args.queue,
+    opts = JobOptions(site=site, script=args.script, resources=resources, queue=args.queue,
                       name=args.name, data=args.data, runs=args.runs, max_resubmits=args.max_resubmits,
                       margin=format_hms(parse_hms(args.margin, "--margin")) if args.margin else None,
-                      env=args.env or (sys.prefix if args.local else None), check_data=not args.no_check)
+                      env=args.env or (sys.prefix if args.local else None), check_data=not args.no_check,
+                      account=args.account)
     sub = plan_target(Path(args.target), args.overrides, opts, Path.cwd(), args.array)
     for line in lint_warnings(sub):
         print(line, file=sys.stderr)
@@ -91,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(describe(sub), flush=True)
     if not args.local:
-        ids = execute(sub, qsub.run_qsub)
+        ids = execute(sub, lambda argv: opts.scheduler.job_id(qsub.run_qsub(argv)))
         where = os.path.relpath(sub.grid_dir or sub.runs_root)
         print(f"submitted {', '.join(ids)}; see where they stand with: scripts/submit --status {where}")
         return 0

@@ -5,7 +5,7 @@ import argparse
 import os
 from pathlib import Path
 
-from segtrain.commands.common import add_config_arguments, config_from_args
+from segtrain.commands.common import add_config_arguments, at_least, config_from_args
 
 HELP = "train (or resume) a run; exit 3 means stopped early with a checkpoint, run again to resume"
 
@@ -14,15 +14,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--run-dir", type=Path, help="run directory; resumes when it holds a checkpoint")
     parser.add_argument("--mirror", type=Path, help="also copy checkpoints, run.json and metrics here (atomically)")
-    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+    parser.add_argument("--time-limit", type=at_least(0, float, strict=True), metavar="SECONDS",
                         help="stop with a checkpoint (exit 3) before this many seconds have passed")
     parser.add_argument("--deadline-file", type=Path, metavar="PATH",
                         help="a file holding a later deadline (epoch seconds) that replaces the time limit when "
                              "it changes (a PBS job writes it after a qextend)")
     dist = parser.add_argument_group("several processes (DDP through torch.distributed's elastic launcher)")
-    dist.add_argument("--nproc-per-node", type=int, default=1, help="processes on this node, one per GPU")
-    dist.add_argument("--nnodes", type=int, default=1, help="nodes taking part (all run this same command)")
-    dist.add_argument("--node-rank", type=int, default=0, help="this node's rank; 0 hosts the rendezvous")
+    dist.add_argument("--nproc-per-node", type=at_least(1), default=1, help="processes on this node, one per GPU")
+    dist.add_argument("--nnodes", type=at_least(1), default=1, help="nodes taking part (all run this same command)")
+    dist.add_argument("--node-rank", type=at_least(0), default=0, help="this node's rank; 0 hosts the rendezvous")
     dist.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous on the first node (several nodes)")
     dist.add_argument("--rdzv-id", help="a job-wide id, the same on every node (e.g. $PBS_JOBID)")
 

@@ -26,6 +26,9 @@ def _mapping_no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: 
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (list, dict, set)):
+            raise yaml.constructor.ConstructorError(None, None, f"a key must be a plain value, not a {type(key).__name__}",
+                                                    key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
@@ -36,9 +39,12 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 # PyYAML follows YAML 1.1, where ``off``/``no``/``on``/``yes`` are booleans and ``3e-4`` (no dot) is
 # a string. Configs read as YAML 1.2 does: only true/false are booleans (``train.amp: off`` is the
 # word), and ``3e-4`` is a number.
+# YAML 1.2 has no timestamps either: ``2024-01-01`` is a string (a run name, a W&B tag), never a date,
+# and a lone ``=`` is the character, not PyYAML's unconstructible "value" tag.
 _BOOL = "tag:yaml.org,2002:bool"
+_NOT_1_2 = (_BOOL, "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value")
 _StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _NOT_1_2]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _StrictLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
@@ -47,6 +53,20 @@ _StrictLoader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
+
+
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes configs that :class:`_StrictLoader` reads back as exactly what was written.
+
+    PyYAML decides whether a string may be written unquoted by asking the dumper's own
+    resolvers what the bare text would read as; giving it the loader's resolvers quotes every
+    string that the loader would take for a number, boolean or null (``"1e-3"``, ``"null"``).
+    """
+
+
+_Dumper.yaml_implicit_resolvers = _StrictLoader.yaml_implicit_resolvers
 
 
 def parse_yaml(text: str, source: str) -> Any:
@@ -58,6 +78,8 @@ def parse_yaml(text: str, source: str) -> Any:
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{where}: invalid YAML: {problem}") from None
+    except ValueError as exc:  # a constructor's own limit, e.g. an integer of more than 4300 digits
+        raise UserError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
@@ -74,7 +96,7 @@ def load_raw(path: str | Path, overrides: Iterable[str] = ()) -> tuple[dict, dic
     raw, sources = _load_file(Path(path), chain=())
     for item in overrides:
         key, value = parse_override(item)
-        merge(raw, _nest(key, value), Config, sources, f"override {item!r}")
+        merge(raw, _nest(key, value), Config, sources, _override_name(item))
     return raw, sources
 
 
@@ -83,9 +105,14 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise UserError(f"override {item!r}: expected section.key=value")
-    value = parse_yaml(text, f"override {item!r}") if text.strip() else None
+        raise UserError(f"{_override_name(item)}: expected section.key=value")
+    value = parse_yaml(text, _override_name(item)) if text.strip() else None
     return key, value
+
+
+def _override_name(item: str, limit: int = 60) -> str:
+    """How errors name an override: quoted, and cut short so that the message stays one line."""
+    return f"override {item!r}" if len(item) <= limit else f"override {item[:limit - 3]!r}..."
 
 
 def to_dict(cfg: Config) -> dict:
@@ -95,7 +122,7 @@ def to_dict(cfg: Config) -> dict:
 
 def to_yaml(cfg: Config) -> str:
     """The resolved config as YAML text, in schema order."""
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    return yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
 def _load_file(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, str]]:

@@ -112,6 +112,8 @@ class LossConfig:
                 raise ConfigError(f"loss.terms.{name}", f"unknown loss term; choose from {', '.join(LOSS_TERMS)}")
             if weight < 0:
                 raise ConfigError(f"loss.terms.{name}", f"weight must be >= 0, got {weight}")
+        if not any(self.terms.values()):
+            raise ConfigError("loss.terms", f"every weight is 0, so the loss is 0 and nothing is learned: {self.terms}")
         if isinstance(self.pos_weight, float) and self.pos_weight <= 0:
             raise ConfigError("loss.pos_weight", f"must be > 0 or 'auto', got {self.pos_weight}")
 
@@ -144,7 +146,7 @@ class TrainConfig:
     """The training loop: length, batch, device and precision, checkpoint cadence."""
     epochs: int = field(default=50, metadata=bounds(ge=1))
     batch_size: int = field(default=16, metadata=bounds(ge=1))  # global batch, over all processes
-    seed: int = 0
+    seed: int = field(default=0, metadata=bounds(ge=0, le=2**32 - 1))  # numpy's range; per-epoch seeds derive from it
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # ignored on CPU
     channels_last: bool = True  # CUDA only

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import operator
 import types
 import typing
 from typing import Any, Literal, Union
 
 from segtrain.config.schema import Config, ConfigError
+
+INT_LIMIT = 2**63
 
 
 def build(cls: type, raw: Any, key: str = "") -> Any:
@@ -75,11 +79,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(key, f"expected true or false, got {_describe(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -INT_LIMIT <= value < INT_LIMIT:  # torch, numpy and checkpoints hold 64-bit integers
+                raise ConfigError(key, f"integer out of range (|value| < 2**63), got {_short(value)}")
             return value
         raise ConfigError(key, f"expected an integer, got {_describe(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):  # .nan passes every bound check; .inf poisons losses at step 1
+                raise ConfigError(key, f"expected a finite number, got {_short(value)}")
+            return number
         raise ConfigError(key, f"expected a number, got {_describe(value)}")
     if tp is str:
         if isinstance(value, str):
@@ -91,10 +103,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def _check_bounds(value: Any, meta: Any, key: str) -> None:
     if value is None or not meta:
         return
-    for name, op, text in (("ge", float.__ge__, ">="), ("le", float.__le__, "<="),
-                           ("gt", float.__gt__, ">"), ("lt", float.__lt__, "<")):
-        if name in meta and isinstance(value, (int, float)) and not op(float(value), float(meta[name])):
-            raise ConfigError(key, f"must be {text} {meta[name]}, got {value}")
+    for name, op, text in (("ge", operator.ge, ">="), ("le", operator.le, "<="),
+                           ("gt", operator.gt, ">"), ("lt", operator.lt, "<")):
+        if name in meta and isinstance(value, (int, float)) and not op(value, meta[name]):
+            raise ConfigError(key, f"must be {text} {meta[name]}, got {_short(value)}")
 
 
 def _join(key: str, name: str) -> str:
@@ -109,4 +121,12 @@ def _suggest(word: str, choices: Any) -> str:
 def _describe(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return f"a {type(value).__name__}"
-    return f"{value!r} ({type(value).__name__})"
+    return f"{_short(value)} ({type(value).__name__})"
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr`` cut to a length that keeps an error message one readable line."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

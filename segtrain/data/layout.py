@@ -23,8 +23,20 @@ def filelist_path(root: str | Path, split: str) -> Path:
     return Path(root) / "filelists" / f"{split}.csv"
 
 
+def read_text_file(path: Path) -> str:
+    """A small text file as UTF-8 (a byte-order mark is dropped, not read as part of a name)."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                        "save it as UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror}") from None
+
+
 def read_split(root: str | Path, split: str) -> list[SceneFiles]:
-    """The scenes listed in ``filelists/<split>.csv`` (one file name per line, optional header).
+    """The scenes listed in ``filelists/<split>.csv`` (one file name per line, optional header,
+    lines starting with ``#`` are comments).
 
     A bad line is reported with its file and line number. File existence is not checked here:
     that is the preflight's job, which reports every problem with the file it concerns.
@@ -35,9 +47,13 @@ def read_split(root: str | Path, split: str) -> list[SceneFiles]:
         raise UserError(f"{listing}: filelist for split '{split}' not found")
     scenes: list[SceneFiles] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text_file(listing).splitlines(), start=1):
         entry = line.split(",")[0].strip()
-        if not entry or entry.startswith("#") or (lineno == 1 and entry.lower() in _HEADERS):
+        if entry.startswith("#") or (lineno == 1 and entry.lower() in _HEADERS):
+            continue  # a comment line (e.g. a scene left out on purpose) or the header
+        if not entry:
+            if line.strip(" ,\t"):
+                raise UserError(f"{listing}:{lineno}: the first column is empty; expected a file name first: {line.strip()!r}")
             continue
         if "/" in entry or "\\" in entry:
             raise UserError(f"{listing}:{lineno}: expected a file name, not a path: {entry!r}")

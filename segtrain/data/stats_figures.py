@@ -60,7 +60,7 @@ def _samples(stats: Stats, scenes: Sequence[SceneFiles], rgb: Sequence[int], nod
         if mask.any() and not mask.all():
             ax.contour(mask, levels=[0.5], colors="cyan", linewidths=0.8)
         share = mask[valid].mean() if valid.any() else 0.0
-        ax.set_title(f"{files.name}\n{100 * share:.1f} % positive", fontsize=8)
+        ax.set_title(f"{files.name}\n{100 * share:.1f} % positive", fontsize=8, parse_math=False)
         ax.set_axis_off()
     fig.suptitle(f"centre tiles: bands {list(rgb)} as RGB (2-98 % stretch), mask tinted, no-data grey", fontsize=9)
     return fig

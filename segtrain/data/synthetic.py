@@ -69,6 +69,8 @@ def make_demo_data(root: str | Path = DEFAULT_DIR, spec: DemoSpec = DemoSpec(), 
     only replaced with ``force``.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root}: is a file, not a folder; not overwriting it")
     if root.exists() and any(root.iterdir()):
         marker = root / MARKER
         if marker.is_file() and json.loads(marker.read_text()) == spec.marker() and not force:

@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 import torch
 
-from segtrain.fsutil import fsync_dir, atomic_copy, atomic_open
+from segtrain.errors import UserError
+from segtrain.fsutil import fsync_dir, atomic_copy, atomic_open, write_point
 
 FORMAT = 1
 LAST, PREVIOUS, BEST = "last.pt", "last.prev.pt", "best.pt"
@@ -26,6 +27,7 @@ def save_checkpoint(state: dict, path: Path, keep_previous: bool = False) -> flo
     tmp = path.with_name(f".{path.name}.partial")
     with atomic_open(tmp, "wb") as f:
         torch.save({"format": FORMAT, **state}, f)
+    write_point(path)
     if keep_previous and path.exists():
         os.replace(path, path.with_name(PREVIOUS))
     os.replace(tmp, path)
@@ -45,7 +47,13 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def load_latest(checkpoints: Path, warn=print) -> Optional[dict]:
-    """The newest good checkpoint for resuming: ``last.pt``, else ``last.prev.pt``, else None."""
+    """The newest good checkpoint for resuming: ``last.pt``, else ``last.prev.pt``; None for a
+    run that never wrote one.
+
+    A run whose checkpoints all fail to load is refused (:class:`UserError`) instead of being
+    restarted from step 0 over its own metrics and best model.
+    """
+    problems = []
     for name in (LAST, PREVIOUS):
         path = checkpoints / name
         if path.exists():
@@ -53,6 +61,11 @@ def load_latest(checkpoints: Path, warn=print) -> Optional[dict]:
                 return load_checkpoint(path)
             except ValueError as exc:
                 warn(f"warning: {exc}; trying an older checkpoint")
+                problems.append(name)
+    if problems or (checkpoints / BEST).exists():
+        found = " and ".join(problems) + (" unreadable" if problems else "") or f"only {BEST}, no {LAST}"
+        raise UserError(f"{checkpoints}: cannot resume: {found}; not restarting this run from step 0 over its "
+                        f"results (copy a good {LAST} there, e.g. from the mirror, or train into a new --run-dir)")
     return None
 
 
@@ -119,8 +132,6 @@ class TrainedModel:
 
 def load_trained(run_dir: str | Path, which: str = "best") -> TrainedModel:
     """The ``best`` (or ``last``) model of a run; a missing or corrupt file is a UserError."""
-    from segtrain.errors import UserError
-
     if which not in ("best", "last"):
         raise UserError(f"--checkpoint: expected 'best' or 'last', got {which!r}")
     path = Path(run_dir) / "checkpoints" / (BEST if which == "best" else LAST)

@@ -51,8 +51,11 @@ class Console:
 
     def _to_log(self, line: str) -> None:
         if self.log is not None:
-            self.log.write(line + "\n")
-            self.log.flush()
+            try:
+                self.log.write(line + "\n")
+                self.log.flush()
+            except OSError:  # a full disk: the stream still shows everything; the copy stops here
+                self.log = None
 
 
 class Progress:

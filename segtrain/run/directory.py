@@ -17,10 +17,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
+from segtrain.cluster.scheduler import current_job_id
 from segtrain.fsutil import atomic_write_json
 from segtrain.errors import UserError
 
 CONFIG, INFO, METRICS = "config.yaml", "run.json", "metrics.jsonl"
+RUN_NAMES = {CONFIG, INFO, METRICS, "checkpoints", "samples", "logs", "curves.png", "wandb", "eval", "export"}
 
 
 def now_iso() -> str:
@@ -102,6 +104,14 @@ class RunDir:
         self.samples = self.path / "samples"
         self.logs = self.path / "logs"
 
+    def is_run_or_empty(self) -> bool:
+        """Whether training may write here: a missing or empty folder, or a run (it has run.json,
+        or only run-directory names, as one killed right after it was created)."""
+        if not self.path.is_dir():
+            return True
+        names = {p.name for p in self.path.iterdir()}
+        return not names or INFO in names or (CONFIG in names and names <= RUN_NAMES)
+
     def create(self) -> None:
         for folder in (self.path, self.checkpoints, self.samples, self.logs):
             folder.mkdir(parents=True, exist_ok=True)
@@ -121,7 +131,7 @@ class RunDir:
         return info
 
     def start_segment(self, name: str, wandb_id: Optional[str]) -> dict[str, Any]:
-        """Record that a job segment starts: one entry per process run, with the PBS job id."""
+        """Record that a job segment starts: one entry per process run, with the scheduler's job id."""
         info = self.read_info()
         info.setdefault("name", name)
         info.setdefault("run_id", uuid.uuid4().hex[:12])
@@ -130,7 +140,7 @@ class RunDir:
         info["git_commit"] = git_commit()
         info["status"] = "running"
         info.setdefault("segments", []).append({
-            "job_id": os.environ.get("PBS_JOBID"), "host": socket.gethostname(), "started": now_iso(),
+            "job_id": current_job_id(), "host": socket.gethostname(), "started": now_iso(),
             "ended": None, "exit_code": None, "start_step": None, "end_step": None,
         })
         atomic_write_json(self.info_path, info)

@@ -2,7 +2,7 @@
 
 W&B mirrors it, the curves are drawn from it and ``fetch_results`` tables read it. On resume
 the lines written after the checkpoint (by a segment that was then killed) are dropped, so the
-file reads as one uninterrupted run.
+file reads as one uninterrupted run: a checkpoint records how many records it covers.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from segtrain.fsutil import atomic_write_text
+from segtrain.fsutil import atomic_write_text, write_point
 
 
 def read_metrics(path: Path) -> Iterator[dict[str, Any]]:
@@ -29,9 +29,14 @@ def read_metrics(path: Path) -> Iterator[dict[str, Any]]:
 class MetricsLog:
     """Append-only writer of ``metrics.jsonl`` that also keeps the history in memory."""
 
-    def __init__(self, path: Path, resume_step: int | None):
+    def __init__(self, path: Path, resume_step: int | None, records: int | None = None):
+        """Keep the first ``records`` records (the count a checkpoint saved), or those up to
+        ``resume_step`` (checkpoints without a count); a new run (both None) starts empty."""
         self.path = path
-        self.history = [r for r in read_metrics(path) if resume_step is not None and r.get("step", 0) <= resume_step]
+        if records is not None:
+            self.history = list(read_metrics(path))[:records]
+        else:
+            self.history = [r for r in read_metrics(path) if resume_step is not None and r.get("step", 0) <= resume_step]
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.history))
         self._file = open(path, "a")
 
@@ -39,6 +44,7 @@ class MetricsLog:
         self.history.append(record)
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        write_point(self.path)
 
     def sync(self) -> None:
         """Force the lines to disk (called at checkpoints, so the two agree after a crash)."""

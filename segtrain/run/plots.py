@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["text.parse_math"] = False  # titles hold scene and run names: a "$" there is text, not TeX
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 import numpy as np  # noqa: E402
 

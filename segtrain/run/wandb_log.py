@@ -8,15 +8,20 @@ user's own ``wandb login`` / ``WANDB_API_KEY`` environment.
 """
 from __future__ import annotations
 
+import netrc
+import os
 import sys
 import threading
 import uuid
 from pathlib import Path
 from typing import Any, Optional, Sequence
+from urllib.parse import urlparse
 
 import numpy as np
 
 from segtrain.config.schema import WandbConfig
+from segtrain.errors import UserError
+from segtrain.fsutil import atomic_copy
 
 
 def wandb_values(record: dict[str, Any]) -> dict[str, Any]:
@@ -29,6 +34,22 @@ def wandb_values(record: dict[str, Any]) -> dict[str, Any]:
             if key not in ("step", "split")}
 
 
+def check_login(cfg: WandbConfig) -> None:
+    """Online mode needs a key (``WANDB_API_KEY`` or ``wandb login``'s netrc entry): refuse before
+    the run starts rather than fail inside ``wandb.init``. The key itself is never read out."""
+    if cfg.mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        if host and netrc.netrc(path).authenticators(host):
+            return
+    except (OSError, netrc.NetrcParseError):
+        pass
+    raise UserError(f"logging.wandb.mode: 'online' needs a W&B key (run `wandb login` or set WANDB_API_KEY), "
+                    f"none found for {host}; or use 'offline' and sync later")
+
+
 def new_wandb_id() -> str:
     """A W&B-style run id (8 lowercase alphanumerics), chosen here so it can be checkpointed first."""
     return uuid.uuid4().hex[:8]
@@ -39,6 +60,7 @@ class WandbLogger:
 
     def __init__(self, cfg: WandbConfig, run_dir: Path, name: str, run_id: str, config: dict, enabled: bool = True):
         self.run = None
+        self.run_dir = Path(run_dir)
         if cfg.mode == "disabled" or not enabled:
             return
         import wandb
@@ -84,10 +106,29 @@ class WandbLogger:
         run, self.run = self.run, None
         if timeout_s is None:
             run.finish(exit_code=exit_code)
-            return
-        finishing = threading.Thread(target=run.finish, kwargs={"exit_code": exit_code}, daemon=True)
-        finishing.start()
-        finishing.join(timeout_s)
-        if finishing.is_alive():
-            print(f"warning: W&B did not finish within {timeout_s:.0f} s; metrics.jsonl has every value "
-                  "(segtrain wandb-sync can replay it)", file=sys.stderr)
+        else:
+            finishing = threading.Thread(target=run.finish, kwargs={"exit_code": exit_code}, daemon=True)
+            finishing.start()
+            finishing.join(timeout_s)
+            if finishing.is_alive():
+                print(f"warning: W&B did not finish within {timeout_s:.0f} s; metrics.jsonl has every value "
+                      "(segtrain wandb-sync can replay it)", file=sys.stderr)
+                return
+        keep_links_inside(self.run_dir / "wandb", self.run_dir)
+
+
+def keep_links_inside(folder: Path, root: Path) -> None:
+    """Replace each symlink under ``folder`` that leaves ``root`` (W&B links its core debug log
+    into ~/.cache) with a copy of its target, or drop it when the target is gone: a copied or
+    fetched run then holds no link that dangles."""
+    if not folder.is_dir():
+        return
+    root = root.resolve()
+    for link in [p for p in folder.rglob("*") if p.is_symlink()]:
+        target = link.resolve()
+        if target.is_relative_to(root):
+            continue
+        if target.is_file():
+            atomic_copy(target, link)  # the rename replaces the link itself
+        else:
+            link.unlink()

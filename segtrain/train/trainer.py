@@ -8,6 +8,7 @@ stopped anywhere and resumed ends with the same weights as one never stopped.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import random
@@ -27,7 +28,7 @@ from segtrain.config.load import load_raw
 from segtrain.config.validate import build_config
 from segtrain.device import select_device
 from segtrain.errors import EXIT_FAILED, EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR, UserError
-from segtrain.fsutil import atomic_write_text
+from segtrain.fsutil import atomic_write_text, remove_temporaries
 from segtrain.losses import build_criterion
 from segtrain.metrics import ConfusionCounts
 from segtrain.models import build_model, positive_probability
@@ -43,11 +44,13 @@ from segtrain.run.plots import plot_curves, plot_samples
 from segtrain.run import directory as rundir
 from segtrain.run.directory import RunDir, create_run_dir, run_name
 from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
-from segtrain.run.wandb_log import WandbLogger, new_wandb_id, wandb_values
+from segtrain.run.wandb_log import WandbLogger, check_login, new_wandb_id, wandb_values
 
 WANDB_STOP_TIMEOUT_S = 3.0  # W&B's share of the 10 s between SIGTERM and SIGKILL
-MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, calibration.FILE, f"checkpoints/{ckpt.LAST}",
-            f"checkpoints/{ckpt.BEST}"]
+# In commit order, as in the run directory: last.pt, which vouches for the others, is copied last.
+MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, calibration.FILE, f"checkpoints/{ckpt.BEST}",
+            f"checkpoints/{ckpt.LAST}"]
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class TrainingFailed(Exception):
@@ -76,6 +79,7 @@ class Position:
 def train(cfg: Config, opts: TrainOptions) -> int:
     """Train (or resume) one run; return the exit code (0 done, 3 stopped to resume)."""
     summary = check_dataset(cfg)
+    check_login(cfg.logging.wandb)
     device = select_device(cfg.train.device, "train.device")
     ctx = init_distributed(device.type)
     if device.type == "cuda":
@@ -109,12 +113,11 @@ class _Run:
         self.budget = TimeBudget(opts.time_limit, deadline_file=opts.deadline_file)
         self.launcher_pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
         self.rd = RunDir(opts.run_dir)
-        state, notes = self._open_run_dir()  # the checkpoint to resume from: local, so it is freed after set-up
+        # Everything that can refuse the run is checked before its folder gets a first byte.
+        state, notes = self._inspect_run_dir()  # the checkpoint to resume from: local, so it is freed after set-up
         self.resumed = state is not None
         self.wandb_id: Optional[str] = state.get("wandb_id") if state else None
-        self.console = Console(0, enabled=ctx.is_main, log_path=self.rd.logs / "train.log" if ctx.is_main else None)
-        for note in notes:
-            self.console.message(note)
+        self.metrics_records: Optional[int] = state.get("metrics_records") if state else None
         self.stats = state["stats"] if state else self._stats()  # a resumed run keeps its own (no drift)
         self._build_data()
         self._build_model(in_channels)
@@ -122,25 +125,48 @@ class _Run:
         self.early = EarlyStopping(cfg.train.early_stopping.metric, cfg.train.early_stopping.patience,
                                    cfg.train.early_stopping.min_delta)
         if state is not None:
-            self._restore(state)
-        self.console.total_steps = cfg.train.epochs * self.n_batches
+            notes.append(self._restore(state))
+        notes += [f"removed {path}, left by a write that was killed" for path in self._create_run_dir()]
+        self.console = Console(cfg.train.epochs * self.n_batches, enabled=ctx.is_main,
+                               log_path=self.rd.logs / "train.log" if ctx.is_main else None)
+        for note in notes:
+            self.console.message(note)
 
     # ---- set-up ---------------------------------------------------------------------------
-    def _open_run_dir(self) -> tuple[Optional[dict], list[str]]:
-        """Create the run directory, or open it to resume; refuse unsafe config changes.
+    def _inspect_run_dir(self) -> tuple[Optional[dict], list[str]]:
+        """Read (never write) the run directory: refuse what is not a run, a corrupt run.json,
+        unsafe config changes and unreadable checkpoints.
 
         Returns the checkpoint to resume from (None for a new run) and notes for the log.
         """
+        for flag, path in (("--run-dir", self.rd.path), ("--mirror", self.opts.mirror)):
+            if path is not None and path.exists() and not path.is_dir():
+                raise UserError(f"{flag} {path}: is a file, not a folder")
+            if path is not None and not RunDir(path).is_run_or_empty():
+                raise UserError(f"{flag} {path}: folder is not empty and holds no segtrain run (no {rundir.INFO}); "
+                                "not writing into it: choose a new or empty folder")
+        if self.opts.mirror is not None and self.opts.mirror.resolve() == self.rd.path.resolve():
+            raise UserError(f"--mirror {self.opts.mirror}: is the run directory itself")
+        self.rd.read_info()
         notes: list[str] = []
         if self.rd.config.exists():
             old_raw, _ = load_raw(self.rd.config)
             notes += check_resume_compatible(build_config(old_raw), self.cfg, self.rd.config)
         state = ckpt.load_latest(self.rd.checkpoints, warn=notes.append) if self.rd.checkpoints.exists() else None
+        return state, notes
+
+    def _create_run_dir(self) -> list[Path]:
+        """Create the run directory (or reopen it): config.yaml, and no temporary file that a
+        write killed mid-way left here or in the mirror (returned, for the log)."""
+        removed = []
         if self.ctx.is_main:
             self.rd.create()
+            for folder in (self.rd.path, self.opts.mirror):
+                if folder is not None:
+                    removed += remove_temporaries(folder, skip=("wandb",))
             atomic_write_text(self.rd.config, to_yaml(self.cfg))
         barrier(self.ctx)
-        return state, notes
+        return removed
 
     def _stats(self) -> Optional[dict]:
         """Normalization statistics of a new run (None when nothing needs them)."""
@@ -203,7 +229,7 @@ class _Run:
     def early_mode(self) -> str:
         return "min" if self.cfg.train.early_stopping.metric == "loss" else "max"
 
-    def _restore(self, state: dict) -> None:
+    def _restore(self, state: dict) -> str:
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -214,14 +240,15 @@ class _Run:
             raise UserError(f"{self.rd.checkpoints}: checkpoint was written by {state.get('world_size', 1)} processes; "
                             f"resume it with the same number (now {self.ctx.world_size}) for an exact continuation")
         ckpt.restore_rng(state["rng"][self.ctx.rank] if isinstance(state["rng"], list) else state["rng"])
-        self.console.message(f"resuming {self.rd.path} at epoch {self.pos.epoch}, batch {self.pos.batch}, step {self.pos.step}")
+        return f"resuming {self.rd.path} at epoch {self.pos.epoch}, batch {self.pos.batch}, step {self.pos.step}"
 
     # ---- the loop -------------------------------------------------------------------------
     def execute(self) -> int:
         cfg, rd = self.cfg, self.rd
         info = rd.read_info()
         wandb_id = self.wandb_id or info.get("wandb_id") or new_wandb_id()
-        self.log = MetricsLog(rd.metrics, self.pos.step if self.resumed else None) if self.ctx.is_main else None
+        self.log = MetricsLog(rd.metrics, self.pos.step if self.resumed else None,
+                              self.metrics_records) if self.ctx.is_main else None
         if self.ctx.is_main:
             rd.start_segment(rd.path.name, wandb_id if cfg.logging.wandb.mode != "disabled" else None)
             rd.update_segment(start_step=self.pos.step)
@@ -241,14 +268,31 @@ class _Run:
             except UserError:
                 code = EXIT_USER_ERROR
                 raise
+            except OSError as exc:
+                if exc.errno not in DISK_FULL:
+                    raise
+                # Like a signal: every write is atomic, so the last checkpoint that completed is intact.
+                self.console.message(f"stopping at step {self.pos.step}: disk full ({exc.filename or exc}); the last "
+                                     f"complete checkpoint is kept in {rd.checkpoints}; free space and resume to continue")
+                status, code = "stopped", EXIT_RESUMABLE
+                return code
             finally:
                 # After a SIGTERM, SIGKILL comes 10 s later: W&B gets a bounded time (metrics.jsonl is the record).
                 self.wandb.finish(code, timeout_s=WANDB_STOP_TIMEOUT_S if self.signals.received else None)
                 if self.ctx.is_main:
                     self.log.close()
-                    rd.end_segment(status, code, end_step=self.pos.step)
-                    if self.opts.mirror:
-                        ckpt.mirror_files(rd.path, self.opts.mirror, MIRRORED)
+                    self._finish_files(status, code)
+
+    def _finish_files(self, status: str, code: int) -> None:
+        """Record the segment's end and mirror the run; on a full disk, say so and keep going."""
+        try:
+            self.rd.end_segment(status, code, end_step=self.pos.step)
+            if self.opts.mirror:
+                ckpt.mirror_files(self.rd.path, self.opts.mirror, MIRRORED)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            self.console.message(f"warning: could not record the end of this segment: {exc}")
 
     def _epochs(self) -> int:
         cfg, pos = self.cfg, self.pos
@@ -452,11 +496,14 @@ class _Run:
                 "rng": rngs if self.ctx.distributed else rng, "world_size": self.ctx.world_size,
                 "wandb_id": self.wandb_id, "config": to_dict(self.cfg), "stats": self.stats,
                 "in_channels": self.in_channels, "best_metric": self.early.best,
+                "metrics_records": len(self.log.history),  # on resume, metrics.jsonl is cut back to these
             }
             self.log.sync()
-            seconds = ckpt.save_checkpoint(state, self.rd.checkpoints / ckpt.LAST, keep_previous=True)
-            if best:
-                seconds += ckpt.save_checkpoint(state, self.rd.checkpoints / ckpt.BEST)
+            # last.pt is the commit point of an epoch end: everything it vouches for (metrics,
+            # samples, best.pt) is on disk before it. Killed earlier, the resume redoes the epoch
+            # end from the previous last.pt and writes the same files again.
+            seconds = ckpt.save_checkpoint(state, self.rd.checkpoints / ckpt.BEST) if best else 0.0
+            seconds += ckpt.save_checkpoint(state, self.rd.checkpoints / ckpt.LAST, keep_previous=True)
             self.rd.update_segment(end_step=self.pos.step)
             if self.opts.mirror:
                 ckpt.mirror_files(self.rd.path, self.opts.mirror, MIRRORED)

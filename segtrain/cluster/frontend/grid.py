@@ -157,7 +157,10 @@ def format_override(key: str, value: Any, where: str) -> str:
         text = value
         if _reads_back(key, text, value):
             return f"{key}={text}"
-    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):  # a set (!!set, {a, b}), a date, .nan: nothing a config holds
+        raise UserError(f"{where}: {key}: value {value!r} ({type(value).__name__}) is not a config value") from None
     if not _reads_back(key, text, value):
         raise UserError(f"{where}: {key}: value {value!r} cannot be written as an override")
     return f"{key}={text}"

@@ -132,3 +132,19 @@ def raise_errors(findings: list[Finding]) -> None:
     if errors:
         more = f" (and {len(errors) - 1} more: " + "; ".join(map(str, errors[1:])) + ")" if len(errors) > 1 else ""
         raise UserError(f"lint: {errors[0].where}: {errors[0].message}{more}")
+
+
+def lint_sbatch(options: dict[str, str], site: Site, account: Optional[str], where: str = "sbatch") -> list[Finding]:
+    """Problems of a Slurm submission against the site's profile: no account, too many GPUs, too long."""
+    findings: list[Finding] = []
+    if site.account_required and not account:
+        findings.append(Finding(ERROR, f"{where}: --account", f"{site.name} accepts no job without a project "
+                                "account: give --account (sbatch -A)"))
+    gpus = _number(options.get("gpus-per-node", ""))
+    if site.gpus_per_node is not None and gpus > site.gpus_per_node:
+        findings.append(Finding(ERROR, f"{where}: GPUs", f"{gpus} GPUs on one node, but no {site.name} node has "
+                                f"more than {site.gpus_per_node}"))
+    if options.get("time"):
+        findings += _check_walltime(parse_hms(options["time"], f"{where}: --time"), max(gpus, 1),
+                                    options.get("partition"), site, where)
+    return findings

@@ -20,8 +20,9 @@ from typing import IO, Callable, Optional, Sequence
 from segtrain.cluster import qsub
 from segtrain.cluster.qsub import resolve_path
 from segtrain.cluster.frontend.grid import MANIFEST_NAME, Grid, format_override, is_grid_file, load_grid, write_manifest
-from segtrain.cluster.frontend.lint import WARNING, Finding, lint_request, lint_script, raise_errors
+from segtrain.cluster.frontend.lint import WARNING, Finding, lint_request, lint_sbatch, lint_script, raise_errors
 from segtrain.cluster.directives import format_hms, job_request, parse_hms
+from segtrain.cluster.scheduler import scheduler_named
 from segtrain.cluster.site import JOB_NAME_MAX, SCRIPT_SITE, Site, check_size, job_name
 from segtrain.cluster.frontend.status import RunSummary, append_log, log_path, summarize_run
 from segtrain.config import Config, load_config
@@ -33,8 +34,8 @@ from segtrain.run.directory import RunDir, create_run_dir, now_iso, run_name, un
 class JobOptions:
     """What every job of one submission shares (the command line's options)."""
     site: Site
-    script: str = "jobs/train.pbs"
-    resources: dict[str, str] = field(default_factory=dict)  # -l options, over the script's directives
+    script: Optional[str] = None  # default: the scheduler's (jobs/train.pbs, jobs/train.slurm)
+    resources: dict[str, str] = field(default_factory=dict)  # -l (sbatch) options, over the script's directives
     queue: Optional[str] = None
     name: Optional[str] = None
     data: Optional[str] = None
@@ -43,6 +44,15 @@ class JobOptions:
     margin: Optional[str] = None
     env: Optional[str] = None
     check_data: bool = True
+    account: Optional[str] = None  # Slurm's -A
+
+    @property
+    def scheduler(self):
+        return scheduler_named(self.site.scheduler)
+
+    @property
+    def job_script(self) -> str:
+        return self.script or self.scheduler.script
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class Submission:
     grid_dir: Optional[Path] = None
     config: Optional[str] = None  # as the jobs get it (relative to the submit folder where inside it)
     findings: list[Finding] = field(default_factory=list)
+    scheduler: str = "pbs"
     # The folder a submission makes (a config's run directory, a grid's folder): named here as a preview,
     # created exclusively by ``execute`` under this name (or name-2, ...); ``replan`` makes the
     # submission for the folder really created, when another took the preview's name meanwhile.
@@ -109,6 +120,8 @@ def resource_options(site: Site, walltime: Optional[str] = None, **changes: Opti
         if changes.get(key) is not None:
             changes[key] = check_size(str(changes[key]), f"--{key.replace('_', '-')}")
     changes = {key: value for key, value in changes.items() if value is not None}
+    if site.scheduler == "slurm":
+        return _sbatch_options(site, walltime, changes)
     if changes.get("ngpus") and not site.gpu_resource:
         raise UserError(f"--gpus: the {site.name} site profile defines no GPU resource")
     resources = {}
@@ -117,6 +130,30 @@ def resource_options(site: Site, walltime: Optional[str] = None, **changes: Opti
     if walltime:
         resources["walltime"] = format_hms(parse_hms(walltime, "--walltime"))
     return resources
+
+
+def _sbatch_options(site: Site, walltime: Optional[str], changes: dict) -> dict[str, str]:
+    """A Slurm site's sbatch options: its profile's requests and partition (the generic profile: only the changes)."""
+    if walltime:
+        changes["walltime"] = format_hms(parse_hms(walltime, "--walltime"))
+    changes.pop("scratch", None), changes.pop("gpu_mem", None)  # Slurm sites reserve neither
+    res = dataclasses.replace(site.defaults, **changes)
+    options = site.sbatch_options(res, only=None if site.queues else set(changes))
+    queue = site.route(parse_hms(res.walltime, "walltime"), res.ngpus) if site.queues else None
+    return {**options, **({"partition": queue.name} if queue else {})}
+
+
+def choose_site(name: Optional[str], scheduler: Optional[str]) -> Site:
+    """The named site (it must use ``scheduler`` when one is named), else the scheduler's default site."""
+    from segtrain.cluster.scheduler import get_scheduler
+    from segtrain.cluster.site import SITE_VARIABLE, get_site
+
+    if name or os.environ.get(SITE_VARIABLE):
+        site = get_site(name)
+        if scheduler and scheduler != site.scheduler:
+            raise UserError(f"--site {site.name} is a {site.scheduler} site, not {scheduler}")
+        return site
+    return get_site("slurm") if get_scheduler(scheduler).name == "slurm" else get_site()
 
 
 def plan_target(target: Path, overrides: Sequence[str], opts: JobOptions, workdir: Path, array: bool) -> Submission:
@@ -206,9 +243,14 @@ def plan_grid(path: Path, extra: Sequence[str], opts: JobOptions, workdir: Path,
 def _job_argv(opts: JobOptions, workdir: Path, config: Optional[str], overrides: Sequence[str], *,
               runs: Optional[str], run: Optional[str] = None, name: Optional[str] = None,
               manifest: Optional[str] = None, array: Optional[str] = None, nproc: Optional[int] = None) -> list[str]:
-    return qsub.job_argv(config, overrides, script=opts.script, name=name or opts.name, resources=opts.resources,
-                           data=opts.data, runs=runs, run=run, max_resubmits=opts.max_resubmits, margin=opts.margin,
-                           env=opts.env, queue=opts.queue, manifest=manifest, array=array, nproc=nproc)
+    site = opts.site
+    scratch_base = site.scratch_base.format(account=(opts.account or "").lower()) if site.scratch_base else None
+    variables = qsub.job_variables(config, overrides, data=opts.data, runs=runs, run=run,
+                                   max_resubmits=opts.max_resubmits, margin=opts.margin, env=opts.env,
+                                   manifest=manifest, scratch_base=scratch_base if opts.account else None, nproc=nproc)
+    resources = {**opts.resources, **({"account": opts.account} if opts.account else {})}
+    return opts.scheduler.submit_argv(opts.job_script, variables, name=name or opts.name or qsub.default_job_name(
+        config, run), resources=resources, queue=opts.queue, array=array)
 
 
 def _point_job_name(grid: Grid, index: int) -> str:
@@ -218,8 +260,13 @@ def _point_job_name(grid: Grid, index: int) -> str:
 
 def _linted(sub: Submission, opts: JobOptions) -> Submission:
     """The submission with lint findings on its script and its request; errors refuse it."""
-    request = job_request(sub.jobs[0][1:], os.environ, sub.workdir)
-    sub.findings = lint_script(request.script) + lint_request(request, opts.site, where=opts.script)
+    sub.scheduler = opts.scheduler.name
+    if sub.scheduler == "slurm":
+        options = {**opts.resources, **({"partition": opts.queue} if opts.queue else {})}
+        sub.findings = lint_sbatch(options, opts.site, opts.account, where=opts.job_script)
+    else:
+        request = job_request(sub.jobs[0][1:], os.environ, sub.workdir)
+        sub.findings = lint_script(request.script) + lint_request(request, opts.site, where=opts.job_script)
     raise_errors(sub.findings)
     return sub
 
@@ -248,6 +295,11 @@ def dry_run_text(sub: Submission) -> str:
     if sub.manifest:
         lines.append(f"# first the manifest {_for_job(sub.manifest, sub.workdir)} would be written")
     for argv in sub.jobs:
+        if sub.scheduler == "slurm":  # the job's variables, decoded, from --export=ALL,NAME=value,...
+            exported = [item.partition("=") for item in argv[-2].removeprefix("--export=").split(",")[1:]]
+            lines += ["", qsub.display(argv)]
+            lines += [f"#   {name}={qsub.decode_value(value)}" for name, _, value in exported if value]
+            continue
         request = job_request(argv[1:], os.environ, sub.workdir)
         lines += ["", qsub.display(argv), *request.directives()]
         lines += [f"#   {name}={qsub.decode_value(value)}" for name, value in request.variables.items()]
@@ -287,7 +339,7 @@ def _log(sub: Submission, job_id: str, runs: Sequence[PlannedRun]) -> None:
     entries = []
     for run in runs:
         entries.append({
-            "at": now_iso(), "job_id": qsub.subjob_id(job_id, run.index) if sub.array else job_id,
+            "at": now_iso(), "job_id": scheduler_named(sub.scheduler).subjob_id(job_id, run.index) if sub.array else job_id,
             "array_id": job_id if sub.array else None, "run": os.path.relpath(run.run_dir, sub.runs_root),
             "grid": os.path.relpath(sub.grid_dir, sub.runs_root) if sub.grid_dir else None, "index": run.index,
         })

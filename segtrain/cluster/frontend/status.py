@@ -17,7 +17,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import yaml
 
@@ -166,9 +166,12 @@ def grid_runs(grid_dir: Path) -> list[tuple[Optional[int], Path]]:
     return [(point["index"], grid_dir / point["run_name"]) for point in manifest["points"]]
 
 
-def status_rows(runs_root: Path, grid_dir: Optional[Path] = None,
-                qstat: Optional[Sequence[str]] = ("qstat",)) -> list[RunSummary]:
-    """One summary per run: a grid's points (by its manifest), else every logged or found run."""
+def status_rows(runs_root: Path, grid_dir: Optional[Path] = None, qstat: Optional[Sequence[str]] = ("qstat",),
+                states: Optional[Callable[[Sequence[str]], dict[str, JobState]]] = None) -> list[RunSummary]:
+    """One summary per run: a grid's points (by its manifest), else every logged or found run.
+
+    Job states come from ``states`` (a scheduler's), else from ``qstat`` (None: not asked).
+    """
     runs_root = Path(runs_root)
     submitted = {}  # run directory -> (job id, point index), the last submission of each run
     for entry in read_log(runs_root):
@@ -182,7 +185,7 @@ def status_rows(runs_root: Path, grid_dir: Optional[Path] = None,
         runs += [(None, path) for path in found if path not in submitted]
     latest = (latest_job(_info(path), submitted.get(path, (None, None))[0])[0] for _, path in runs)
     job_ids = sorted({job for job in latest if job})
-    jobs = qstat_states(job_ids, qstat) if qstat else {}
+    jobs = states(job_ids) if states else qstat_states(job_ids, qstat) if qstat else {}
     return [summarize_run(path, jobs, submitted.get(path, (None, None))[0], index) for index, path in runs]
 
 
@@ -212,18 +215,26 @@ def _number(value: Optional[float]) -> Optional[str]:
 
 
 # ---- the report of ``segtrain runs`` and ``scripts/submit --status`` ---------------------------------
-def status_report(target: Optional[Path], runs: Optional[str], local: bool) -> str:
-    """The status table of a grid file, a grid folder or a runs folder, with a count by status."""
+def status_report(target: Optional[Path], runs: Optional[str], local: bool, scheduler: str = "pbs") -> str:
+    """The status table of a grid file, a grid folder or a runs folder, with a count by status.
+
+    Job states come from the local runner's qstat, else from the scheduler: ``qstat -x`` on PBS,
+    ``squeue`` and ``sacct`` (else ``scontrol``) on Slurm.
+    """
+    from segtrain.cluster.scheduler import scheduler_named
+
     runs_root, grid_dir = locate(target, runs)
+    program = "squeue" if scheduler == "slurm" and not local else "qstat"
     qstat = [sys.executable, "-m", "segtrain.cluster.local", "qstat"] if local else (
-        ["qstat"] if shutil.which("qstat") else None)
-    summaries = status_rows(runs_root, grid_dir, qstat)
+        [program] if shutil.which(program) else None)
+    states = scheduler_named(scheduler).states if qstat and program == "squeue" else None
+    summaries = status_rows(runs_root, grid_dir, qstat, states)
     if not summaries:
         return f"no runs in {grid_dir or runs_root}"
     counts = Counter(summary.status for summary in summaries)
     return (summary_table(summaries) + f"\n{len(summaries)} runs: "
             + ", ".join(f"{n} {status}" for status, n in counts.most_common())
-            + ("" if qstat else " (no qstat here: runs not started yet show as 'not started')"))
+            + ("" if qstat else f" (no {program} here: runs not started yet show as 'not started')"))
 
 
 def locate(target: Optional[Path], runs: Optional[str]) -> tuple[Path, Optional[Path]]:

@@ -38,8 +38,8 @@ from segtrain.cluster.job.stage import copy_file, sha256_file
 from segtrain.cluster.job.steps import _count
 from segtrain.cluster.directives import format_hms, parse_hms
 from segtrain.cluster.job.walltime import default_margin
-from segtrain.cluster.predictions import (DONE, Manifest, model_file, remove_temporaries, scene_identity,
-                                          scene_state, state_dir, write_done, write_failed)
+from segtrain.cluster.predictions import (DONE, Manifest, PredictSettings, model_file, remove_temporaries,
+                                          scene_identity, scene_state, state_dir, write_done, write_failed)
 from segtrain.errors import EXIT_FAILED, EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR, UserError
 
 JOB_SCRIPT = "jobs/predict.pbs"
@@ -286,7 +286,8 @@ def resubmission(ctx: JobContext) -> tuple[Optional[list[str]], str]:
     return argv, f"resubmission {ctx.resubmits + 1} of at most {ctx.max_resubmits}: {qsub.display(argv)}"
 
 
-def _load_backend(model: Path, settings) -> object:
+def backend_for(model: Path, settings: PredictSettings):
+    """The model, on the GPU where the node has one (``settings.device`` auto), else the CPU."""
     from segtrain.predict import load_backend
 
     return load_backend(model, settings.device, settings.checkpoint)
@@ -303,7 +304,7 @@ def step_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        report = run_shard(ctx, _load_backend, say=lambda line: print(line, flush=True))
+        report = run_shard(ctx, backend_for, say=lambda line: print(line, flush=True))
     except Terminated:
         print("SIGTERM: the scene in progress is abandoned (its temporaries removed); finished scenes are kept; "
               "submit again to predict the rest", flush=True)

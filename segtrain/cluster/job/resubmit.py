@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from segtrain.cluster import qsub
+from segtrain.cluster.scheduler import scheduler_named
 from segtrain.errors import EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR
 from segtrain.run.directory import RunDir, now_iso
 
 if TYPE_CHECKING:
     from segtrain.cluster.job.steps import Plan
 
-JOB_SCRIPT = "jobs/train.pbs"
 WALLTIME_SLACK_S = 10.0  # a SIGTERM this close to the walltime, or after it, is the walltime's
 KILLED_BY_SIGTERM = 128 + signal.SIGTERM
 
@@ -37,10 +37,12 @@ def walltime_kill(plan: "Plan", terminated_at: Optional[float], walltime_s: Opti
 
 
 def continue_command(plan: "Plan") -> str:
-    """The qsub command that continues the run by hand, with this job's processes and resources."""
-    variables = {qsub.RUN: plan.run_dir, **{k: v for k, v in plan.passed_on.items() if k == "NPROC"}}
-    resources = {k: v for k, v in plan.resources.items() if k in ("select", "place")}
-    return qsub.display(qsub.qsub_argv(JOB_SCRIPT, variables, resources=resources))
+    """The command that continues the run by hand, with this job's processes and resources (not its
+    walltime): ``qsub -l select=... -v RUN=...,NPROC=... jobs/train.pbs`` on PBS."""
+    scheduler = scheduler_named(plan.scheduler)
+    variables = {qsub.RUN: plan.run_dir, **{k: v for k, v in plan.passed_on.items() if k == qsub.NPROC}}
+    resources = {k: v for k, v in plan.resources.items() if k not in ("walltime", "time")}
+    return qsub.display(scheduler.submit_argv(scheduler.script, variables, resources=resources))
 
 
 def explain(code: Optional[int], terminated_at: Optional[float], plan: "Plan", walltime_s: Optional[float]) -> str:
@@ -63,7 +65,7 @@ def explain(code: Optional[int], terminated_at: Optional[float], plan: "Plan", w
         return f"training stopped early with a checkpoint ({why})"
     if code > 128:
         name = _signal_name(code - 128)
-        hint = " (out of memory? ask for more mem=; or killed by PBS)" if code - 128 == signal.SIGKILL else ""
+        hint = " (out of memory? ask for more mem=; or killed by the scheduler)" if code - 128 == signal.SIGKILL else ""
         return (f"the trainer was killed by {name}{hint}; the last mirrored checkpoint is in {plan.run_dir}/checkpoints; "
                 f"{again}")
     return (f"the trainer crashed (exit {code}; the traceback above says why); its logs and last checkpoint are in "
@@ -107,11 +109,11 @@ def resubmission(plan: "Plan", code: Optional[int], terminated_at: Optional[floa
     variables = {qsub.RUN: plan.run_dir, qsub.DATA: plan.data, qsub.RUNS: plan.runs,
                  qsub.MAX_RESUBMITS: str(plan.max_resubmits), qsub.RESUBMITS: str(plan.resubmits + 1),
                  **plan.passed_on}
-    # PBS Pro takes no dependency on a subjob (13[2].server); the run is already copied back, so
-    # the next job of an array's point may start without waiting for this one to end.
-    depend = None if "[" in plan.job_id else f"afterany:{plan.job_id}"
-    argv = qsub.qsub_argv(Path(plan.workdir) / JOB_SCRIPT, variables, name=plan.job_name,
-                          resources=plan.resources, depend=depend)
+    # Where the scheduler takes no dependency (PBS Pro, on a subjob: 13[2].server), the next job may
+    # start at once: the run is already copied back.
+    scheduler = scheduler_named(plan.scheduler)
+    argv = scheduler.submit_argv(Path(plan.workdir) / scheduler.script, variables, name=plan.job_name,
+                                 resources=plan.resources, depend=scheduler.after(plan.job_id))
     return argv, f"resubmission {plan.resubmits + 1} of at most {plan.max_resubmits}: {qsub.display(argv)}"
 
 

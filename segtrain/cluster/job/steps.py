@@ -7,7 +7,7 @@
     finish         say how the trainer ended; copy the run back to storage, verified (exit 1: failed);
                    the qsub words of the next job of the chain (exit 10: none due; see resubmit.py)
     record         note a resubmission in the run's run.json on storage
-    deadline       after qstat was asked again: a walltime raised by qextend moves the trainer's deadline
+    deadline       after the scheduler was asked again: a walltime raised (qextend) moves the trainer's deadline
     node-args      the pbsdsh commands that run jobs/node.sh on each other node (jobs on several nodes)
     node-plan      on another node: its copy of the plan, with its own scratch
     node-status    how the other nodes' jobs/node.sh ended, from pbsdsh's report (exit 1: one failed)
@@ -35,7 +35,8 @@ from segtrain.cluster import qsub
 from segtrain.cluster.qsub import resolve_path
 from segtrain.cluster.job import nodes, resubmit
 from segtrain.cluster.directives import script_request
-from segtrain.cluster.job.environment import JobEnvironment, job_attributes, job_walltime, require_job
+from segtrain.cluster.job.environment import job_attributes, require_job
+from segtrain.cluster.scheduler import current_job_scheduler, scheduler_named
 from segtrain.cluster.site import job_name
 from segtrain.cluster.job.stage import stage_dataset, sync_tree
 from segtrain.cluster.job.walltime import default_margin, training_time_limit
@@ -48,7 +49,6 @@ from segtrain.run.directory import RunDir, create_run_dir, now_iso, run_name, un
 
 DEFAULT_CONFIG = "configs/default.yaml"
 DEFAULT_MAX_RESUBMITS = 10
-JOB_SCRIPT = resubmit.JOB_SCRIPT
 NODE_SCRIPT = "jobs/node.sh"
 NODE_MODES = ("stage", "train", "clean")  # what node.sh does on another node
 DEADLINE_FILE = "deadline"  # next to the plan: the trainer's deadline after a qextend (epoch seconds)
@@ -74,7 +74,7 @@ class Plan:
     margin_s: Optional[float]
     max_resubmits: int
     resubmits: int
-    resources: dict[str, str] = field(default_factory=dict)  # select/place/walltime the job really got
+    resources: dict[str, str] = field(default_factory=dict)  # what the job really got, as submit options
     passed_on: dict[str, str] = field(default_factory=dict)  # variables the next job inherits as they are
     data_root: Optional[str] = None  # on scratch, set by ``stage``
     hosts: list[str] = field(default_factory=list)  # the job's nodes; the first runs the job script
@@ -86,6 +86,7 @@ class Plan:
     first_scratch: Optional[str] = None  # another node's copy: the first node's scratch
     new_run_name: Optional[str] = None  # a new run: ``plan`` creates its directory under this name (or name-2...)
     logged: bool = True  # a new run is logged next to the runs (a grid's subjobs were, by scripts/submit)
+    scheduler: str = "pbs"  # the workload manager running the job (segtrain.cluster.scheduler)
 
     @property
     def work_run(self) -> Path:
@@ -124,12 +125,13 @@ class Plan:
 
 # ---- plan ---------------------------------------------------------------------------------------
 def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job_start: float,
-              qstat_text: Optional[str], scratch: Path) -> tuple[Plan, Config]:
+              job_info: Optional[str], scratch: Path) -> tuple[Plan, Config]:
     """Validate the job's variables against the files they name; nothing is written or copied.
 
     ``scratch`` is the folder the job script chose (``choose_scratch`` in jobs/common.sh).
     """
-    env = require_job(JobEnvironment.from_environ(environ))
+    scheduler = current_job_scheduler(environ)
+    env = require_job(scheduler.job_environment(environ))
     workdir = env.workdir.resolve()
     if not scratch.is_dir():
         raise UserError(f"scratch folder {scratch} not found")
@@ -145,9 +147,9 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     config = resolve_path(workdir, var[qsub.CONFIG] or (str(run / "config.yaml") if run else DEFAULT_CONFIG))
     cfg = load_config(config, overrides)
     runs = resolve_path(workdir, var[qsub.RUNS] or cfg.run.root)
-    attrs = job_attributes(qstat_text, env.job_id) if qstat_text else {}
-    if run is None:  # rerun by PBS (qrerun, node failure): the run it started
-        run = rerun_run_dir(runs, env.job_id, attrs, run_name(config, overrides, cfg.run.name))
+    if run is None:  # run again by the scheduler (qrerun, a requeue after a node failure): the run it started
+        run = rerun_run_dir(runs, env.job_id, _restarted(scheduler.name, job_info, env.job_id),
+                            run_name(config, overrides, cfg.run.name))
         info = RunDir(run).read_info() if run else {}
     data_default = info.get("data_source") or cfg.data.root  # a run's config names the scratch it last used
     data = _existing(workdir, var[qsub.DATA] or data_default, qsub.DATA if var[qsub.DATA] else "data.root")
@@ -155,9 +157,8 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         raise UserError(f"{qsub.DATA}={data}: neither a data set folder nor a tar archive")
     new_name = None if run else run_name(config, overrides, cfg.run.name)
     run_dir = run or unique_path(runs, new_name)  # a preview: `plan` creates it once every check passed
-    walltime_s, source = job_walltime(qstat_text, env.job_id, script_candidates)
-    resources = {key: attrs[f"Resource_List.{key}"] for key in ("select", "place", "walltime")
-                 if f"Resource_List.{key}" in attrs}
+    walltime_s, source = scheduler.walltime(job_info, env.job_id, script_candidates)
+    resources = scheduler.granted(job_info, env.job_id)
     found = env.nodes()
     select = resources.get("select") or _directive(script_candidates, "select")
     nproc, nproc_source = nodes.processes_per_node(environ, select, max(len(found), 1), nodes.cuda_device_count)
@@ -168,7 +169,8 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     poll = environ.get(qsub.WALLTIME_POLL, "").strip()
     if poll and not (poll.isdigit() and int(poll) > 0):
         raise UserError(f"{qsub.WALLTIME_POLL}={poll}: expected a whole number of seconds > 0")
-    continuing = run is not None and any((run / name).exists() for name in ("config.yaml", "checkpoints"))
+    continuing = run is not None and (any((run / name).exists() for name in ("config.yaml", "checkpoints"))
+                                      or bool(info.get("segments")))
     recorded = info.get(PROCESSES_KEY) or {}
     if continuing and recorded.get("world") not in (None, world):
         raise UserError(f"{qsub.RUN}={run}: its checkpoint was written by {recorded['world']} processes "
@@ -183,31 +185,42 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         margin_s=parse_hms(var[qsub.MARGIN], qsub.MARGIN) if var[qsub.MARGIN] else None,
         max_resubmits=_count(var, qsub.MAX_RESUBMITS, DEFAULT_MAX_RESUBMITS),
         resubmits=_count(var, qsub.RESUBMITS, 0), resources=resources,
-        passed_on={name: environ[name] for name in (qsub.ENV_VARIABLE, qsub.MARGIN, nodes.NPROC, qsub.WALLTIME_POLL)
-                   if environ.get(name)},
+        passed_on={name: environ[name] for name in (qsub.ENV_VARIABLE, qsub.MARGIN, nodes.NPROC, qsub.SCRATCH_BASE,
+                                                    qsub.WALLTIME_POLL) if environ.get(name)},
         hosts=[node.host for node in found], host_indices=[node.index for node in found], nproc_per_node=nproc,
         nproc_source=nproc_source, rdzv_port=nodes.rendezvous_port(env.job_id) if len(found) > 1 else None,
-        new_run_name=new_name, logged=not var[qsub.MANIFEST],
+        new_run_name=new_name, logged=not var[qsub.MANIFEST], scheduler=scheduler.name,
     )
     return plan, cfg
 
 
-def rerun_run_dir(runs: Path, job_id: str, attrs: Mapping[str, str], name: str) -> Optional[Path]:
-    """The run a job rerun by PBS (``qrerun``, a node failure with ``-r y``) started the first time.
+def _restarted(scheduler: str, job_info: Optional[str], job_id: str) -> bool:
+    """Whether this job may have run before under its id: PBS counts starts (``run_count`` in ``qstat -f``),
+    so a new job that happens to reuse an old id is never taken for a rerun; Slurm's requeue is told by
+    the run's record alone."""
+    if scheduler != "pbs":
+        return True
+    count = (job_attributes(job_info, job_id) if job_info else {}).get("run_count", "").strip()
+    return count.isdigit() and int(count) >= 2
 
-    A rerun keeps its job id, and ``qstat -f`` counts its starts (``run_count``). Its first start
-    listed itself in the run.json of the run it made: the run named ``name`` (a grid point's), or
-    the one it logged next to the runs (a plain ``qsub``'s name has the time in it).
+
+def rerun_run_dir(runs: Path, job_id: str, restarted: bool, name: str) -> Optional[Path]:
+    """The run a job run again by its scheduler (PBS ``qrerun`` or ``-r y`` after a node failure, Slurm's
+    requeue) started the first time, under the same job id.
+
+    Its first start listed itself in the run.json of the run it made: the run named ``name`` (a grid
+    point's, or ``run.name``), or the one it logged next to the runs (a plain ``qsub``'s name has the
+    time in it).
     """
-    count = attrs.get("run_count", "").strip()
-    if not count.isdigit() or int(count) < 2:
+    if not restarted:
         return None
     from segtrain.cluster.frontend.status import read_log
 
     logged = [runs / entry["run"] for entry in reversed(read_log(runs)) if entry.get("job_id") == job_id]
     for candidate in [runs / name, *logged]:
-        if (candidate / "run.json").is_file() and any(
-                job.get("id") == job_id for job in RunDir(candidate).read_info().get("jobs", [])):
+        info = RunDir(candidate).read_info() if (candidate / "run.json").is_file() else {}
+        started = [job.get("id") for job in info.get("jobs", [])] + [s.get("job_id") for s in info.get("segments", [])]
+        if job_id in started:
             return candidate
     return None
 
@@ -264,9 +277,11 @@ def _count(var: Mapping[str, str], name: str, default: int) -> int:
 
 
 def step_plan(args: argparse.Namespace) -> int:
-    qstat_text = args.qstat.read_text(errors="replace") if args.qstat and args.qstat.is_file() else None
-    scripts = ([args.script] if args.script else []) + [Path(os.environ.get("PBS_O_WORKDIR", ".")) / JOB_SCRIPT]
-    plan, cfg = make_plan(os.environ, scripts, args.job_start, qstat_text, args.scratch)
+    job_info = args.job_info.read_text(errors="replace") if args.job_info and args.job_info.is_file() else None
+    scheduler = current_job_scheduler(os.environ)
+    workdir = scheduler.job_environment(os.environ).workdir or Path(".")
+    scripts = ([args.script] if args.script else []) + [workdir / scheduler.script]
+    plan, cfg = make_plan(os.environ, scripts, args.job_start, job_info, args.scratch)
     print(f"config {_rel(plan.config, plan.workdir)}" + (f" with {qsub.display(plan.overrides)}" if plan.overrides else ""))
     print(f"data {plan.data} ({'folder' if Path(plan.data).is_dir() else 'archive'}) -> {plan.work_data}")
     if plan.walltime_s is None:
@@ -391,9 +406,11 @@ def step_train_args(args: argparse.Namespace) -> int:
 
 
 def step_deadline(args: argparse.Namespace) -> int:
-    """After ``qstat -f`` was asked again: a walltime changed by ``qextend`` moves the trainer's deadline."""
+    """After the scheduler was asked again (``qstat -f``): a walltime raised by ``qextend`` moves the trainer's
+    deadline."""
     plan = Plan.load(args.plan)
-    walltime_s, _ = job_walltime(args.qstat.read_text(errors="replace"), plan.job_id, [])
+    scheduler = scheduler_named(plan.scheduler)
+    walltime_s, _ = scheduler.walltime(args.job_info.read_text(errors="replace"), plan.job_id, [])
     if walltime_s is None or walltime_s == plan.walltime_s:
         return EXIT_OK
     margin = plan.margin_s if plan.margin_s is not None else default_margin(walltime_s)
@@ -474,8 +491,8 @@ def step_node_status(args: argparse.Namespace) -> int:
 def step_finish(args: argparse.Namespace) -> int:
     """How the trainer ended, the copy-back (verified) and the next job's qsub words (exit 10: none)."""
     plan = Plan.load(args.plan)
-    qstat_text = args.qstat.read_text(errors="replace") if args.qstat and args.qstat.is_file() else None
-    walltime_s = job_walltime(qstat_text, plan.job_id, [])[0] or plan.walltime_s  # qextend: the latest
+    job_info = args.job_info.read_text(errors="replace") if args.job_info and args.job_info.is_file() else None
+    walltime_s = scheduler_named(plan.scheduler).walltime(job_info, plan.job_id, [])[0] or plan.walltime_s  # qextend
     print(resubmit.explain(args.trainer_exit, args.terminated_at, plan, walltime_s))
     report = sync_tree(plan.work_run, Path(plan.run_dir))
     if not report.ok:
@@ -508,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch", type=Path, required=True, help="the job's scratch folder (jobs/common.sh chose it)")
     p.add_argument("--script", type=Path, help="the running job script ($0), for its walltime directive")
     p.add_argument("--job-start", type=float, default=None, help="when the job started (epoch seconds)")
-    p.add_argument("--qstat", type=Path, help="a file holding `qstat -f $PBS_JOBID` output")
+    p.add_argument("--job-info", type=Path, help="a file holding the scheduler's description of the job "
+                   "(`qstat -f $PBS_JOBID`, `scontrol show job $SLURM_JOB_ID`)")
     p.set_defaults(run=step_plan)
     p = sub.add_parser("node-args")
     p.add_argument("plan", type=Path)
@@ -528,13 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=step_node_status)
     p = sub.add_parser("deadline")
     p.add_argument("plan", type=Path)
-    p.add_argument("--qstat", type=Path, required=True, help="a fresh `qstat -f $PBS_JOBID` output")
+    p.add_argument("--job-info", type=Path, required=True, help="the scheduler's fresh description of the job")
     p.set_defaults(run=step_deadline)
     p = sub.add_parser("finish")
     p.add_argument("plan", type=Path)
     p.add_argument("--trainer-exit", type=int, default=None, help="the trainer's exit status (unset: never ran)")
     p.add_argument("--terminated-at", type=float, default=None, help="when the job received SIGTERM (epoch seconds)")
-    p.add_argument("--qstat", type=Path, help="the latest `qstat -f $PBS_JOBID` output (a qextend shows there)")
+    p.add_argument("--job-info", type=Path, help="the scheduler's latest description of the job (a qextend shows there)")
     p.add_argument("--next", type=Path, required=True, help="where the next job's qsub words go (NUL-separated)")
     p.set_defaults(run=step_finish)
     for name, func in (("stage", step_stage), ("train-args", step_train_args), ("record", step_record)):

@@ -1,0 +1,129 @@
+#!/bin/bash
+# A real, single-node Slurm on this machine, for the Slurm job tests (CI runs them against it).
+#
+#   scripts/slurm_local.sh install   # slurm-wlm and munge from the distribution's packages (root)
+#   scripts/slurm_local.sh start     # munged, slurmctld and slurmd on localhost; waits until the node is idle
+#   scripts/slurm_local.sh stop      # stops what start started (by their pid files)
+#   scripts/slurm_local.sh status    # exit 0 when the controller answers and the node takes jobs
+#
+# Needs root (as in CI) and no systemd: the daemons are started directly. The configuration is
+# the least Slurm runs with: one node (this host) with SLURM_LOCAL_CPUS CPUs (default 8, more
+# than the machine may have: SlurmdParameters=config_overrides lets the tests run an array of
+# three side by side on two cores), all daemons as root, processes tracked by their parent
+# (proctrack/linuxproc: no cgroups), no task binding, no accounting database (sacct is off; the
+# status of finished jobs comes from scontrol for MinJobAge seconds). It is written to
+# /etc/slurm/slurm.conf, where every Slurm command looks, and only over a file this script wrote.
+# State and logs go to SLURM_LOCAL_DIR (default /tmp/segtrain-slurm).
+set -euo pipefail
+
+DIR=${SLURM_LOCAL_DIR:-/tmp/segtrain-slurm}
+CPUS=${SLURM_LOCAL_CPUS:-8}
+CONF=/etc/slurm/slurm.conf
+MARK="# written by segtrain scripts/slurm_local.sh"
+say() { printf 'slurm_local: %s\n' "$*"; }
+die() { say "error: $*" >&2; exit 2; }
+
+install() {
+    [ "$(id -u)" = 0 ] || die "install needs root"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+}
+
+write_conf() {
+    local host mem_mb
+    host=$(hostname -s)
+    mem_mb=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
+    if [ -e "$CONF" ] && ! grep -qxF "$MARK" "$CONF"; then
+        die "$CONF exists and was not written by this script; not touching it"
+    fi
+    mkdir -p /etc/slurm "$DIR/state" "$DIR/spool"
+    cat >"$CONF.new" <<EOF
+$MARK
+ClusterName=segtrain
+SlurmctldHost=$host
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/slurmctld.pid
+SlurmdPidFile=$DIR/slurmd.pid
+SlurmctldLogFile=$DIR/slurmctld.log
+SlurmdLogFile=$DIR/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SlurmdParameters=config_overrides
+MpiDefault=none
+ReturnToService=2
+SchedulerType=sched/backfill
+# scancel and the time limit: SIGTERM to every process of the job, SIGKILL KillWait s later (Slurm's default)
+KillWait=30
+MinJobAge=3600
+NodeName=$host CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+EOF
+    mv "$CONF.new" "$CONF"
+}
+
+running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+start() {
+    [ "$(id -u)" = 0 ] || die "start needs root (the daemons run as root here)"
+    command -v slurmctld >/dev/null && command -v munged >/dev/null \
+        || die "slurm-wlm and munge are not installed (scripts/slurm_local.sh install)"
+    write_conf
+    # munge: the package made a key; munged runs as its own user, with its socket in /run/munge
+    [ -s /etc/munge/munge.key ] || { mungekey --create >/dev/null 2>&1 || dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none; }
+    mkdir -p /run/munge /var/log/munge /var/lib/munge
+    chown munge:munge /etc/munge/munge.key /run/munge /var/log/munge /var/lib/munge
+    chmod 0400 /etc/munge/munge.key
+    if ! munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
+        runuser -u munge -- /usr/sbin/munged
+    fi
+    running "$DIR/slurmctld.pid" || slurmctld
+    running "$DIR/slurmd.pid" || slurmd
+    local deadline=$((SECONDS + 60)) state=""
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        state=$(sinfo -h -N -o %t 2>/dev/null | head -n 1)
+        case $state in
+            idle|mix|alloc) say "up: $(hostname -s), $CPUS CPUs, conf $CONF, logs in $DIR"; return 0 ;;
+            drain*|down*) scontrol update nodename="$(hostname -s)" state=resume 2>/dev/null || true ;;
+        esac
+        sleep 1
+    done
+    say "the node did not become idle within 60 s (state: ${state:-no answer}); logs in $DIR" >&2
+    tail -n 20 "$DIR/slurmctld.log" "$DIR/slurmd.log" >&2 || true
+    exit 1
+}
+
+stop() {
+    local name pid
+    scancel --user=root 2>/dev/null || true
+    for name in slurmd slurmctld; do
+        running "$DIR/$name.pid" || continue
+        pid=$(cat "$DIR/$name.pid")
+        kill "$pid"
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    done
+    if [ -s /run/munge/munged.pid ] && kill -0 "$(cat /run/munge/munged.pid)" 2>/dev/null; then
+        kill "$(cat /run/munge/munged.pid)"
+    fi
+    say "stopped"
+}
+
+status() {
+    scontrol ping >/dev/null 2>&1 && sinfo -h -N -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'
+}
+
+case ${1:-} in
+    install) install ;;
+    start) start ;;
+    stop) stop ;;
+    status) status ;;
+    *) echo "usage: scripts/slurm_local.sh install|start|stop|status" >&2; exit 2 ;;
+esac

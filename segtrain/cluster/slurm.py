@@ -1,0 +1,237 @@
+"""Slurm as a :class:`segtrain.cluster.scheduler.Scheduler` (IT4I Karolina, LUMI): its facts and commands.
+
+- Submit: ``sbatch --parsable ... --export=ALL,NAME=value,... jobs/train.slurm``; it prints
+  ``ID`` (or ``ID;cluster``). ``--export`` is split at commas, so values go encoded as for
+  ``qsub -v`` (:func:`segtrain.cluster.qsub.encode_value`). Every job variable is listed, empty
+  ones too: with ``ALL`` a job also inherits its submitter's environment, and a job that
+  resubmits itself must not hand on its own ``MANIFEST`` or ``RESUBMITS``.
+- A job finds ``SLURM_JOB_ID``, ``SLURM_JOB_NAME``, ``SLURM_SUBMIT_DIR`` (it starts there),
+  ``SLURM_JOB_PARTITION``, ``SLURM_CPUS_PER_TASK``/``SLURM_CPUS_ON_NODE``, ``SLURM_JOB_NODELIST``;
+  in arrays (``--array=0-2``) ``SLURM_ARRAY_JOB_ID`` and ``SLURM_ARRAY_TASK_ID``, and a subjob is
+  called ``ARRAYID_INDEX``. Slurm gives no scratch variable: scratch is site-specific
+  (``/scratch/project/...`` on Karolina, ``/flash/...`` on LUMI) or the job's own folder in ``$TMPDIR``.
+- The time limit is ``TimeLimit`` in ``scontrol show job``; ``--signal=B:USR1@SECONDS`` warns the
+  job's shell that long before it (Slurm's resolution: up to a minute early or late); at the
+  limit, and on ``scancel``, every process of the job gets SIGTERM and, ``KillWait`` later, SIGKILL.
+- Dependencies: ``--dependency=afterany:ID`` (also on a subjob ``ID_INDEX``).
+- Where jobs stand: ``squeue`` while queued or running; after that ``sacct`` where accounting is
+  kept, else ``scontrol show job`` for as long as the controller remembers (``MinJobAge``).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from segtrain.cluster import qsub
+from segtrain.cluster.directives import format_hms
+from segtrain.errors import UserError
+
+QUERY_TIMEOUT_S = 60
+_TIME = re.compile(r"^\s*(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?\s*$")
+_PAIR = re.compile(r"(\S+?)=(\S*)")
+# Slurm's job states, as the letters PBS uses for them (what the status table understands)
+_QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD", "SUSPENDED",
+           "STOPPED", "RESIZING", "SIGNALING", "STAGE_OUT"}
+_RUNNING = {"RUNNING", "COMPLETING"}
+
+
+def parse_time(text: str, what: str = "--time") -> Optional[float]:
+    """Seconds in a Slurm time: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S`` (None: UNLIMITED)."""
+    if text.strip().upper() in ("UNLIMITED", "INFINITE", "PARTITION_LIMIT", "NONE"):
+        return None
+    match = _TIME.match(text)
+    if not match:
+        raise UserError(f"{what}: {text!r} is not a Slurm time (expected minutes, HH:MM:SS or D-HH:MM:SS)")
+    days, a, b, c = (int(v) if v is not None else None for v in match.groups())
+    if days is None:  # M, M:S or H:M:S
+        hours, minutes, seconds = (a, b, c) if c is not None else (0, a, b or 0)
+    else:  # D-H, D-H:M, D-H:M:S
+        hours, minutes, seconds = a, b or 0, c or 0
+    return float((days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds)
+
+
+def parse_show_job(text: str) -> dict[str, dict[str, str]]:
+    """``scontrol show job`` output as {job id: {key: value}}; an array task's id is ``ARRAYID_INDEX``."""
+    jobs = {}
+    for block in re.split(r"\n\s*\n", text.strip()):
+        fields = dict(_PAIR.findall(block))
+        if "JobId" not in fields:
+            continue
+        job_id = fields["JobId"]
+        if fields.get("ArrayJobId") and fields.get("ArrayTaskId", "").isdigit():
+            job_id = f"{fields['ArrayJobId']}_{fields['ArrayTaskId']}"
+        jobs[job_id] = fields
+    return jobs
+
+
+def job_fields(info_text: Optional[str], job_id: str) -> dict[str, str]:
+    jobs = parse_show_job(info_text or "")
+    if job_id in jobs:
+        return jobs[job_id]
+    return next(iter(jobs.values())) if len(jobs) == 1 else {}
+
+
+def _exit_status(text: str) -> Optional[int]:
+    """``ExitCode=rc:signal`` as one number: rc, or 256 + signal when a signal ended it (as PBS counts)."""
+    code, _, sig = text.partition(":")
+    if not code.isdigit():
+        return None
+    return 256 + int(sig) if sig.isdigit() and int(sig) else int(code)
+
+
+def _letter(state: str) -> str:
+    state = state.split()[0].rstrip("+") if state.strip() else "?"
+    if state in _QUEUED:
+        return "Q"
+    if state in _RUNNING:
+        return "R"
+    return "F"  # COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, ...
+
+
+def _run(argv: Sequence[str]) -> Optional[subprocess.CompletedProcess]:
+    try:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=QUERY_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+class Slurm:
+    name = "slurm"
+    script = "jobs/train.slurm"
+
+    def job_environment(self, environ: Mapping[str, str]):
+        from segtrain.cluster.job.environment import JobEnvironment
+
+        def integer(name: str) -> Optional[int]:
+            value = environ.get(name, "").strip()
+            return int(value) if value.isdigit() else None
+
+        array_id, index = environ.get("SLURM_ARRAY_JOB_ID") or None, integer("SLURM_ARRAY_TASK_ID")
+        job_id = f"{array_id}_{index}" if array_id and index is not None else environ.get("SLURM_JOB_ID") or None
+        return JobEnvironment(
+            job_id=job_id, job_name=environ.get("SLURM_JOB_NAME") or None, array_index=index,
+            workdir=Path(environ["SLURM_SUBMIT_DIR"]) if environ.get("SLURM_SUBMIT_DIR") else None,
+            scratch_dir=Path(environ["SCRATCHDIR"]) if environ.get("SCRATCHDIR") else None)
+
+    def submit_argv(self, script: str | Path, variables: Mapping[str, str], *, name: Optional[str] = None,
+                    resources: Optional[Mapping[str, str]] = None, depend: Optional[str] = None,
+                    queue: Optional[str] = None, array: Optional[str] = None) -> list[str]:
+        argv = ["sbatch", "--parsable"]
+        if name:
+            argv.append(f"--job-name={name}")
+        argv += [f"--{key}={value}" for key, value in (resources or {}).items()]
+        if queue:
+            argv.append(f"--partition={queue}")
+        if array:
+            argv.append(f"--array={array}")
+        if depend:
+            argv.append(f"--dependency={depend}")
+        return argv + [f"--export={export_list(variables)}", str(script)]
+
+    def job_id(self, submit_output: str) -> str:
+        lines = submit_output.strip().splitlines()
+        job_id = lines[-1].split(";", 1)[0].strip() if lines else ""
+        if not job_id.isdigit():
+            raise UserError(f"sbatch answered {submit_output.strip()!r} (expected a job id)")
+        return job_id
+
+    def subjob_id(self, array_id: str, index: int) -> str:
+        return f"{array_id}_{index}"
+
+    def after(self, job_id: str) -> Optional[str]:
+        return f"afterany:{job_id}"
+
+    def manual(self, run_dir: str) -> str:
+        return f"sbatch --export=ALL,RUN={run_dir} {self.script}"
+
+    def walltime(self, info_text: Optional[str], job_id: str, scripts: Sequence[Path]) -> tuple[Optional[float], str]:
+        limit = job_fields(info_text, job_id).get("TimeLimit")
+        if limit:
+            return parse_time(limit, "scontrol show job: TimeLimit"), "scontrol show job"
+        for script in scripts:
+            if script.is_file():
+                value = script_options(script).get("time")
+                if value:
+                    return parse_time(value, f"{script}: --time directive"), f"the directive in {script}"
+        return None, "nowhere (no scontrol answer, no --time directive)"
+
+    def granted(self, info_text: Optional[str], job_id: str) -> dict[str, str]:
+        fields = job_fields(info_text, job_id)
+        out = {}
+        limit = parse_time(fields["TimeLimit"]) if fields.get("TimeLimit") else None
+        if limit is not None:
+            out["time"] = format_hms(limit)  # sbatch takes hours above 24
+        for key, option in (("Partition", "partition"), ("Account", "account"), ("QOS", "qos")):
+            if fields.get(key) and fields[key] not in ("(null)", "normal" if key == "QOS" else ""):
+                out[option] = fields[key]
+        if fields.get("NumNodes", "").split("-")[0].isdigit():
+            out["nodes"] = fields["NumNodes"].split("-")[0]
+        if fields.get("CPUs/Task", "").isdigit():
+            out["cpus-per-task"] = fields["CPUs/Task"]
+        for key, option in (("MinMemoryNode", "mem"), ("MinMemoryCPU", "mem-per-cpu")):
+            if fields.get(key) and fields[key] not in ("0", "0M"):
+                out[option] = fields[key]
+        gpus = re.match(r"gres[:/]gpu:(\d+)$", fields.get("TresPerNode", ""))  # gres:gpu:2 (22.05), gres/gpu:2
+        if gpus:
+            out["gpus-per-node"] = gpus.group(1)
+        return out
+
+    def states(self, job_ids: Sequence[str]):
+        """squeue for queued and running jobs; sacct, else scontrol, for ended ones."""
+        from segtrain.cluster.frontend.status import JobState
+
+        if not job_ids or not shutil.which("squeue"):
+            return {}
+        states: dict[str, JobState] = {}
+        out = _run(["squeue", "-h", "-r", "-o", "%i|%T"])
+        for line in (out.stdout if out and out.returncode == 0 else "").splitlines():
+            job_id, _, state = line.partition("|")
+            if job_id in job_ids:
+                states[job_id] = JobState(_letter(state), None)
+        rest = [job_id for job_id in job_ids if job_id not in states]
+        if rest:
+            out = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j", ",".join(rest)])
+            for line in (out.stdout if out and out.returncode == 0 else "").splitlines():
+                job_id, state, code = (line.split("|") + ["", ""])[:3]
+                if job_id in rest:
+                    states[job_id] = JobState(_letter(state), _exit_status(code))
+        for job_id in [job_id for job_id in rest if job_id not in states]:
+            out = _run(["scontrol", "show", "job", job_id])
+            fields = job_fields(out.stdout if out and out.returncode == 0 else "", job_id)
+            if fields.get("JobState"):
+                states[job_id] = JobState(_letter(fields["JobState"]), _exit_status(fields.get("ExitCode", "")))
+        return states
+
+
+def export_list(variables: Mapping[str, str]) -> str:
+    """``--export``'s value: ``ALL`` and every job variable, encoded, empty ones included (they clear)."""
+    for name in variables:
+        if not name.isidentifier():
+            raise UserError(f"job variable {name!r}: not a valid variable name")
+    listed = {name: "" for name in qsub.JOB_VARIABLES if name != qsub.ENV_VARIABLE}
+    listed.update({name: str(value) for name, value in variables.items() if value != "" or name in listed})
+    return ",".join(["ALL"] + [f"{name}={qsub.encode_value(value)}" for name, value in listed.items()])
+
+
+def script_options(script: str | Path) -> dict[str, str]:
+    """A script's ``#SBATCH --key=value`` (and ``--key value``) directives, by long option name."""
+    from segtrain.cluster.directives import read_directives
+
+    words, options, i = read_directives(script, prefix="#SBATCH"), {}, 0
+    while i < len(words):
+        word = words[i]
+        if word.startswith("--"):
+            key, sep, value = word[2:].partition("=")
+            if not sep and i + 1 < len(words) and not words[i + 1].startswith("-"):
+                i += 1
+                value = words[i]
+            options[key] = value
+        i += 1
+    return options
+
+
+SLURM = Slurm()
