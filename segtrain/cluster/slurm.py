@@ -114,8 +114,7 @@ class Slurm:
         job_id = f"{array_id}_{index}" if array_id and index is not None else environ.get("SLURM_JOB_ID") or None
         return JobEnvironment(
             job_id=job_id, job_name=environ.get("SLURM_JOB_NAME") or None, array_index=index,
-            workdir=Path(environ["SLURM_SUBMIT_DIR"]) if environ.get("SLURM_SUBMIT_DIR") else None,
-            scratch_dir=Path(environ["SCRATCHDIR"]) if environ.get("SCRATCHDIR") else None)
+            workdir=Path(environ["SLURM_SUBMIT_DIR"]) if environ.get("SLURM_SUBMIT_DIR") else None)
 
     def submit_argv(self, script: str | Path, variables: Mapping[str, str], *, name: Optional[str] = None,
                     resources: Optional[Mapping[str, str]] = None, depend: Optional[str] = None,
