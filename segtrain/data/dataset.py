@@ -20,7 +20,7 @@ import os
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional
+from typing import Mapping, Optional
 
 import numpy as np
 import torch
@@ -50,14 +50,20 @@ class Window:
 class TileDataset(torch.utils.data.Dataset):
     """Tiles of one split; items are dicts of image, mask, valid tensors and the tile's place."""
 
-    def __init__(self, data_cfg: DataConfig, split: str, *, training: bool, seed: int, stats: Optional[Stats]):
+    def __init__(self, data_cfg: DataConfig, split: str, *, training: bool, seed: int, stats: Optional[Stats],
+                 infos: Optional[Mapping[str, SceneInfo]] = None):
+        """``infos``: the scenes' metadata by name when the caller has it (the preflight's summary),
+        which saves opening every file again."""
         self.cfg = data_cfg
         self.training = training
         self.seed = seed % 2 ** 64  # SeedSequence entropy must be non-negative
         self.tile = data_cfg.tile_size
         self.files = read_split(data_cfg.root, split)
-        with ThreadPoolExecutor(max_workers=SCAN_THREADS) as pool:
-            self.infos: list[SceneInfo] = list(pool.map(lambda f: read_info(f.scene), self.files))
+        if infos is not None and all(f.name in infos for f in self.files):
+            self.infos: list[SceneInfo] = [infos[f.name] for f in self.files]
+        else:
+            with ThreadPoolExecutor(max_workers=SCAN_THREADS) as pool:
+                self.infos = list(pool.map(lambda f: read_info(f.scene), self.files))
         self.band_indices = select_bands(data_cfg.bands, self.infos[0])
         self._norm = _normalization(data_cfg, stats, self.band_indices, self.infos[0])
         areas = np.array([i.height * i.width for i in self.infos], dtype=np.float64)

@@ -54,6 +54,14 @@ class Raster:
     def memory_mapped(self) -> bool:
         return self._tif is None
 
+    @property
+    def segment_rows(self) -> int:
+        """Rows of the file's tiles or strips: reads aligned to them decode each segment once (1 when mapped)."""
+        if self._tif is None:
+            return 1
+        key = self._groups[0][0].keyframe
+        return key.tilelength if key.is_tiled else min(key.rowsperstrip, key.imagelength)
+
     def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
         """The window ``[y:y+h, x:x+w]`` of the selected bands as (bands, h, w); it must lie inside."""
         if not (0 <= y and 0 <= x and h > 0 and w > 0 and y + h <= self.info.height and x + w <= self.info.width):
@@ -149,6 +157,11 @@ class SceneReader:
     def memory_mapped(self) -> bool:
         """True when the scene is read by memory map (plain or cached), not decoded by segments."""
         return self._scene.memory_mapped
+
+    @property
+    def segment_rows(self) -> int:
+        """Rows of the scene file's tiles or strips (1 when memory-mapped)."""
+        return self._scene.segment_rows
 
     def read(self, y: int, x: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(image float32 (C,h,w), valid bool (h,w), mask uint8 0/1 (h,w) or None) of a window inside the scene."""

@@ -13,6 +13,7 @@ import math
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from segtrain.fsutil import atomic_write_text, remove_temporaries
 from segtrain.losses import build_criterion
 from segtrain.metrics import ConfusionCounts
 from segtrain.models import build_model, positive_probability
-from segtrain.preflight import check_dataset
+from segtrain.preflight import DatasetSummary, check_dataset
 from segtrain.run import checkpoint as ckpt
 from segtrain.train.config_changes import check_resume_compatible
 from segtrain.run.console import Console
@@ -86,7 +87,7 @@ def train(cfg: Config, opts: TrainOptions) -> int:
     try:
         # Every rank must write into the same directory: the name (it has a time in it) is rank 0's.
         opts.run_dir = broadcast_from_main(opts.run_dir or default_run_dir(cfg, opts), ctx)
-        return _Run(cfg, opts, ctx, device, summary.in_channels).execute()
+        return _Run(cfg, opts, ctx, device, summary).execute()
     finally:
         shutdown(ctx)
 
@@ -105,7 +106,7 @@ def seed_everything(seed: int) -> None:
 class _Run:
     """One process's part of a run. Methods are the loop's steps, in the order they happen."""
 
-    def __init__(self, cfg: Config, opts: TrainOptions, ctx: DistContext, device: torch.device, in_channels: int):
+    def __init__(self, cfg: Config, opts: TrainOptions, ctx: DistContext, device: torch.device, summary: DatasetSummary):
         self.cfg, self.opts, self.ctx, self.device = cfg, opts, ctx, device
         self.budget = TimeBudget(opts.time_limit)
         self.launcher_pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
@@ -116,8 +117,8 @@ class _Run:
         self.wandb_id: Optional[str] = state.get("wandb_id") if state else None
         self.metrics_records: Optional[int] = state.get("metrics_records") if state else None
         self.stats = state["stats"] if state else self._stats()  # a resumed run keeps its own (no drift)
-        self._build_data()
-        self._build_model(in_channels)
+        self._build_data(summary)
+        self._build_model(summary.in_channels)
         self.pos = Position()
         self.early = EarlyStopping(cfg.train.early_stopping.metric, cfg.train.early_stopping.patience,
                                    cfg.train.early_stopping.min_delta)
@@ -173,7 +174,7 @@ class _Run:
 
         return load_or_compute_stats(self.cfg.data).to_dict()
 
-    def _build_data(self) -> None:
+    def _build_data(self, summary: DatasetSummary) -> None:
         from segtrain.data.dataset import TileDataset
         from segtrain.data.stats import Stats
 
@@ -182,8 +183,8 @@ class _Run:
             raise UserError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the {ctx.world_size} processes")
         self.per_batch = cfg.train.batch_size // ctx.world_size
         stats = Stats.from_dict(self.stats) if self.stats is not None else None
-        self.train_set = TileDataset(cfg.data, "train", training=True, seed=cfg.train.seed, stats=stats)
-        self.val_set = TileDataset(cfg.data, "val", training=False, seed=cfg.train.seed, stats=stats)
+        self.train_set = TileDataset(cfg.data, "train", training=True, seed=cfg.train.seed, stats=stats, infos=summary.infos)
+        self.val_set = TileDataset(cfg.data, "val", training=False, seed=cfg.train.seed, stats=stats, infos=summary.infos)
         self.train_set.set_epoch(0)
         self.sampler = EpochSampler(len(self.train_set), shuffle=True, seed=cfg.train.seed, ctx=ctx)
         self.n_batches = self.sampler.epoch_length // self.per_batch
@@ -193,9 +194,23 @@ class _Run:
                            persistent_workers=False)
         self.train_loader = DataLoader(self.train_set, batch_size=self.per_batch, sampler=self.sampler, drop_last=True,
                                        generator=torch.Generator(), **loader_args)
-        # Validation tiles are split between ranks without padding, so no pixel is counted twice.
-        val_indices = list(range(ctx.rank, len(self.val_set), ctx.world_size))
-        self.val_loader = DataLoader(self.val_set, batch_size=self.per_batch, sampler=val_indices, **loader_args)
+        # Finding the validation tiles reads the validity of every one of them (seconds to minutes):
+        # it runs in a thread while training starts, and the loader is made when first needed.
+        pool = ThreadPoolExecutor(max_workers=1)
+        self._val_grid = pool.submit(lambda: self.val_set.grid)
+        pool.shutdown(wait=False)  # the thread ends with its task
+        self._val_loader: Optional[DataLoader] = None
+        self._loader_args = loader_args
+
+    @property
+    def val_loader(self) -> DataLoader:
+        if self._val_loader is None:
+            self._val_grid.result()
+            # Validation tiles are split between ranks without padding, so no pixel is counted twice.
+            val_indices = list(range(self.ctx.rank, len(self.val_set), self.ctx.world_size))
+            self._val_loader = DataLoader(self.val_set, batch_size=self.per_batch, sampler=val_indices,
+                                          **self._loader_args)
+        return self._val_loader
 
     def _build_model(self, in_channels: int) -> None:
         cfg = self.cfg
@@ -434,6 +449,7 @@ class _Run:
                                                      calibration.ProbabilityHistogram]:
         """Loss and confusion counts over the whole validation split (summed over ranks), samples, and
         the histogram of probabilities that calibrates the threshold."""
+        loader = self.val_loader  # waits for the tiles to be found; len(self.val_set) is safe after it
         self.model.eval()
         counts = ConfusionCounts(device=self.device)
         hist = calibration.ProbabilityHistogram(device=self.device)
@@ -441,7 +457,7 @@ class _Run:
         sample_ids = set(np.linspace(0, len(self.val_set) - 1, min(self.cfg.logging.num_samples, len(self.val_set)), dtype=int).tolist())
         samples = []
         seen = 0
-        for batch in self.val_loader:
+        for batch in loader:
             image, target, valid = self._to_device(batch)
             with self._autocast():
                 logits = self.model(image)
