@@ -43,6 +43,8 @@ def read_info(path: str | Path) -> SceneInfo:
             shape, axes = series.shape, series.axes
             size = path.stat().st_size
             for p in series.pages:
+                if not p.dataoffsets or len(p.dataoffsets) != len(p.databytecounts):
+                    raise UserError(f"{path}: corrupt TIFF: the offsets of the image data are missing or damaged")
                 if any(o + n > size for o, n in zip(p.dataoffsets, p.databytecounts)):
                     raise UserError(f"{path}: corrupt TIFF: image data runs past the end of the file (truncated?)")
             nodata_tag = page.tags.get(GDAL_NODATA_TAG)
