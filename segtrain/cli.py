@@ -26,6 +26,7 @@ COMMANDS = {
     "runs": "segtrain.commands.runs",
     "fetch": "segtrain.commands.fetch",
     "wandb-sync": "segtrain.commands.wandb_sync",
+    "baseline": "segtrain.commands.baseline",
     "eval": "segtrain.commands.eval",
     "export": "segtrain.commands.export",
     "predict": "segtrain.commands.predict",

@@ -454,7 +454,7 @@ class _Run:
         counts = ConfusionCounts(device=self.device)
         hist = calibration.ProbabilityHistogram(device=self.device)
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # valid-pixel-weighted loss, valid pixels
-        sample_ids = set(np.linspace(0, len(self.val_set) - 1, min(self.cfg.logging.num_samples, len(self.val_set)), dtype=int).tolist())
+        sample_ids = sample_tiles(self.val_set, self.cfg.logging.num_samples)
         samples = []
         seen = 0
         for batch in loader:
@@ -525,6 +525,17 @@ class _Run:
                                  f"{self.early.best:.4f}; checkpoints in {self.rd.checkpoints}")
             if self.cfg.logging.wandb.log_model and best.exists():
                 self.wandb.log_model(best, self.rd.path.name)
+
+
+def sample_tiles(val_set, n: int) -> set[int]:
+    """``n`` validation tiles spread evenly over the split for the sample figures: whole tiles,
+    not the padded ones at scene borders (the last grid tile is always a padded corner), unless
+    there are too few whole ones."""
+    t = val_set.tile
+    whole = [i for i, w in enumerate(val_set.grid)
+             if w.y + t <= val_set.infos[w.scene].height and w.x + t <= val_set.infos[w.scene].width]
+    pool = whole if len(whole) >= n else list(range(len(val_set)))
+    return {pool[j] for j in np.linspace(0, len(pool) - 1, min(n, len(pool)), dtype=int)}
 
 
 def _amp_dtype(choice: str, device: torch.device) -> Optional[torch.dtype]:
