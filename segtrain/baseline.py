@@ -27,7 +27,7 @@ from segtrain.data.reader import SceneReader
 
 SAMPLE_PIXELS = 60_000  # training pixels, drawn over the whole train split
 HIDDEN = 32  # MLP: two hidden layers of this width
-EPOCHS, BATCH, LR = 6, 1024, 1e-2
+STEPS, BATCH, LR = 400, 1024, 1e-2  # Adam, one-cycle schedule
 BLOCK_PIXELS = 1 << 20  # pixels per read when scoring a scene
 MODELS = ("logistic", "mlp")
 
@@ -86,18 +86,19 @@ def fit(name: str, pixels: np.ndarray, truth: np.ndarray, seed: int = 0) -> Pixe
     net = nn.Linear(c, 1) if name == "logistic" else nn.Sequential(
         nn.Linear(c, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1))
     optimizer = torch.optim.Adam(net.parameters(), lr=LR)
-    steps = EPOCHS * max(1, len(x) // BATCH)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, LR, total_steps=steps)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, LR, total_steps=STEPS)
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(EPOCHS):
-        order = torch.randperm(len(x), generator=generator)
-        for i in range(max(1, len(x) // BATCH)):
-            idx = order[i * BATCH:(i + 1) * BATCH]
-            loss = nn.functional.binary_cross_entropy_with_logits(net(x[idx])[:, 0], y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+    batches = iter(())
+    for _ in range(STEPS):
+        idx = next(batches, None)
+        if idx is None:  # a new epoch: a new order of the pixels
+            batches = iter(torch.randperm(len(x), generator=generator).split(BATCH))
+            idx = next(batches)
+        loss = nn.functional.binary_cross_entropy_with_logits(net(x[idx])[:, 0], y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
     return PixelClassifier(name, net.eval(), mean, std)
 
 
