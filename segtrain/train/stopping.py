@@ -62,9 +62,9 @@ class TimeBudget:
     def remaining(self) -> float:
         return float("inf") if self.limit_s is None else self.limit_s - (time.monotonic() - self.start)
 
-    def exhausted(self, validation_next: bool) -> bool:
-        """True when another step, plus a validation if one follows, would not leave room to checkpoint."""
-        need = self.step_s + (self.validation_s if validation_next else 0.0) + self.checkpoint_s + self.margin_s
+    def exhausted(self, validation_next: bool, steps: int = 1) -> bool:
+        """True when ``steps`` more steps, plus a validation if one follows, would not leave room to checkpoint."""
+        need = steps * self.step_s + (self.validation_s if validation_next else 0.0) + self.checkpoint_s + self.margin_s
         return self.remaining() < need
 
 
