@@ -9,7 +9,10 @@
 #   data.txt      scripts/bench/data.py on smaller scenes, if time is left
 # Usage: scripts/bench/gpu_check.sh OUT [WHEELS]   (WHEELS: a folder of wheels to install first,
 # e.g. segmentation-models-pytorch where the machine lacks it; without smp, segtrain's own U-Net).
+# To try the script on a CPU: GPU_CHECK_DEVICE=cpu GPU_CHECK_EXTRA="more overrides" (benchmarks skipped).
 set -u
+device=${GPU_CHECK_DEVICE:-cuda}
+read -r -a extra <<<"${GPU_CHECK_EXTRA:-}"
 out=${1:?usage: gpu_check.sh OUT [WHEELS]}
 mkdir -p "$out"
 start=$SECONDS
@@ -41,8 +44,9 @@ echo "== tiny CLI training on CUDA: SIGTERM, resume"
     rm -rf "$data" "$run"
     python3 -m segtrain make-demo-data "$data" --train 6 --val 2 --test 0 --max-size 600
     args=(configs/default.yaml "data.root=$data" train.epochs=2 data.tiles_per_epoch=3200 train.batch_size=32
-          data.num_workers=8 logging.every_steps=10 train.checkpoint_every_steps=40 train.device=cuda
-          train.amp=auto train.channels_last=true optim.warmup_steps=0 logging.wandb.mode=disabled "${model[@]}")
+          data.num_workers=8 logging.every_steps=10 train.checkpoint_every_steps=40 "train.device=$device"
+          train.amp=auto train.channels_last=true optim.warmup_steps=0 logging.wandb.mode=disabled "${model[@]}"
+          "${extra[@]}")
     python3 -m segtrain train "${args[@]}" --run-dir "$run" >/tmp/gpucheck-first.log 2>&1 &
     pid=$!
     for _ in $(seq 600); do grep -qs '"step": 60,' "$run/metrics.jsonl" && break; sleep 0.1; done
@@ -76,6 +80,7 @@ EOF
 ) >"$out/cli.txt" 2>&1
 grep -E "^(SIGTERM|resume|error|Traceback)" "$out/cli.txt"
 
+[ "$device" = cuda ] || { echo "total $((SECONDS - start)) s (no benchmarks on $device)"; exit 0; }
 echo "== bench/train.py --gpu"
 timeout 300 python3 scripts/bench/train.py --gpu ${model[@]:+--override "${model[@]}"} >"$out/train.txt" 2>&1
 grep -vE "^(epoch|run |done|stopping)" "$out/train.txt" | tail -n 12

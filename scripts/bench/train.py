@@ -80,9 +80,9 @@ def bare_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, sta
         opt.step()
         steps += 1
         if steps == start:
-            float(loss)  # wait for the GPU
+            float(loss.detach())  # wait for the GPU
             began = time.monotonic()
-    float(loss)
+    float(loss.detach())
     return (steps - start) * batch / (time.monotonic() - began)
 
 
