@@ -60,7 +60,7 @@ echo "== tiny CLI training on CUDA: SIGTERM, resume"
 import json, sys, torch
 run, code, t0, t1 = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 pos = torch.load(f"{run}/checkpoints/last.pt", weights_only=True, map_location="cpu")["position"]
-print(f"SIGTERM after step 60: exit {code} in {t1 - t0:.2f} s, checkpoint at {pos}")
+print(f"SIGTERM (sent at step 60 or after 60 s): exit {code} in {t1 - t0:.2f} s, checkpoint at {pos}")
 EOF
     python3 -m segtrain train "${args[@]}" --run-dir "$run" >/tmp/gpucheck-second.log 2>&1
     code=$?
