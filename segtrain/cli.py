@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import logging
 import sys
 from typing import NoReturn, Optional, Sequence
 
@@ -25,6 +26,7 @@ COMMANDS = {
     "runs": "segtrain.commands.runs",
     "fetch": "segtrain.commands.fetch",
     "wandb-sync": "segtrain.commands.wandb_sync",
+    "baseline": "segtrain.commands.baseline",
     "eval": "segtrain.commands.eval",
     "export": "segtrain.commands.export",
     "predict": "segtrain.commands.predict",
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    # tifffile logs what it finds odd in a file to stderr before it raises: the error line, made
+    # from the exception, is the one that names the file, so its warnings stay out of the way.
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)

@@ -179,6 +179,7 @@ class EvalOptions:
     progress: bool = True
     threshold: Optional[float] = None  # default: the checkpoint's calibrated threshold, else train.threshold
     calibrate: bool = False  # calibrate the threshold on the whole val scenes first, and store it
+    baseline: bool = True  # fit and score the per-pixel classifiers of segtrain.baseline too
 
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions = EvalOptions()) -> dict:
@@ -208,6 +209,8 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions = EvalOptions()) -> d
                "overlap": meta.overlap, "scenes": len(scores), **summarize(scores),
                "at_default_threshold": {"threshold": default, **calibration.scores_at(hist, default)},
                "megapixels_per_second": timing.megapixels_per_second}
+    if options.baseline:
+        metrics["baseline"] = _baseline(cfg, meta, options.split, metrics["iou"])
     shown = {name: items for name, items in (("worst", worst), ("best", best)) if items}  # one scene: no best.png
     figures = {name: out / f"{name}.png" for name in shown}
     metrics["overlays"] = [path.name for path in figures.values()]
@@ -244,6 +247,15 @@ def _choose_threshold(backend: TorchBackend, options: EvalOptions, cfg, run_dir:
         backend.meta = dataclasses.replace(meta, threshold=found.threshold)
     entry = calibration.stored_entry(backend.trained.path, step)
     return f"calibrated on {entry['source']}" if entry is not None else "train.threshold"
+
+
+def _baseline(cfg, meta, split: str, model_iou: float) -> dict:
+    """The per-pixel classifiers on the same split and bands, and how the model compares."""
+    from segtrain.baseline import evaluate_baselines, verdict
+
+    results = evaluate_baselines(cfg.data, meta.bands, split, cfg.train.threshold, cfg.train.seed)
+    sentence, margin = verdict(model_iou, results)
+    return {**results, "model_minus_best_iou": margin, "verdict": sentence}
 
 
 def _log_wandb(run_dir: Path, backend: TorchBackend, metrics: dict, scores: list[SceneScore],

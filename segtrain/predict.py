@@ -31,7 +31,7 @@ import torch
 
 from segtrain.data.reader import SceneReader
 from segtrain.data.scene import GDAL_NODATA_TAG, read_info
-from segtrain.data.stitching import Stitcher
+from segtrain.data.stitching import blend_window
 from segtrain.data.tiling import axis_origins, cut_tile
 from segtrain.device import select_device
 from segtrain.errors import UserError
@@ -140,18 +140,24 @@ class Tile:
 
 
 class StripStitcher:
-    """Blends tile rows into final strips, keeping only the tile rows that reach further down.
+    """Blends tile rows into final strips in place, keeping only the rows tiles still reach.
 
     Tile row ``r`` (origin ``y_r``) completes the rows ``[y_r, y_{r+1})``: every tile covering
-    them is in rows ``<= r``. They are stitched with the data pipeline's :class:`Stitcher` over
-    just the kept rows, adding tiles in the same order as a whole-scene Stitcher, so the
-    result is bit-identical to it.
+    them is in rows ``<= r``. Each tile is added once to accumulators that start at the first
+    row not yet final and reach as far as the tiles added so far; the final rows are divided
+    out and dropped. Every pixel receives the same additions in the same order as in a
+    whole-scene :class:`Stitcher`, so the result is bit-identical to it.
     """
 
     def __init__(self, height: int, width: int, tile: int, overlap: int, window: str = "gaussian"):
-        self.height, self.width, self.tile, self.overlap, self.window = height, width, tile, overlap, window
+        if not 0 <= overlap < tile:
+            raise ValueError(f"overlap must be in [0, tile), got overlap={overlap} tile={tile}")
+        self.height, self.width, self.tile = height, width, tile
         self.ys = axis_origins(height, tile, tile - overlap)
-        self._kept: list[tuple[int, list[Tile]]] = []
+        self._window = blend_window(tile, window)
+        self._top = 0  # scene row of the accumulators' first row
+        self._sum = np.zeros((0, width), np.float32)
+        self._weight = np.zeros((0, width), np.float32)
         self._next = 0
 
     def add_row(self, tiles: list[Tile]) -> Strip:
@@ -159,15 +165,67 @@ class StripStitcher:
         r = self._next
         y = self.ys[r]
         end = self.ys[r + 1] if r + 1 < len(self.ys) else self.height
-        self._kept = [(yk, row) for yk, row in self._kept if yk + self.tile > y] + [(y, tiles)]
-        top = self._kept[0][0]
-        stitcher = Stitcher(end - top, self.width, self.tile, self.overlap, self.window)
-        for yk, row in self._kept:
-            for t in row:
-                stitcher.add(t.prob, yk - top, t.x, t.valid)
-        probs, covered = stitcher.result()
+        self._reach(min(y + self.tile, self.height))
+        for t in tiles:
+            self._add(t.prob, y - self._top, t.x, t.valid)
+        n = end - self._top
+        covered = self._weight[:n] > 0
+        probs = np.divide(self._sum[:n], self._weight[:n], out=np.zeros((n, self.width), np.float32), where=covered)
+        self._sum, self._weight, self._top = self._sum[n:], self._weight[n:], end
         self._next += 1
-        return Strip(y, probs[y - top:], covered[y - top:])
+        return Strip(y, probs, covered)
+
+    def _reach(self, bottom: int) -> None:
+        """Grow the accumulators (zeros) down to scene row ``bottom``."""
+        extra = bottom - self._top - len(self._sum)
+        if extra > 0:
+            zeros = np.zeros((extra, self.width), np.float32)
+            self._sum = np.concatenate([self._sum, zeros])
+            self._weight = np.concatenate([self._weight, zeros])
+
+    def _add(self, prob: np.ndarray, y: int, x: int, valid: np.ndarray) -> None:
+        h, w = min(self.tile, len(self._sum) - y), min(self.tile, self.width - x)
+        weight = self._window[:h, :w] * valid[:h, :w]
+        self._sum[y:y + h, x:x + w] += prob[:h, :w] * weight
+        self._weight[y:y + h, x:x + w] += weight
+
+
+class StripReader:
+    """Full-width strips of a scene, top to bottom, overlapping: each segment of the file
+    (a TIFF tile row) is decoded once.
+
+    Strips of tile rows overlap (by the tile overlap) and rarely align with the file's tiles,
+    so reading each strip on its own decoded every file tile about twice (four times with
+    the overlaps of 256 px tiles); here reads are extended to the end of the file's tile row,
+    and the rows a later strip needs are kept, already converted and with no-data as NaN.
+    """
+
+    def __init__(self, reader: SceneReader):
+        self.reader = reader
+        self._top = 0  # scene row of the buffer's first row
+        self._image = np.zeros((reader.bands, 0, reader.width), np.float32)
+        self._valid = np.zeros((0, reader.width), bool)
+
+    def read(self, y: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``[y, y + h)`` (clipped to the scene): image float32 (C, h, W), NaN where invalid, and validity."""
+        if y < self._top:
+            raise ValueError(f"strips are read top to bottom: row {y} is above row {self._top}")
+        end = min(y + h, self.reader.height)
+        have = self._top + self._valid.shape[0]
+        if have < end:
+            block = self.reader.segment_rows
+            stop = min(self.reader.height, -(-end // block) * block)
+            start = max(have, y)
+            image, valid, _ = self.reader.read(start, 0, stop - start, self.reader.width)
+            image[:, ~valid] = np.nan
+            keep = slice(y - self._top, None) if have > y else slice(0, 0)
+            self._image = np.concatenate([self._image[:, keep], image], axis=1)
+            self._valid = np.concatenate([self._valid[keep], valid])
+            self._top = y if have > y else start
+        else:
+            self._image, self._valid = self._image[:, y - self._top:], self._valid[y - self._top:]
+            self._top = y
+        return self._image[:, :end - y], self._valid[:end - y]
 
 
 @dataclass
@@ -193,49 +251,99 @@ def check_tiling(tile: int, overlap: int, batch_size: int) -> None:
 
 
 def predict_strips(reader: SceneReader, backend: Backend, tile: int, overlap: int, batch_size: int,
-                   timing: Optional[Timing] = None) -> Iterator[Strip]:
+                   timing: Optional[Timing] = None, read_ahead: bool = True) -> Iterator[Strip]:
     """The scene's stitched probabilities, top to bottom, one final strip per tile row.
 
     Tiles without a valid pixel are skipped (their area stays not covered); the others are
-    batched in order, across row boundaries, so every batch but the last is full.
+    batched in order, across row boundaries, so every batch but the last is full. With
+    ``read_ahead`` a thread reads and cuts the next tile rows while the model runs (decoding
+    and inference release the GIL); batches are gathered in one preallocated buffer.
     """
     check_tiling(tile, overlap, batch_size)
     timing = timing if timing is not None else Timing()
     start = time.perf_counter()
     stitcher = StripStitcher(reader.height, reader.width, tile, overlap)
     xs = axis_origins(reader.width, tile, tile - overlap)
+    buffer = np.empty((batch_size, reader.bands, tile, tile), np.float32)
     rows: deque[list[Tile]] = deque()
     pending: list[Tile] = []
-    for y in stitcher.ys:
-        row = _cut_row(reader, y, xs, tile)
-        rows.append(row)
-        pending += row
-        while len(pending) >= batch_size:
-            _infer(backend, pending[:batch_size], timing)
-            del pending[:batch_size]
-        while rows and all(t.prob is not None for t in rows[0]):
-            yield stitcher.add_row(rows.popleft())
+    strips = StripReader(reader)
+    with _RowCutter(strips, stitcher.ys, xs, tile) if read_ahead else \
+            nullcontext(_cut_row(strips, y, xs, tile) for y in stitcher.ys) as cut_rows:
+        for row in cut_rows:
+            rows.append(row)
+            pending += row
+            while len(pending) >= batch_size:
+                _infer(backend, pending[:batch_size], buffer, timing)
+                del pending[:batch_size]
+            while rows and all(t.prob is not None for t in rows[0]):
+                yield stitcher.add_row(rows.popleft())
     if pending:
-        _infer(backend, pending, timing)
+        _infer(backend, pending, buffer, timing)
     while rows:
         yield stitcher.add_row(rows.popleft())
     timing.pixels += reader.height * reader.width
     timing.seconds += time.perf_counter() - start
 
 
-def _cut_row(reader: SceneReader, y: int, xs: list[int], tile: int) -> list[Tile]:
+class _RowCutter:
+    """The tile rows of a scene, read and cut by a thread up to AHEAD rows ahead of their use."""
+
+    AHEAD = 2
+
+    def __init__(self, strips: StripReader, ys: list[int], xs: list[int], tile: int):
+        self._rows: queue.Queue = queue.Queue(maxsize=self.AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(strips, ys, xs, tile), name="read tiles", daemon=True)
+
+    def __enter__(self) -> Iterator[list[Tile]]:
+        self._thread.start()
+        return self._iterate()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a thread waiting for room in the queue
+            try:
+                self._rows.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def _iterate(self) -> Iterator[list[Tile]]:
+        while (item := self._rows.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _run(self, strips: StripReader, ys: list[int], xs: list[int], tile: int) -> None:
+        try:
+            for y in ys:
+                if self._stop.is_set():
+                    return
+                self._rows.put(_cut_row(strips, y, xs, tile))
+            self._rows.put(_END)
+        except BaseException as exc:  # raised in the consuming thread
+            self._rows.put(exc)
+
+
+def _cut_row(strips: StripReader, y: int, xs: list[int], tile: int) -> list[Tile]:
     """The tiles of the row at ``y`` that hold a valid pixel; invalid pixels and padding NaN."""
-    image, valid, _ = reader.read(y, 0, min(tile, reader.height - y), reader.width)
+    image, valid = strips.read(y, tile)
     row = []
     for x in xs:
         patch, patch_valid = cut_tile(image, valid, 0, x, tile)
         if patch_valid.any():
-            row.append(Tile(x, np.where(patch_valid, patch, np.float32(np.nan)), patch_valid))
+            if patch_valid.all():
+                row.append(Tile(x, patch, patch_valid))  # NaN already where invalid
+            else:  # padding is a reflection of valid pixels: NaN it
+                row.append(Tile(x, np.where(patch_valid, patch, np.float32(np.nan)), patch_valid))
     return row
 
 
-def _infer(backend: Backend, tiles: list[Tile], timing: Timing) -> None:
-    batch = np.stack([t.image for t in tiles])
+def _infer(backend: Backend, tiles: list[Tile], buffer: np.ndarray, timing: Timing) -> None:
+    batch = buffer[:len(tiles)]
+    for i, t in enumerate(tiles):
+        batch[i] = t.image
     start = time.perf_counter()
     probs = backend(batch)
     timing.model_seconds += time.perf_counter() - start
@@ -369,7 +477,7 @@ class PredictOptions:
     write_prob: bool = False
     progress: bool = True
     overviews: bool = False  # internal overviews in the outputs (segtrain.overviews)
-    read_ahead: bool = True  # read and decode the next strips while the model runs
+    read_ahead: bool = True  # read, decode and cut the next tile rows while the model runs
 
 
 @dataclass
@@ -395,13 +503,14 @@ def predict_scene(scene: str | Path, backend: Backend, out_dir: str | Path,
     mask_path, prob_path = output_paths(scene, out_dir)
     result = ScenePrediction(scene, mask_path, prob_path if options.write_prob else None)
     writer = _writer_class(options)
-    with open_scene(scene, meta) as reader, _source(reader, tile, overlap, options) as source:
+    with open_scene(scene, meta) as reader:
         h, w = reader.height, reader.width
         tags = georeference(scene)
         progress = Progress(scene.name, h, enabled=options.progress)
         with writer(mask_path, h, w, np.uint8, str(MASK_NODATA), tags) as mask_out, \
                 (nullcontext() if result.prob is None else writer(result.prob, h, w, np.float32, "nan", tags)) as prob_out:
-            for strip in predict_strips(source, backend, tile, overlap, options.batch_size, result.timing):
+            for strip in predict_strips(reader, backend, tile, overlap, options.batch_size, result.timing,
+                                        options.read_ahead):
                 mask_out.write(np.where(strip.covered, strip.probs > meta.threshold, MASK_NODATA).astype(np.uint8))
                 if prob_out is not None:
                     prob_out.write(np.where(strip.covered, strip.probs, np.float32(np.nan)))
@@ -416,15 +525,3 @@ def _writer_class(options: PredictOptions) -> type:
 
         return OverviewTiffWriter
     return TiledTiffWriter
-
-
-def _source(reader: SceneReader, tile: int, overlap: int, options: PredictOptions):
-    """The reader, or a :class:`ReadAhead` of the strips :func:`predict_strips` will read."""
-    if not options.read_ahead:
-        return nullcontext(reader)
-    from segtrain.data.readahead import ReadAhead
-
-    check_tiling(tile, overlap, options.batch_size)
-    windows = [(y, 0, min(tile, reader.height - y), reader.width)
-               for y in axis_origins(reader.height, tile, tile - overlap)]
-    return ReadAhead(reader, windows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -72,10 +73,11 @@ def C(id, argv, culprit, setup=lambda ctx: None, **env) -> Case:
 
 
 # ---- ways to break files ----------------------------------------------------------------------
-def corrupt_first_segment(path: Path, index: int = 1) -> None:
+def corrupt_segment(path: Path) -> None:
     """Scramble the bytes of one compressed tile/strip: the header still reads, the data does not decode."""
     with tifffile.TiffFile(path) as tif:
         page = tif.series[0].pages[0]
+        index = min(1, len(page.dataoffsets) - 1)
         offset, size = page.dataoffsets[index], page.databytecounts[index]
     data = bytearray(path.read_bytes())
     for i in range(offset + 4, offset + size - 4):
@@ -83,8 +85,36 @@ def corrupt_first_segment(path: Path, index: int = 1) -> None:
     path.write_bytes(bytes(data))
 
 
+def break_tag(path: Path, code: int) -> None:
+    """Point one tag of the first IFD (classic little-endian TIFF) far past the end of the file."""
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"II*\x00"
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", data, entry)[0] == code:
+            struct.pack_into("<I", data, entry + 8, 0xFFFFFF0)
+    path.write_bytes(bytes(data))
+
+
 def replace_scene(path: Path, array: np.ndarray) -> None:
     tifffile.imwrite(path, array, photometric="minisblack")
+
+
+def stripped_scene(ctx: Ctx) -> Path:
+    for path in sorted((ctx.data / "scenes").iterdir()):
+        with tifffile.TiffFile(path) as tif:
+            if not tif.pages[0].is_tiled:
+                return path
+    raise AssertionError("the demo data set has no scene in strips")
+
+
+def compressed_mask(ctx: Ctx) -> Path:
+    for path in sorted((ctx.data / "masks").iterdir()):
+        with tifffile.TiffFile(path) as tif:
+            if tif.pages[0].compression != 1:
+                return path
+    raise AssertionError("the demo data set has no compressed mask")
 
 
 def all_nan(ctx: Ctx) -> None:
@@ -189,7 +219,10 @@ CASES = [
     C("scene-truncated", lambda c: c.check(), "truncated",
       setup=lambda c: c.scene().write_bytes(c.scene().read_bytes()[:-500])),
     C("scene-corrupt-tile", lambda c: c.check(), "does not decode",
-      setup=lambda c: corrupt_first_segment(c.scene())),
+      setup=lambda c: corrupt_segment(c.scene())),
+    C("scene-tile-offsets-broken", lambda c: c.check(), "offsets", setup=lambda c: break_tag(c.scene(), 324)),
+    C("scene-strip-offsets-broken", lambda c: c.check(), "corrupt TIFF", setup=lambda c: break_tag(stripped_scene(c), 273)),
+    C("mask-corrupt-tile", lambda c: c.check(), "masks", setup=lambda c: corrupt_segment(compressed_mask(c))),
     C("scene-not-tiff", lambda c: c.check(), "corrupt", setup=lambda c: c.scene().write_text("hello")),
     C("scene-other-bands", lambda c: c.check(), "bands",
       setup=lambda c: replace_scene(c.scene(), np.ones((2,) + tifffile.imread(c.mask()).shape, np.uint16))),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from segtrain.data.layout import read_split
 from segtrain.data.reader import SceneReader
 from segtrain.data.stats import compute_stats, load_or_compute_stats, load_stats, scan_split, write_stats
 from segtrain.errors import UserError
-from tests.conftest import tree_state
+from tests.conftest import age, tree_state
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -112,3 +113,17 @@ def test_stats_command_bad_arguments_exit_2_with_one_line(small_data_ro, tmp_pat
     assert main(["stats", str(small_data_ro), "--out", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_computed_statistics_are_remembered_until_a_train_file_changes(small_data):
+    age(small_data)
+    cfg = DataConfig(root=str(small_data))
+    first = load_or_compute_stats(cfg)
+    scene = read_split(small_data, "train")[0].scene
+    st = scene.stat()
+    scene.write_bytes(b"x" * st.st_size)  # unseen: same size and time, so the same version as far as stamps tell
+    os.utime(scene, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert load_or_compute_stats(cfg) == first
+    os.utime(scene)  # a new version: scanned again (and found unreadable)
+    with pytest.raises(UserError, match=str(scene)):
+        load_or_compute_stats(cfg)

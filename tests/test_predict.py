@@ -21,9 +21,9 @@ from segtrain.cli import main
 from segtrain.data.layout import read_split
 from segtrain.data.reader import SceneReader
 from segtrain.data.stitching import Stitcher
-from segtrain.data.tiling import tile_origins
+from segtrain.data.tiling import axis_origins, tile_origins
 from segtrain.export import ModelMeta, export_onnx
-from segtrain.predict import (MASK_NODATA, OnnxBackend, PredictOptions, StripStitcher, Tile, TiledTiffWriter,
+from segtrain.predict import (MASK_NODATA, OnnxBackend, PredictOptions, StripReader, StripStitcher, Tile, TiledTiffWriter,
                               TorchBackend, open_scene, predict_scene, predict_strips)
 from segtrain.run.checkpoint import load_trained
 
@@ -282,3 +282,33 @@ def test_two_scenes_with_the_same_name_are_refused_as_their_outputs_would_collid
     code, err = predict_cli(capsys, onnx_path, scene, twin, "--out", tmp_path / "out")
     assert code == 2 and str(twin) in err and "same name" in err
     assert not (tmp_path / "out").exists()
+
+
+# ---- reading strips: each tile of the file decoded once ----------------------------------------------
+class RecordingReader(SceneReader):
+    """A real reader that notes the rows each read asks for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads: list[tuple[int, int]] = []
+
+    def read(self, y, x, h, w):
+        self.reads.append((y, h))
+        return super().read(y, x, h, w)
+
+
+@pytest.mark.parametrize("tile, overlap", [(48, 8), (64, 0), (100, 60)])
+def test_overlapping_strips_read_each_row_of_the_file_once_in_whole_tile_rows(tmp_path, tile, overlap):
+    image = np.random.default_rng(3).integers(1, 1000, (4, 300, 200), dtype=np.uint16)
+    image[:, 70, 5] = 0  # no-data: NaN in the strips
+    path = write_scene(tmp_path / "s.tif", image, tile=(64, 64), compression="zlib")
+    reader = RecordingReader(path)
+    strips = StripReader(reader)
+    for y in axis_origins(300, tile, tile - overlap):
+        strip, valid = strips.read(y, tile)
+        expected = image[:, y:y + tile].astype(np.float32)
+        expected[:, ~(expected != 0).any(axis=0)] = np.nan
+        np.testing.assert_array_equal(strip, expected)
+        assert np.array_equal(valid, ~np.isnan(expected[0]))
+    assert [row for y, h in reader.reads for row in range(y, y + h)] == list(range(300))
+    assert all(y % 64 == 0 for y, _ in reader.reads)

@@ -17,7 +17,7 @@ SCORES = ("iou", "dice", "precision", "recall")
 
 
 def _eval(run_dir: Path, out: Path, *flags: str) -> dict:
-    assert main(["eval", str(run_dir), "--out", str(out), "--no-wandb", "--quiet", *flags]) == 0
+    assert main(["eval", str(run_dir), "--out", str(out), "--no-wandb", "--no-baseline", "--quiet", *flags]) == 0
     return json.loads((out / "metrics.json").read_text())
 
 

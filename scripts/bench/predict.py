@@ -6,7 +6,9 @@ One large synthetic scene (default 3000 x 3000, 4 bands, tiled + deflate like th
 is predicted end to end by ``segtrain.predict.predict_scene`` (read, tile, batch, stitch,
 write the mask TIFF) with each backend on this machine's CPU. Printed per backend: megapixels
 per second end to end and inside the model alone, the ratio to PyTorch eager measured in the
-same run, and the IoU of its water mask against PyTorch's (agreement, not accuracy). Each
+same run, the IoU of its water mask against PyTorch's (agreement, not accuracy) and the
+stitching overhead: the time end to end beyond the model's own, as a share of the model's
+(reading, tiling, batching, blending and writing that did not overlap with inference). Each
 backend predicts the scene ``--rounds`` times, taking turns, and its fastest round counts.
 
 ``--scenes N`` predicts N such scenes (``--size`` pixels square) the way a subjob of
@@ -158,13 +160,15 @@ def main() -> None:
                     best[name] = (name, out.timing, tifffile.imread(out.mask))
         results = list(best.values())
         base_timing, base_mask = results[0][1], results[0][2]
-        print(f"{'backend':20s} {'Mpx/s':>7s} {'x eager':>8s} {'model Mpx/s':>12s} {'x eager':>8s} {'IoU vs eager':>13s}")
+        print(f"{'backend':20s} {'Mpx/s':>7s} {'x eager':>8s} {'model Mpx/s':>12s} {'x eager':>8s} {'IoU vs eager':>13s} "
+              f"{'stitching overhead':>19s}")
         for name, timing, mask in results:
             model_rate = timing.pixels / 1e6 / timing.model_seconds
             base_model_rate = base_timing.pixels / 1e6 / base_timing.model_seconds
+            overhead = (timing.seconds - timing.model_seconds) / timing.model_seconds  # beyond the model's own time
             print(f"{name:20s} {timing.megapixels_per_second:7.2f} "
                   f"{timing.megapixels_per_second / base_timing.megapixels_per_second:8.2f} "
-                  f"{model_rate:12.2f} {model_rate / base_model_rate:8.2f} {iou(mask, base_mask):13.4f}")
+                  f"{model_rate:12.2f} {model_rate / base_model_rate:8.2f} {iou(mask, base_mask):13.4f} {overhead:18.1%}")
         print(f"total {time.perf_counter() - start:.0f} s")
 
 

@@ -2,11 +2,14 @@
 """Trainer overhead and mixed-precision speed-up, measured in one run.
 
 CPU (default): tiles/s of `segtrain train` (every step logged, stop checks, metrics.jsonl)
-beside a bare PyTorch loop over the same model, data loader and batches. The ratio is the
-trainer's overhead (goal: at most 5 %).
---gpu: the same on CUDA with a 256 px smp U-Net, then the trainer with AMP + channels_last
-beside fp32; finishes in under three minutes on one GPU. On a machine with several GPUs it
-also runs the trainer on all of them (DDP, same global batch) beside one.
+beside a bare PyTorch loop over the same model, data loader and device-side pipeline (raw
+batches finished by the batch transform on the device). The ratio is the trainer's overhead
+(goal: trainer/bare >= 0.97).
+--gpu: on CUDA with a 256 px smp U-Net, for fp32, AMP and AMP + channels_last: the bare loop,
+the trainer as configured (values read every 50 steps: "syncs off") and the trainer logging
+every step (a host sync per step: "syncs on"); finishes in about three minutes on one GPU. On
+a machine with several GPUs it also runs the trainer on all of them (DDP, same global batch)
+beside one. Throughput is measured between two points where the host waits for the GPU.
 --procs N: the DDP comparison with N processes (on CPU: gloo processes stand for GPUs).
 """
 from __future__ import annotations
@@ -26,8 +29,9 @@ sys.path.insert(0, str(REPO))
 
 from segtrain.config import load_config  # noqa: E402
 from segtrain.data.synthetic import DemoSpec, make_demo_data  # noqa: E402
-from segtrain.train.trainer import TrainOptions, _Run, train  # noqa: E402
 from segtrain.train.distributed import DistContext  # noqa: E402
+from segtrain.train.prefetch import DeviceBatches  # noqa: E402
+from segtrain.train.trainer import TrainOptions, _Run, train  # noqa: E402
 
 
 def steady_throughput(records: list[dict], batch: int, skip: int) -> float:
@@ -36,12 +40,14 @@ def steady_throughput(records: list[dict], batch: int, skip: int) -> float:
     return (train[-1]["step"] - train[0]["step"]) * batch / (train[-1]["time"] - train[0]["time"])
 
 
-def trainer_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, skip: int) -> float:
+def trainer_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, skip: int) -> tuple[float, float]:
+    """Steady tiles/s of the trainer and the mean share of time it waited for data."""
     run_dir = work / f"run-{len(list(work.iterdir()))}"
     code = train(load_config(config, overrides), TrainOptions(str(config), overrides, run_dir=run_dir))
     assert code == 0, code
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return steady_throughput(records, batch, skip)
+    waits = [r["data_wait"] for r in records if r["split"] == "train"][skip + 1:]
+    return steady_throughput(records, batch, skip), sum(waits) / max(1, len(waits))
 
 
 def launched_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, skip: int, procs: int) -> float:
@@ -53,33 +59,31 @@ def launched_tiles_s(config: Path, overrides: list[str], work: Path, batch: int,
     return steady_throughput(records, batch, skip)
 
 
-def bare_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, skip: int, device: str) -> float:
-    """The same model, optimizer, loss and loader, in the smallest loop that trains."""
+def bare_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, start: int, device: str) -> float:
+    """The same model, optimizer, loss, loader and device-side pipeline in the smallest loop that
+    trains; timed from step ``start`` to the last, the GPU waited for at both ends only."""
     from segtrain.preflight import check_dataset
 
     cfg = load_config(config, overrides)
     run = _Run(cfg, TrainOptions(str(config), overrides, run_dir=work / "bare"), DistContext(), torch.device(device),
                check_dataset(cfg).in_channels)
-    model, opt, crit, loader = run.model, run.optimizer, run.criterion, run.train_loader
+    model, opt, crit = run.model, run.optimizer, run.criterion
     run.train_set.set_epoch(0)
     run.sampler.set_epoch(0)
-    times = []
-    for batch_data in loader:
-        image = batch_data["image"].to(device)
-        mask, valid = batch_data["mask"].to(device), batch_data["valid"].to(device)
-        if run.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
+    steps, began = 0, 0.0
+    for data in DeviceBatches(run.train_loader, run.train_set.transform, run.device, run.channels_last):
         with run._autocast():
-            logits = model(image)
-        loss, _ = crit(logits.float(), mask, valid)
+            logits = model(data["image"])
+        loss, _ = crit(logits.float(), data["mask"], data["valid"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.monotonic())
-    times = times[skip:]
-    return (len(times) - 1) * batch / (times[-1] - times[0])
+        steps += 1
+        if steps == start:
+            float(loss.detach())  # wait for the GPU
+            began = time.monotonic()
+    float(loss.detach())
+    return (steps - start) * batch / (time.monotonic() - began)
 
 
 def main() -> None:
@@ -89,6 +93,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="alternate trainer/bare this many times, report the best")
     parser.add_argument("--procs", type=int, default=None,
                         help="also compare 1 process with this many (default with --gpu: every GPU, if more than one)")
+    parser.add_argument("--override", nargs="*", default=[], help="more config overrides for every run (e.g. the model)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,24 +105,39 @@ def main() -> None:
         steps = args.steps or (300 if args.gpu else 40)
         device = "cuda" if args.gpu else "cpu"
         common = [f"data.root={data}", "train.epochs=1", f"train.batch_size={batch}",
-                  f"data.tiles_per_epoch={batch * steps}", "logging.every_steps=1", "logging.wandb.mode=disabled",
+                  f"data.tiles_per_epoch={batch * steps}", "logging.wandb.mode=disabled",
                   "train.checkpoint_every_minutes=null", f"train.device={device}", "optim.warmup_steps=0",
-                  "data.num_workers=" + ("6" if args.gpu else "0")]
-        skip = 10 if args.gpu else 5
-        fp32 = common + (["train.amp=off", "train.channels_last=false"] if args.gpu else [])
-        trainer = bare = 0.0
-        for _ in range(args.repeat):  # interleaved, so a noisy neighbour slows both alike; best of each
-            trainer = max(trainer, trainer_tiles_s(config, fp32, work, batch, skip))
-            bare = max(bare, bare_tiles_s(config, fp32, work, batch, skip, device))
-        print(f"{device} fp32: trainer {trainer:.1f} tiles/s, bare loop {bare:.1f} tiles/s, "
-              f"trainer/bare = {trainer / bare:.3f} (overhead {100 * (1 - trainer / bare):+.1f} %)")
-        if args.gpu:
-            amp = trainer_tiles_s(config, common + ["train.amp=auto", "train.channels_last=true"], work, batch, skip)
-            print(f"cuda AMP ({'bf16' if torch.cuda.is_bf16_supported() else 'fp16'}) + channels_last: "
-                  f"{amp:.1f} tiles/s vs fp32 {trainer:.1f} tiles/s: speed-up x{amp / trainer:.2f}")
+                  "data.num_workers=" + ("12" if args.gpu else "0"), *args.override]
+        if not args.gpu:
+            every, skip = 1, 5
+            trainer = bare = 0.0
+            for _ in range(args.repeat):  # interleaved, so a noisy neighbour slows both alike; best of each
+                trainer = max(trainer, trainer_tiles_s(config, common + ["logging.every_steps=1"], work, batch, skip)[0])
+                bare = max(bare, bare_tiles_s(config, common, work, batch, skip + 1, device))
+            print(f"cpu fp32: trainer {trainer:.1f} tiles/s, bare loop {bare:.1f} tiles/s, "
+                  f"trainer/bare = {trainer / bare:.3f} (overhead {100 * (1 - trainer / bare):+.1f} %)")
+        else:
+            every, skip = 50, 0  # measured from the 50th step on, like the bare loop
+            amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            modes = {"fp32": ["train.amp=off", "train.channels_last=false"],
+                     amp: [f"train.amp={amp}", "train.channels_last=false"],
+                     f"{amp} + channels_last": [f"train.amp={amp}", "train.channels_last=true"]}
+            print(f"{'mode':22s} {'bare':>8s} {'trainer':>8s} {'tr/bare':>8s} {'wait':>6s} {'syncs on':>9s} {'on/off':>7s}")
+            fastest = {}
+            for name, mode in modes.items():
+                bare = bare_tiles_s(config, common + mode, work, batch, every, device)
+                off, wait = trainer_tiles_s(config, common + mode + [f"logging.every_steps={every}"], work, batch, skip)
+                on = trainer_tiles_s(config, common + mode + ["logging.every_steps=1"], work, batch, every)[0]
+                fastest[name] = off
+                print(f"{name:22s} {bare:8.1f} {off:8.1f} {off / bare:8.3f} {wait:6.1%} {on:9.1f} {on / off:7.3f}",
+                      flush=True)
+            print("tiles/s; trainer: values read every 50 steps; syncs on: every step; wait: data-wait share")
+            for name in list(modes)[1:]:
+                print(f"{name} vs fp32 (trainer): speed-up x{fastest[name] / fastest['fp32']:.2f}")
         procs = args.procs if args.procs is not None else (torch.cuda.device_count() if args.gpu else 1)
         if procs > 1:
-            mode = common + (["train.amp=auto", "train.channels_last=true"] if args.gpu else [])
+            mode = common + [f"logging.every_steps={every}"]
+            mode += ["train.amp=auto", "train.channels_last=true"] if args.gpu else []
             one = launched_tiles_s(config, mode, work, batch, skip, 1)
             many = launched_tiles_s(config, mode, work, batch, skip, procs)
             print(f"{device} DDP: {procs} processes {many:.1f} tiles/s vs 1 process {one:.1f} tiles/s: "

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: the checkpoint's calibrated threshold, else train.threshold)")
     parser.add_argument("--calibrate", action="store_true", help="first choose the threshold that maximizes IoU "
                         "on the whole val scenes and store it in the run (used by eval, predict, export)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the per-pixel classifiers "
+                        "(`segtrain baseline`) that every evaluation is compared with")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_overwrite_argument(parser)
 
@@ -34,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         refuse_existing([args.out / name for name in OUTPUTS], args.overwrite)
     options = EvalOptions(split=args.split, checkpoint=args.checkpoint, out=args.out, data_root=args.data,
                           batch_size=args.batch_size, device=args.device, wandb=not args.no_wandb,
-                          progress=not args.quiet, threshold=args.threshold, calibrate=args.calibrate)
+                          progress=not args.quiet, threshold=args.threshold, calibrate=args.calibrate,
+                          baseline=not args.no_baseline)
     m = evaluate_run(args.run, options)
     out = args.out or args.run / "eval"
     print(f"{args.split} ({m['scenes']} scenes, whole-scene prediction): {_scores(m)}")
@@ -42,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     default = m["at_default_threshold"]
     if default["threshold"] != m["threshold"]:
         print(f"  at threshold {default['threshold']:g}: {_scores(default)}")
+    for name, b in ((k, v) for k, v in m.get("baseline", {}).items() if isinstance(v, dict)):
+        print(f"  per-pixel {name} (threshold {b['threshold']:g}): {_scores(b)}")
+    if "baseline" in m:
+        print(f"  {m['baseline']['verdict']}")
     print(f"written: {out / 'metrics.json'}, {out / 'scenes.csv'}, overlays {', '.join(m['overlays']) or 'none'} in {out}")
     return 0
 

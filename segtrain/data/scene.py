@@ -43,6 +43,8 @@ def read_info(path: str | Path) -> SceneInfo:
             shape, axes = series.shape, series.axes
             size = path.stat().st_size
             for p in series.pages:
+                if not p.dataoffsets or len(p.dataoffsets) != len(p.databytecounts):
+                    raise UserError(f"{path}: corrupt TIFF: the offsets of the image data are missing or damaged")
                 if any(o + n > size for o, n in zip(p.dataoffsets, p.databytecounts)):
                     raise UserError(f"{path}: corrupt TIFF: image data runs past the end of the file (truncated?)")
             nodata_tag = page.tags.get(GDAL_NODATA_TAG)
@@ -54,6 +56,7 @@ def read_info(path: str | Path) -> SceneInfo:
     if len(shape) == 2:
         bands, band_axis, (height, width) = 1, None, shape
     elif len(shape) == 3:
+        _refuse_pages_of_bands(path, shape, axes)
         band_axis = 2 if axes.endswith("S") else 0
         bands = shape[band_axis]
         height, width = (shape[0], shape[1]) if band_axis == 2 else (shape[1], shape[2])
@@ -61,6 +64,18 @@ def read_info(path: str | Path) -> SceneInfo:
         raise UserError(f"{path}: expected a 2-D or 3-D image, got shape {shape} (axes {axes})")
     return SceneInfo(path=path, height=int(height), width=int(width), bands=int(bands), band_axis=band_axis,
                      nodata=_parse_nodata(nodata_tag.value) if nodata_tag is not None else None, **info)
+
+
+def _refuse_pages_of_bands(path: Path, shape: tuple[int, ...], axes: str) -> None:
+    """An (H, W, C) array written by ``tifffile.imwrite(path, array)`` without ``photometric=``
+    (C not 3 or 4) is stored as H pages of W x C: read as it is, it would be a scene of H bands
+    W pixels high and C pixels wide, and every later message would blame something else."""
+    pages, height, width = shape
+    if "S" not in axes and width <= 16 < pages:  # bands as pages (not samples), each page a thin strip
+        raise UserError(
+            f"{path}: stored as {pages} pages of {height} x {width}: this looks like an H x W x bands array "
+            f"({pages} x {height} x {width}) written without photometric=; rewrite it with "
+            "tifffile.imwrite(path, tifffile.imread(path), photometric='minisblack', planarconfig='contig')")
 
 
 def select_bands(requested: Optional[list[int]], info: SceneInfo) -> list[int]:

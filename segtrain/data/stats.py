@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from segtrain.config.schema import DataConfig
+from segtrain.data import memo
 from segtrain.data.layout import SceneFiles, read_split
 from segtrain.data.reader import SceneReader
 from segtrain.errors import UserError
@@ -24,6 +25,7 @@ from segtrain.fsutil import atomic_write_json
 
 PERCENTILES = (1, 2, 50, 98, 99)
 SAMPLE_PIXELS = 1_000_000  # over the whole split, for percentiles and histograms
+MEMO_SECTION = "stats"
 BLOCK_PIXELS = 1 << 22  # pixels per read while scanning a scene (64 MB of float32 for 4 bands)
 
 
@@ -172,12 +174,31 @@ def stats_path(data_cfg: DataConfig) -> Path:
 def load_or_compute_stats(data_cfg: DataConfig) -> Stats:
     """The data set's statistics from its stats file, else computed from the train split.
 
-    Computing never writes into the data root (it may be read-only shared storage); run
-    ``segtrain stats`` once to store them and skip the scan in every later run.
+    Computing never writes into the data root (it may be read-only shared storage): the
+    result is remembered in the user's cache per version of the train files, so only the
+    first run or job on a data set pays the scan.
     """
     path = stats_path(data_cfg)
     if path.is_file():
         return load_stats(path)
     if data_cfg.stats_file:
         raise UserError(f"data.stats_file: {path} not found (create it with `segtrain stats {data_cfg.root}`)")
-    return compute_stats(data_cfg.root, "train", data_cfg.nodata)
+    return remembered_stats(data_cfg.root, "train", data_cfg.nodata)
+
+
+def remembered_stats(root: str | Path, split: str, nodata: Optional[float]) -> Stats:
+    """The statistics of a split, computed once per version of its files and remembered outside
+    the data set (:mod:`segtrain.data.memo`), so every later job and grid point skips the scan."""
+    key = f"{split}:{nodata}"
+    files = {f.name: [memo.stamp(f.scene), memo.stamp(f.mask)] for f in read_split(root, split)}
+    record = memo.load_section(root, MEMO_SECTION).get(key) or {}
+    if record.get("files") == files and all(all(pair) for pair in files.values()):
+        try:
+            return Stats.from_dict(record["stats"])
+        except (UserError, KeyError):
+            pass  # written by another version: computed again
+    stats = compute_stats(root, split, nodata)
+    if all(all(pair) for pair in files.values()):
+        section = memo.load_section(root, MEMO_SECTION)
+        memo.save_section(root, MEMO_SECTION, {**section, key: {"files": files, "stats": stats.to_dict()}})
+    return stats

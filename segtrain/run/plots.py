@@ -4,27 +4,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-matplotlib.rcParams["text.parse_math"] = False  # titles hold scene and run names: a "$" there is text, not TeX
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
-import numpy as np  # noqa: E402
+from segtrain.fsutil import atomic_open
 
-from segtrain.fsutil import atomic_open  # noqa: E402
+
+def _pyplot() -> Any:
+    """pyplot with the headless backend, imported on first use: importing it costs every
+    trainer's start-up seconds on a loaded node, and the first figure is drawn an epoch later."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # titles hold scene and run names: a "$" there is text, not TeX
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig: Any, path: Path) -> None:
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
     """Loss (train and val) and validation scores against the global step."""
     train = [r for r in history if r.get("split") == "train"]
     val = [r for r in history if r.get("split") == "val"]
-    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_score) = _pyplot().subplots(1, 2, figsize=(11, 4))
     if train:
         ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", alpha=0.8)
     if val:
@@ -67,7 +74,7 @@ def error_overlay(truth: np.ndarray, pred: np.ndarray, valid: np.ndarray) -> np.
 def plot_samples(samples: Sequence[dict[str, np.ndarray]], path: Path, title: str) -> None:
     """One row per sample: image, ground truth, predicted probability, errors."""
     rows = max(1, len(samples))
-    fig, axes = plt.subplots(rows, 4, figsize=(12, 3 * rows), squeeze=False)
+    fig, axes = _pyplot().subplots(rows, 4, figsize=(12, 3 * rows), squeeze=False)
     for row, s in zip(axes, samples):
         row[0].imshow(rgb_composite(s["image"], s["valid"]))
         row[1].imshow(s["truth"], cmap="gray", vmin=0, vmax=1)

@@ -46,14 +46,14 @@ def shutdown(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def any_rank(flags: Sequence[bool], ctx: DistContext, device: torch.device) -> list[bool]:
-    """Each flag, True on every rank when it is set on any rank (one all-reduce for all of them),
-    so that every rank stops or checkpoints at the same step."""
+def max_across_ranks(values: Sequence[int], ctx: DistContext, device: torch.device) -> list[int]:
+    """Each value's maximum over the ranks, in one all-reduce (a minimum: negate it), so that every
+    rank stops or checkpoints at the same step."""
     if not ctx.distributed:
-        return list(flags)
-    t = torch.tensor([int(f) for f in flags], device=device)
+        return list(values)
+    t = torch.tensor(list(values), dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in t.tolist()]
+    return t.tolist()
 
 
 def sum_across_ranks(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -81,9 +81,9 @@ class TimeBudget:
         self._deadline_seen = changed
         self.limit_s = deadline - time.time() + (time.monotonic() - self.start)
 
-    def exhausted(self, validation_next: bool) -> bool:
-        """True when another step, plus a validation if one follows, would not leave room to checkpoint."""
-        need = self.step_s + (self.validation_s if validation_next else 0.0) + self.checkpoint_s + self.margin_s
+    def exhausted(self, validation_next: bool, steps: int = 1) -> bool:
+        """True when ``steps`` more steps, plus a validation if one follows, would not leave room to checkpoint."""
+        need = steps * self.step_s + (self.validation_s if validation_next else 0.0) + self.checkpoint_s + self.margin_s
         return self.remaining() < need
 
 

@@ -13,6 +13,7 @@ import math
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,21 +33,25 @@ from segtrain.fsutil import atomic_write_text, remove_temporaries
 from segtrain.losses import build_criterion
 from segtrain.metrics import ConfusionCounts
 from segtrain.models import build_model, positive_probability
-from segtrain.preflight import check_dataset
+from segtrain.preflight import DatasetSummary, check_dataset
 from segtrain.run import checkpoint as ckpt
 from segtrain.train.config_changes import check_resume_compatible
 from segtrain.run.console import Console
-from segtrain.train.distributed import (DistContext, EpochSampler, any_rank, barrier, broadcast_from_main, init_distributed,
-                                        shutdown, sum_across_ranks)
+from segtrain.train.distributed import (DistContext, EpochSampler, barrier, broadcast_from_main, init_distributed,
+                                        max_across_ranks, shutdown, sum_across_ranks)
+from segtrain.train.health import NonFiniteWatch
 from segtrain.run.metrics_log import MetricsLog
 from segtrain.train.optim import Schedule, build_optimizer
 from segtrain.run.plots import plot_curves, plot_samples
+from segtrain.train.prefetch import DeviceBatches
 from segtrain.run import directory as rundir
 from segtrain.run.directory import RunDir, create_run_dir, run_name
 from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
 from segtrain.run.wandb_log import WandbLogger, check_login, new_wandb_id, wandb_values
 
 WANDB_STOP_TIMEOUT_S = 3.0  # W&B's share of the 10 s between SIGTERM and SIGKILL
+AGREE_EVERY_S = 1.0  # DDP ranks agree on stopping about this often (a SIGTERM is answered that fast)
+MAX_AGREEMENT_STEPS = 200
 # In commit order, as in the run directory: last.pt, which vouches for the others, is copied last.
 MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, calibration.FILE, f"checkpoints/{ckpt.BEST}",
             f"checkpoints/{ckpt.LAST}"]
@@ -88,7 +93,7 @@ def train(cfg: Config, opts: TrainOptions) -> int:
     try:
         # Every rank must write into the same directory: the name (it has a time in it) is rank 0's.
         opts.run_dir = broadcast_from_main(opts.run_dir or (default_run_dir(cfg, opts) if ctx.is_main else None), ctx)
-        return _Run(cfg, opts, ctx, device, summary.in_channels).execute()
+        return _Run(cfg, opts, ctx, device, summary).execute()
     finally:
         shutdown(ctx)
 
@@ -108,7 +113,7 @@ def seed_everything(seed: int) -> None:
 class _Run:
     """One process's part of a run. Methods are the loop's steps, in the order they happen."""
 
-    def __init__(self, cfg: Config, opts: TrainOptions, ctx: DistContext, device: torch.device, in_channels: int):
+    def __init__(self, cfg: Config, opts: TrainOptions, ctx: DistContext, device: torch.device, summary: DatasetSummary):
         self.cfg, self.opts, self.ctx, self.device = cfg, opts, ctx, device
         self.budget = TimeBudget(opts.time_limit, deadline_file=opts.deadline_file)
         self.launcher_pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
@@ -119,8 +124,8 @@ class _Run:
         self.wandb_id: Optional[str] = state.get("wandb_id") if state else None
         self.metrics_records: Optional[int] = state.get("metrics_records") if state else None
         self.stats = state["stats"] if state else self._stats()  # a resumed run keeps its own (no drift)
-        self._build_data()
-        self._build_model(in_channels)
+        self._build_data(summary)
+        self._build_model(summary.in_channels)
         self.pos = Position()
         self.early = EarlyStopping(cfg.train.early_stopping.metric, cfg.train.early_stopping.patience,
                                    cfg.train.early_stopping.min_delta)
@@ -176,8 +181,8 @@ class _Run:
 
         return load_or_compute_stats(self.cfg.data).to_dict()
 
-    def _build_data(self) -> None:
-        from segtrain.data.dataset import TileDataset
+    def _build_data(self, summary: DatasetSummary) -> None:
+        from segtrain.data.dataset import TileDataset, raw_loader
         from segtrain.data.stats import Stats
 
         cfg, ctx = self.cfg, self.ctx
@@ -185,8 +190,8 @@ class _Run:
             raise UserError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the {ctx.world_size} processes")
         self.per_batch = cfg.train.batch_size // ctx.world_size
         stats = Stats.from_dict(self.stats) if self.stats is not None else None
-        self.train_set = TileDataset(cfg.data, "train", training=True, seed=cfg.train.seed, stats=stats)
-        self.val_set = TileDataset(cfg.data, "val", training=False, seed=cfg.train.seed, stats=stats)
+        self.train_set = TileDataset(cfg.data, "train", training=True, seed=cfg.train.seed, stats=stats, infos=summary.infos)
+        self.val_set = TileDataset(cfg.data, "val", training=False, seed=cfg.train.seed, stats=stats, infos=summary.infos)
         self.train_set.set_epoch(0)
         self.sampler = EpochSampler(len(self.train_set), shuffle=True, seed=cfg.train.seed, ctx=ctx)
         self.n_batches = self.sampler.epoch_length // self.per_batch
@@ -194,11 +199,26 @@ class _Run:
             raise UserError(f"train.batch_size: {cfg.train.batch_size} is larger than the {len(self.train_set)} tiles of an epoch")
         loader_args = dict(num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda",
                            persistent_workers=False)
-        self.train_loader = DataLoader(self.train_set, batch_size=self.per_batch, sampler=self.sampler, drop_last=True,
+        self.train_loader = raw_loader(self.train_set, self.per_batch, sampler=self.sampler, drop_last=True,
                                        generator=torch.Generator(), **loader_args)
-        # Validation tiles are split between ranks without padding, so no pixel is counted twice.
-        val_indices = list(range(ctx.rank, len(self.val_set), ctx.world_size))
-        self.val_loader = DataLoader(self.val_set, batch_size=self.per_batch, sampler=val_indices, **loader_args)
+        # Finding the validation tiles reads the validity of every one of them (seconds to minutes):
+        # it runs in a thread while training starts, and the loader is made when first needed.
+        pool = ThreadPoolExecutor(max_workers=1)
+        self._val_grid = pool.submit(lambda: self.val_set.grid)
+        pool.shutdown(wait=False)  # the thread ends with its task
+        self._val_loader: Optional[DataLoader] = None
+        self._loader_args = loader_args
+
+    @property
+    def val_loader(self) -> DataLoader:
+        if self._val_loader is None:
+            from segtrain.data.dataset import raw_loader
+
+            self._val_grid.result()
+            # Validation tiles are split between ranks without padding, so no pixel is counted twice.
+            val_indices = list(range(self.ctx.rank, len(self.val_set), self.ctx.world_size))
+            self._val_loader = raw_loader(self.val_set, self.per_batch, sampler=val_indices, **self._loader_args)
+        return self._val_loader
 
     def _build_model(self, in_channels: int) -> None:
         cfg = self.cfg
@@ -300,23 +320,28 @@ class _Run:
                              f"batch {cfg.train.batch_size} on {self.ctx.world_size} x {self.device.type}, "
                              f"{sum(p.numel() for p in self.raw_model.parameters()) / 1e6:.2f} M parameters")
         last_checkpoint = time.monotonic()
+        self.watch, self._agreed, self._next_agreement = NonFiniteWatch(self.device), (last_checkpoint, pos.step), 0
+        batches = self._to_device(self.train_loader, self.train_set)
         while pos.epoch < cfg.train.epochs:
             self.train_set.set_epoch(pos.epoch)
             self.sampler.set_epoch(pos.epoch, start=pos.batch * self.per_batch)
             self.train_loader.generator.manual_seed(cfg.train.seed * 100_003 + pos.epoch)
             self.model.train()
             waited = time.monotonic()
-            for batch in self.train_loader:
+            self._logged, self._data_s = (waited, pos.step), 0.0
+            for batch in batches:
                 data_s = time.monotonic() - waited
                 step_start = time.monotonic()
-                loss, parts, grad_norm = self._train_step(batch)
+                values = self._train_step(batch)
                 pos.batch += 1
                 pos.step += 1
-                step_s = time.monotonic() - step_start
-                self.budget.record_step(step_s + data_s)
+                self.budget.record_step(time.monotonic() - step_start + data_s)
+                self._data_s += data_s
                 if pos.step % cfg.logging.every_steps == 0:
-                    self._log_train(loss, parts, grad_norm, data_s, step_s)
+                    self._log_train(values)
                 stop, checkpoint_due = self._decide(last_checkpoint, validation_next=pos.batch == self.n_batches)
+                if stop or checkpoint_due:
+                    self._check_finite()
                 if stop:
                     self._checkpoint()
                     self.console.message(f"stopping at step {pos.step} ({stop}); checkpoint written, resume to continue")
@@ -325,6 +350,7 @@ class _Run:
                     self._checkpoint()
                     last_checkpoint = time.monotonic()
                 waited = time.monotonic()
+            self._check_finite()
             improved, should_stop = self._end_epoch()
             pos.epoch, pos.batch = pos.epoch + 1, 0
             self._checkpoint(best=improved)
@@ -340,8 +366,9 @@ class _Run:
         self._finish()
         return EXIT_OK
 
-    def _train_step(self, batch: dict) -> tuple[float, dict[str, float], float]:
-        image, target, valid = self._to_device(batch)
+    def _train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One optimizer step; its loss terms and gradient norm stay on the device (no host sync)."""
+        image, target, valid = batch["image"], batch["mask"], batch["valid"]
         with self._autocast():
             logits = self.model(image)
         loss, parts = self.criterion(logits.float(), target, valid)
@@ -350,20 +377,27 @@ class _Run:
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.grad_clip or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
-        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
-        if not finite and not self.scaler.is_enabled():
-            raise TrainingFailed(f"non-finite loss or gradient at step {self.pos.step + 1} (epoch {self.pos.epoch}); "
-                                 f"the last good checkpoint is in {self.rd.checkpoints}")
-        self.scaler.step(self.optimizer)  # the fp16 scaler skips steps with non-finite gradients
+        if not self.scaler.is_enabled():  # the fp16 scaler skips steps with non-finite gradients itself
+            self.watch.record(self.pos.step + 1, loss, grad_norm)
+        self.scaler.step(self.optimizer)
         self.scaler.update()
         self.schedule.step()
-        return float(loss.detach()), {k: float(v) for k, v in parts.items()}, float(grad_norm)
+        return {"loss": loss.detach(), **{f"loss/{k}": v.detach() for k, v in parts.items()}, "grad_norm": grad_norm}
 
-    def _to_device(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        image = batch["image"].to(self.device, non_blocking=True)
-        if self.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        return image, batch["mask"].to(self.device, non_blocking=True), batch["valid"].to(self.device, non_blocking=True)
+    def _check_finite(self) -> None:
+        """Fail on a non-finite step since the last check, before anything is written from it.
+
+        Checks come at least once per epoch, so the bad step lies in the current epoch.
+        """
+        step = self.watch.first_bad_step()
+        if step is not None:
+            noticed = f", noticed after step {self.pos.step}" if self.pos.step != step else ""
+            raise TrainingFailed(f"non-finite loss or gradient at step {step} (epoch {self.pos.epoch}){noticed}; "
+                                 f"the last good checkpoint is in {self.rd.checkpoints}")
+
+    def _to_device(self, loader: DataLoader, tiles) -> DeviceBatches:
+        """The loader's raw batches as network input on the training device (one batch ahead on CUDA)."""
+        return DeviceBatches(loader, tiles.transform, self.device, self.channels_last)
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -372,34 +406,57 @@ class _Run:
 
     def _decide(self, last_checkpoint: float, validation_next: bool) -> tuple[Optional[str], bool]:
         """After a step: the reason to stop now (or None) and whether a periodic checkpoint is due,
-        agreed by all ranks in one reduction (clocks and signals differ between ranks).
+        the same on every rank (clocks and signals differ between ranks).
 
         Reasons to stop: a signal, the time budget, or a lost launcher. torch's elastic agent
         starts workers in their own sessions: a PBS that tracks jobs by session and SIGKILLs the
         launcher would leave them running unseen, so a worker whose parent changed stops too.
+        A single process decides at every step. Ranks agree in one all-reduce, which waits for
+        the GPU, so only where the loop waits anyway (a logged step, an epoch's ends) and about
+        every AGREE_EVERY_S seconds in between: each agreement also fixes the step of the next
+        one. Checkpoints every N steps need no agreement.
         """
+        every_steps, every_min = self.cfg.train.checkpoint_every_steps, self.cfg.train.checkpoint_every_minutes
+        due = bool(every_steps and self.pos.step % every_steps == 0)
+        waits_anyway = self.pos.batch in (0, self.n_batches) or self.pos.step % self.cfg.logging.every_steps == 0
+        if self.ctx.distributed and self.pos.step < self._next_agreement and not waits_anyway:
+            return None, due
+        steps = self._steps_to_next_agreement()
         # The time limit is rank 0's to judge: only its node has the deadline file a qextend rewrites.
-        out_of_time = self.ctx.is_main and self.budget.exhausted(validation_next)
+        out_of_time = self.ctx.is_main and self.budget.exhausted(validation_next, steps)
         reason = self.signals.received or ("time limit" if out_of_time else None)
         if reason is None and self.launcher_pid is not None and os.getppid() != self.launcher_pid:
             reason = "launcher gone"
-        every_steps, every_min = self.cfg.train.checkpoint_every_steps, self.cfg.train.checkpoint_every_minutes
-        due = bool(every_steps and self.pos.step % every_steps == 0)
-        due |= bool(every_min and time.monotonic() - last_checkpoint >= every_min * 60)
-        stop, due = any_rank([reason is not None, due], self.ctx, self.device)
-        return (reason or "stop on another rank") if stop else None, due
+        due_by_time = bool(every_min and time.monotonic() - last_checkpoint >= every_min * 60)
+        stop, due_by_time, fewest = max_across_ranks([reason is not None, due_by_time, -steps], self.ctx, self.device)
+        self._next_agreement = self.pos.step - fewest
+        return (reason or "stop on another rank") if stop else None, due or bool(due_by_time)
 
-    def _log_train(self, loss: float, parts: dict[str, float], grad_norm: float, data_s: float, step_s: float) -> None:
+    def _steps_to_next_agreement(self) -> int:
+        """About AGREE_EVERY_S seconds of steps at the pace since the last agreement (1 for one process)."""
+        if not self.ctx.distributed:
+            return 1
+        now, (then, step) = time.monotonic(), self._agreed
+        self._agreed = (now, self.pos.step)
+        pace = (now - then) / max(1, self.pos.step - step)
+        return max(1, min(MAX_AGREEMENT_STEPS, int(AGREE_EVERY_S / max(pace, 1e-6))))
+
+    def _log_train(self, values: dict[str, torch.Tensor]) -> None:
+        """Log the step's values (the one host sync of a logged step) and the pace since the last log."""
+        self._check_finite()
+        numbers = dict(zip(values, torch.stack([v.float() for v in values.values()]).tolist()))
+        now, (then, step) = time.monotonic(), self._logged
+        seconds = max(now - then, 1e-9)
+        tiles_s = self.per_batch * self.ctx.world_size * (self.pos.step - step) / seconds
         lr = self.optimizer.param_groups[0]["lr"]
-        tiles_s = self.per_batch * self.ctx.world_size / max(step_s + data_s, 1e-9)
-        record = {"step": self.pos.step, "epoch": self.pos.epoch, "split": "train", "loss": loss,
-                  **{f"loss/{k}": v for k, v in parts.items()}, "lr": lr, "grad_norm": grad_norm,
-                  "tiles_per_s": tiles_s, "data_wait": data_s / max(step_s + data_s, 1e-9),
-                  "time": time.monotonic() - self.budget.start}
+        record = {"step": self.pos.step, "epoch": self.pos.epoch, "split": "train", **numbers, "lr": lr,
+                  "tiles_per_s": tiles_s, "data_wait": min(1.0, self._data_s / seconds), "time": now - self.budget.start}
+        self._logged, self._data_s = (now, self.pos.step), 0.0
         if self.scaler.is_enabled():
             record["loss_scale"] = float(self.scaler.get_scale())
         self._record(record)
-        self.console.progress(self.pos.step, self.pos.epoch, {"loss": loss, "lr": lr, "tiles/s": round(tiles_s, 1),
+        self.console.progress(self.pos.step, self.pos.epoch, {"loss": numbers["loss"], "lr": lr,
+                                                               "tiles/s": round(tiles_s, 1),
                                                                "data wait": f"{record['data_wait']:.0%}"})
 
     def _record(self, record: dict[str, Any]) -> None:
@@ -442,15 +499,16 @@ class _Run:
                                                      calibration.ProbabilityHistogram]:
         """Loss and confusion counts over the whole validation split (summed over ranks), samples, and
         the histogram of probabilities that calibrates the threshold."""
+        loader = self.val_loader  # waits for the tiles to be found; len(self.val_set) is safe after it
         self.model.eval()
         counts = ConfusionCounts(device=self.device)
         hist = calibration.ProbabilityHistogram(device=self.device)
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # valid-pixel-weighted loss, valid pixels
-        sample_ids = set(np.linspace(0, len(self.val_set) - 1, min(self.cfg.logging.num_samples, len(self.val_set)), dtype=int).tolist())
+        sample_ids = sample_tiles(self.val_set, self.cfg.logging.num_samples)
         samples = []
         seen = 0
-        for batch in self.val_loader:
-            image, target, valid = self._to_device(batch)
+        for batch in self._to_device(loader, self.val_set):
+            image, target, valid = batch["image"], batch["mask"], batch["valid"]
             with self._autocast():
                 logits = self.model(image)
             logits = logits.float()
@@ -475,9 +533,9 @@ class _Run:
         out = []
         for i in range(len(prob)):
             if offset + i in wanted:
-                valid = batch["valid"][i, 0].numpy()
+                valid = batch["valid"][i, 0].cpu().numpy()
                 p = prob[i, 0].cpu().numpy()
-                out.append({"image": batch["image"][i].numpy(), "truth": batch["mask"][i, 0].numpy(), "valid": valid,
+                out.append({"image": batch["image"][i].cpu().numpy(), "truth": batch["mask"][i, 0].cpu().numpy(), "valid": valid,
                             "prob": p, "pred": (p >= self.cfg.train.threshold) & valid})
         return out
 
@@ -517,6 +575,17 @@ class _Run:
                                  f"{self.early.best:.4f}; checkpoints in {self.rd.checkpoints}")
             if self.cfg.logging.wandb.log_model and best.exists():
                 self.wandb.log_model(best, self.rd.path.name)
+
+
+def sample_tiles(val_set, n: int) -> set[int]:
+    """``n`` validation tiles spread evenly over the split for the sample figures: whole tiles,
+    not the padded ones at scene borders (the last grid tile is always a padded corner), unless
+    there are too few whole ones."""
+    t = val_set.tile
+    whole = [i for i, w in enumerate(val_set.grid)
+             if w.y + t <= val_set.infos[w.scene].height and w.x + t <= val_set.infos[w.scene].width]
+    pool = whole if len(whole) >= n else list(range(len(val_set)))
+    return {pool[j] for j in np.linspace(0, len(pool) - 1, min(n, len(pool)), dtype=int)}
 
 
 def _amp_dtype(choice: str, device: torch.device) -> Optional[torch.dtype]:

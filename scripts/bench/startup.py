@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Start-up to the first training step, and ``segtrain check``, against the old code in one run.
+
+Two measurements, each run as the user runs it (``python -m segtrain ...`` in a new process,
+wall time from the start of the process):
+
+- **start-up**: from the start of ``segtrain train`` until its first step is logged, on data
+  sets of N tiny scenes (default 1,000; ``--scenes 1000 10000`` for the issue's sizes). Timed
+  for the first job of a chain (nothing remembered about the data set yet) and for a later job
+  (what the first one learnt, remembered in the user's cache, is reused), each with this
+  checkout and with the old code (``--baseline``, a git revision extracted to a temporary
+  folder), which knows nothing to remember, so its later job pays everything again.
+- **check**: ``segtrain check`` on N scenes with large masks (default 200 of 1024 px;
+  ``--check-scenes 1000 --mask-size 2048`` for the issue's size), first and repeated, with
+  this checkout and the old code.
+
+The data sets are generated in a temporary folder and dated back a minute (files modified in
+the last seconds are never remembered, see segtrain/data/memo.py). Each job gets a new run
+directory and a fresh or the shared cache folder (``XDG_CACHE_HOME``). The machine's load
+moves absolute figures; the ratios compare runs made minutes apart in the same process.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+REPO = Path(__file__).resolve().parents[2]
+BASELINE = "fce34c2"  # main before issue 15's start-up and check work
+TRAIN_OVERRIDES = ["data.tile_size=32", "data.overlap=4", "data.tiles_per_epoch=16", "train.batch_size=8",
+                   "train.epochs=1", "model.base_width=8", "model.depth=2", "logging.every_steps=1",
+                   "logging.wandb.mode=disabled", "data.num_workers=1"]
+
+
+def write_dataset(root: Path, n: int, size: int, mask_size: int | None = None) -> Path:
+    """N scenes (4 bands uint16, deflate) and 0/255 masks; 80 % train, 20 % val."""
+    rng = np.random.default_rng(0)
+    for folder in ("scenes", "masks", "filelists"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    side = mask_size or size
+    yy, xx = np.mgrid[0:side, 0:side]
+    names = []
+    for i in range(n):
+        name = f"s{i:05d}.tif"
+        cy, cx, r = rng.integers(0, side, 3)
+        mask = (((yy - cy) ** 2 + (xx - cx) ** 2) < (r // 2) ** 2).astype(np.uint8) * 255
+        bands = 4 if mask_size is None else 1
+        image = (rng.integers(1, 1000, (bands, side, side), dtype=np.uint16) if mask_size is None
+                 else np.full((side, side), 500, np.uint16) + (mask // 255))
+        tifffile.imwrite(root / "scenes" / name, image, photometric="minisblack",
+                         planarconfig="separate" if image.ndim == 3 else None,
+                         compression="zlib", tile=(256, 256) if side >= 256 else None, metadata=None)
+        tifffile.imwrite(root / "masks" / name, mask, compression="zlib",
+                         tile=(256, 256) if side >= 256 else None, metadata=None)
+        names.append(name)
+    cut = max(1, int(n * 0.8))
+    (root / "filelists" / "train.csv").write_text("\n".join(names[:cut]) + "\n")
+    (root / "filelists" / "val.csv").write_text("\n".join(names[cut:] or names[:1]) + "\n")
+    when = time.time_ns() - 60 * 10**9  # "written earlier": fresh files are never remembered
+    for path in root.rglob("*"):
+        os.utime(path, ns=(when, when))
+    return root
+
+
+def baseline_code(rev: str, dest: Path) -> Path:
+    """The ``segtrain`` package at git revision ``rev``, extracted under ``dest``."""
+    archive = dest / "baseline.tar"
+    with open(archive, "wb") as f:
+        subprocess.run(["git", "-C", str(REPO), "archive", rev, "segtrain"], stdout=f, check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest / "baseline", filter="data")
+    return dest / "baseline"
+
+
+def environment(code: Path, cache: Path) -> dict[str, str]:
+    """Run ``code``'s segtrain (commands run outside the checkout, whose package would shadow it)."""
+    return {**os.environ, "PYTHONPATH": str(code), "XDG_CACHE_HOME": str(cache), "PYTHONUNBUFFERED": "1",
+            "WANDB_SILENT": "true"}
+
+
+def time_to_first_step(code: Path, cache: Path, config: Path, run_dir: Path) -> float:
+    """Seconds from starting ``segtrain train`` until it logs step 1; the trainer is then killed."""
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "segtrain", "train", str(config), *TRAIN_OVERRIDES,
+                             "--run-dir", str(run_dir)], cwd=run_dir.parent, env=environment(code, cache),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if " step 1/" in line:
+                return time.monotonic() - start
+        raise RuntimeError("the trainer ended before its first step:\n" + "".join(lines[-20:]))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def time_check(code: Path, cache: Path, config: Path) -> float:
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "segtrain", "check", str(config)], cwd=config.parent,
+                          env=environment(code, cache), capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"segtrain check failed:\n{proc.stdout}{proc.stderr}")
+    return time.monotonic() - start
+
+
+def write_config(work: Path, root: Path) -> Path:
+    config = work / f"{root.name}.yaml"
+    config.write_text(f"extends: {REPO / 'configs' / 'demo.yaml'}\ndata:\n  root: {root}\n")
+    return config
+
+
+def bench_startup(work: Path, n: int, size: int, old: Path, new: Path, rounds: int) -> None:
+    root = write_dataset(work / f"startup{n}", n, size)
+    config = write_config(work, root)
+    (work / "runs").mkdir(exist_ok=True)
+    times: dict[tuple[str, str], list[float]] = {}
+    for r in range(rounds):  # old and new take turns, so that the machine's load hits both alike
+        for job in ("first", "later"):
+            for label, code in (("old", old), ("new", new)):
+                cache = work / f"cache-{label}-{n}-{r}"  # empty for the first job, what it learnt for the later one
+                run = work / "runs" / f"{label}-{n}-{job}-{r}"
+                times.setdefault((label, job), []).append(time_to_first_step(code, cache, config, run))
+    print(f"start-up to the first step, {n} scenes of {size} px (best of {rounds}):")
+    for job in ("first", "later"):
+        old_s, new_s = min(times["old", job]), min(times["new", job])
+        print(f"  {job:5s} job of a chain: old {old_s:6.1f} s   new {new_s:6.1f} s   new/old {new_s / old_s:.2f}")
+
+
+def bench_check(work: Path, n: int, mask_size: int, old: Path, new: Path, rounds: int) -> None:
+    root = write_dataset(work / f"check{n}", n, 0, mask_size=mask_size)
+    config = write_config(work, root)
+    times: dict[str, list[float]] = {}
+    for r in range(rounds):
+        times.setdefault("old", []).append(time_check(old, work / "cache-check-old", config))
+        times.setdefault("first", []).append(time_check(new, work / f"cache-check-new-{r}", config))
+        times.setdefault("repeated", []).append(time_check(new, work / f"cache-check-new-{r}", config))
+    old_s, first, repeated = (min(times[k]) for k in ("old", "first", "repeated"))
+    print(f"segtrain check, {n} scenes with {mask_size} x {mask_size} masks (best of {rounds}):")
+    print(f"  old {old_s:6.1f} s   new first {first:6.1f} s ({first / old_s:.2f} of old)   "
+          f"new repeated {repeated:6.1f} s ({repeated / old_s:.3f} of old)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", type=int, nargs="*", default=[1000], help="data set sizes for start-up (tiny scenes)")
+    parser.add_argument("--scene-size", type=int, default=48, help="side of each tiny scene in pixels")
+    parser.add_argument("--check-scenes", type=int, default=200, help="scenes for the check timing (0: skip)")
+    parser.add_argument("--mask-size", type=int, default=1024, help="side of each check scene and mask in pixels")
+    parser.add_argument("--baseline", default=BASELINE, help="git revision of the old code")
+    parser.add_argument("--rounds", type=int, default=2, help="turns of old and new; the fastest counts")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
+        work = Path(tmp)
+        old = baseline_code(args.baseline, work)
+        print(f"old code: {args.baseline}; new code: this checkout ({REPO})")
+        for n in args.scenes:
+            bench_startup(work, n, args.scene_size, old, REPO, args.rounds)
+        if args.check_scenes:
+            bench_check(work, args.check_scenes, args.mask_size, old, REPO, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
