@@ -22,6 +22,7 @@ COMMANDS = {
     "stats": "segtrain.commands.stats",
     "cache": "segtrain.commands.cache",
     "train": "segtrain.commands.train",
+    "lr-find": "segtrain.commands.lr_find",
     "submit": "segtrain.commands.submit",
     "runs": "segtrain.commands.runs",
     "fetch": "segtrain.commands.fetch",

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from segtrain.config.schema import DataConfig
+from segtrain.config.schema import Config, DataConfig
 from segtrain.data import memo
 from segtrain.data.layout import SceneFiles, read_split
 from segtrain.data.reader import SceneReader
@@ -169,6 +169,13 @@ def load_stats(path: str | Path) -> Stats:
 def stats_path(data_cfg: DataConfig) -> Path:
     """Where a data set's statistics live: ``data.stats_file``, else ``<data.root>/stats.json``."""
     return Path(data_cfg.stats_file) if data_cfg.stats_file else Path(data_cfg.root) / "stats.json"
+
+
+def training_stats(cfg: Config) -> Optional[Stats]:
+    """The statistics training uses (normalization, ``pos_weight: auto``), or None when neither needs them."""
+    if cfg.data.normalize == "none" and cfg.loss.pos_weight != "auto":
+        return None
+    return load_or_compute_stats(cfg.data)
 
 
 def load_or_compute_stats(data_cfg: DataConfig) -> Stats:

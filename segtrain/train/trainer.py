@@ -175,11 +175,10 @@ class _Run:
 
     def _stats(self) -> Optional[dict]:
         """Normalization statistics of a new run (None when nothing needs them)."""
-        if self.cfg.data.normalize == "none" and self.cfg.loss.pos_weight != "auto":
-            return None
-        from segtrain.data.stats import load_or_compute_stats
+        from segtrain.data.stats import training_stats
 
-        return load_or_compute_stats(self.cfg.data).to_dict()
+        stats = training_stats(self.cfg)
+        return stats.to_dict() if stats is not None else None
 
     def _build_data(self, summary: DatasetSummary) -> None:
         from segtrain.data.dataset import TileDataset, raw_loader
