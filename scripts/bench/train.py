@@ -66,7 +66,7 @@ def bare_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, sta
 
     cfg = load_config(config, overrides)
     run = _Run(cfg, TrainOptions(str(config), overrides, run_dir=work / "bare"), DistContext(), torch.device(device),
-               check_dataset(cfg).in_channels)
+               check_dataset(cfg))
     model, opt, crit = run.model, run.optimizer, run.criterion
     run.train_set.set_epoch(0)
     run.sampler.set_epoch(0)
