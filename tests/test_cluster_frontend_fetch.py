@@ -50,7 +50,7 @@ def test_fetch_brings_runs_without_checkpoints_and_lists_them_with_status_and_be
         assert (laptop / run / "metrics.jsonl").is_file() and not (laptop / run / "checkpoints").exists()
     assert (laptop / "loss-20260301-130000" / "manifest.json").is_file()
     table = capsys.readouterr().out
-    assert table.splitlines()[1].split() == ["RUN", "STATUS", "EPOCH", "STEP", "LAST", "iou", "BEST", "iou"]
+    assert table.splitlines()[1].split() == ["RUN", "STATUS", "EPOCH", "STEP", "LAST", "iou", "BEST", "iou", "TRAINING"]
     assert "demo-abc123-20260301-120000  done     2      18    0.4000    0.5000" in table
     assert "loss-00" in table and "stopped" in table and "loss-01" in table
 

@@ -116,7 +116,16 @@ def test_status_of_a_runs_folder_lists_logged_runs_then_any_others(tmp_path, mon
     assert [(r.name, r.status, r.job_id) for r in rows] == [("a", "failed", "6.pbs"), ("c", "not started", "9.pbs"),
                                                              ("b", "done", "5.pbs")]
     assert summary_table(rows).splitlines()[0].split() == ["RUN", "JOB", "STATUS", "EPOCH", "STEP", "LAST", "iou",
-                                                            "BEST", "iou"]  # no grid points: no POINT column
+                                                            "BEST", "iou", "TRAINING"]  # no grid points: no POINT column
+
+
+def test_status_shows_the_share_of_its_jobs_time_each_run_spent_training(tmp_path, monkeypatch):
+    start_run(tmp_path / "a", "7.pbs", monkeypatch).end_segment("done", 0, end_step=12, report={
+        "elapsed_s": 200.0, "phases_s": {"training": 150.0, "start-up": 30.0}})
+    start_run(tmp_path / "b", "8.pbs", monkeypatch).end_segment("done", 0, end_step=12)  # not trained in a job
+    rows = status_rows(tmp_path, qstat=None)
+    assert [row.training_share for row in rows] == [0.75, None]
+    assert [line.split()[-1] for line in summary_table(rows).splitlines()] == ["TRAINING", "75%", "-"]
 
 
 def test_log_lines_torn_by_a_killed_submitter_are_skipped(tmp_path):

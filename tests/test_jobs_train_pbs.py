@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,8 +21,10 @@ import pytest
 import torch
 import yaml
 
+from segtrain.cluster.frontend.status import status_rows
 from segtrain.cluster.local.server import LocalServer
 from segtrain.cluster.qsub import qsub_argv
+from segtrain.run.report import OTHER, PHASES
 
 pytestmark = pytest.mark.slow
 
@@ -132,6 +135,23 @@ def test_local_demo_job_writes_its_output_next_to_the_config_like_pbs(demo_job):
     repo, _ = demo_job
     text = (repo / "demo.o1").read_text()
     assert "training finished" in text and "copied back to" in text and "walltime 24:00:00" in text
+
+
+def test_local_demo_job_ends_with_a_report_of_where_its_walltime_went(demo_job):
+    repo, _ = demo_job
+    text = (repo / "demo.o1").read_text()
+    block = text[text.index("---- job report 1.local: where the walltime went ----"):].splitlines()
+    assert [line.split()[0] for line in block[3:12]] == [*PHASES, OTHER]
+    assert all(re.search(r"\d:\d\d:\d\d\.\d +\d+\.\d%", line) for line in block[3:12]), block
+    assert block[12] == "GPU           no GPU"  # on a CPU NVML is not asked
+    report = json.loads((only_run(repo) / "run.json").read_text())["segments"][0]["report"]
+    assert report["job_id"] == "1.local" and report["steps"] == 1 and report["gpu"] == {"skipped": "no GPU"}
+    assert report["queue_wait_s"] >= 0  # qtime and stime in the local qstat -f
+    phases = report["phases_s"]
+    assert all(seconds >= 0 for seconds in phases.values()) and phases["start-up"] > 0 and phases["copy-back"] > 0
+    assert sum(phases.values()) == pytest.approx(report["elapsed_s"])
+    [row] = status_rows(repo / "runs", qstat=None)  # segtrain runs: the training share of each run
+    assert row.training_share == pytest.approx(phases["training"] / report["elapsed_s"])
 
 
 # ---- a walltime shorter than the training ----------------------------------------------------------

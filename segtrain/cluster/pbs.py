@@ -54,6 +54,11 @@ class Pbs:
         return {key: attrs[f"Resource_List.{key}"] for key in ("select", "place", "walltime")
                 if f"Resource_List.{key}" in attrs}
 
+    def queue_wait(self, info_text: Optional[str], job_id: str) -> Optional[float]:
+        from segtrain.cluster.job.environment import job_queue_wait
+
+        return job_queue_wait(info_text, job_id) if info_text else None
+
     def states(self, job_ids: Sequence[str], qstat: Optional[Sequence[str]] = None):
         from segtrain.cluster.frontend.status import qstat_states
 

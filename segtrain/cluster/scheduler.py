@@ -55,6 +55,9 @@ class Scheduler(Protocol):
     def granted(self, info_text: Optional[str], job_id: str) -> dict[str, str]:
         """The resources the job got, as submit options for its resubmission (``resources`` above)."""
 
+    def queue_wait(self, info_text: Optional[str], job_id: str) -> Optional[float]:
+        """Seconds from the job's submission to its start, from the job query's text (None: not there)."""
+
     def states(self, job_ids: Sequence[str]):
         """Where jobs stand (:class:`segtrain.cluster.frontend.status.JobState` by id); empty when no one answers."""
 

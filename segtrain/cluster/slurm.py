@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from datetime import datetime
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -178,6 +179,14 @@ class Slurm:
         if gpus:
             out["gpus-per-node"] = gpus.group(1)
         return out
+
+    def queue_wait(self, info_text: Optional[str], job_id: str) -> Optional[float]:
+        fields = job_fields(info_text, job_id)
+        try:
+            queued, started = (datetime.fromisoformat(fields[key]).timestamp() for key in ("SubmitTime", "StartTime"))
+        except (KeyError, ValueError):
+            return None
+        return max(started - queued, 0.0)
 
     def states(self, job_ids: Sequence[str]):
         """squeue for queued and running jobs; sacct, else scontrol, for ended ones."""

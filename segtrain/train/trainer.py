@@ -46,6 +46,8 @@ from segtrain.run.plots import plot_curves, plot_samples
 from segtrain.train.prefetch import DeviceBatches
 from segtrain.run import directory as rundir
 from segtrain.run.directory import RunDir, create_run_dir, run_name
+from segtrain.run.gpu_usage import GpuSampler
+from segtrain.run.report import TrainerClock
 from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
 from segtrain.run.wandb_log import WandbLogger, check_login, new_wandb_id, wandb_values
 
@@ -116,6 +118,8 @@ class _Run:
     def __init__(self, cfg: Config, opts: TrainOptions, ctx: DistContext, device: torch.device, summary: DatasetSummary):
         self.cfg, self.opts, self.ctx, self.device = cfg, opts, ctx, device
         self.budget = TimeBudget(opts.time_limit, deadline_file=opts.deadline_file)
+        self.clock = TrainerClock()  # for the job report: where this segment's time went
+        self.gpu: Optional[dict] = None
         self.launcher_pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
         self.rd = RunDir(opts.run_dir)
         # Everything that can refuse the run is checked before its folder gets a first byte.
@@ -274,6 +278,7 @@ class _Run:
         self.wandb = WandbLogger(cfg.logging.wandb, rd.path, rd.path.name, wandb_id, to_dict(cfg), enabled=self.ctx.is_main)
         self.wandb_id = wandb_id
         status, code = "failed", EXIT_FAILED
+        sampler = GpuSampler(self.device).start() if self.ctx.is_main else None
         # The signals are caught over the wrap-up too: PBS's walltime SIGTERM can land while a time-limit
         # stop is exiting, and must not kill the trainer between its checkpoint and its final record.
         with StopSignals() as self.signals:
@@ -296,22 +301,28 @@ class _Run:
                 status, code = "stopped", EXIT_RESUMABLE
                 return code
             finally:
+                self.clock.stop()
                 # After a SIGTERM, SIGKILL comes 10 s later: W&B gets a bounded time (metrics.jsonl is the record).
                 self.wandb.finish(code, timeout_s=WANDB_STOP_TIMEOUT_S if self.signals.received else None)
                 if self.ctx.is_main:
+                    self.gpu = sampler.stop()
                     self.log.close()
                     self._finish_files(status, code)
 
     def _finish_files(self, status: str, code: int) -> None:
         """Record the segment's end and mirror the run; on a full disk, say so and keep going."""
         try:
-            self.rd.end_segment(status, code, end_step=self.pos.step)
+            self.rd.end_segment(status, code, end_step=self.pos.step, timing=self._timing())
             if self.opts.mirror:
                 ckpt.mirror_files(self.rd.path, self.opts.mirror, MIRRORED)
         except OSError as exc:
             if exc.errno not in DISK_FULL:
                 raise
             self.console.message(f"warning: could not record the end of this segment: {exc}")
+
+    def _timing(self) -> dict[str, Any]:
+        """This segment's figures for the job report (run.json, with the segment)."""
+        return {**self.clock.to_dict(), "gpu": self.gpu}
 
     def _epochs(self) -> int:
         cfg, pos = self.cfg, self.pos
@@ -330,6 +341,7 @@ class _Run:
             self._logged, self._data_s = (waited, pos.step), 0.0
             for batch in batches:
                 data_s = time.monotonic() - waited
+                self.clock.step(data_s)
                 step_start = time.monotonic()
                 values = self._train_step(batch)
                 pos.batch += 1
@@ -350,7 +362,8 @@ class _Run:
                     last_checkpoint = time.monotonic()
                 waited = time.monotonic()
             self._check_finite()
-            improved, should_stop = self._end_epoch()
+            with self.clock.phase("validation"):
+                improved, should_stop = self._end_epoch()
             pos.epoch, pos.batch = pos.epoch + 1, 0
             self._checkpoint(best=improved)
             last_checkpoint = time.monotonic()
@@ -540,6 +553,10 @@ class _Run:
 
     # ---- checkpoints ----------------------------------------------------------------------
     def _checkpoint(self, best: bool = False) -> None:
+        with self.clock.phase("checkpoints"):
+            self._write_checkpoint(best)
+
+    def _write_checkpoint(self, best: bool) -> None:
         rng = ckpt.capture_rng()
         rngs = [rng]
         if self.ctx.distributed:
@@ -561,7 +578,7 @@ class _Run:
             # end from the previous last.pt and writes the same files again.
             seconds = ckpt.save_checkpoint(state, self.rd.checkpoints / ckpt.BEST) if best else 0.0
             seconds += ckpt.save_checkpoint(state, self.rd.checkpoints / ckpt.LAST, keep_previous=True)
-            self.rd.update_segment(end_step=self.pos.step)
+            self.rd.update_segment(end_step=self.pos.step, timing=self._timing())  # a job killed later still reports
             if self.opts.mirror:
                 ckpt.mirror_files(self.rd.path, self.opts.mirror, MIRRORED)
             self.budget.record_checkpoint(seconds)

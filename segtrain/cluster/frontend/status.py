@@ -26,6 +26,7 @@ from segtrain.cluster.job.environment import parse_qstat_full
 from segtrain.run.metrics_log import read_metrics
 from segtrain.errors import UserError
 from segtrain.run.directory import RunDir
+from segtrain.run.report import training_share
 
 LOG_NAME = "submissions.jsonl"
 QSTAT_TIMEOUT_S = 60
@@ -52,6 +53,7 @@ class RunSummary:
     last: Optional[float]
     best: Optional[float]
     index: Optional[int] = None  # the grid point
+    training_share: Optional[float] = None  # of its jobs' elapsed time (their job reports)
 
 
 # ---- the submissions log --------------------------------------------------------------------------
@@ -115,6 +117,7 @@ def summarize_run(run_dir: Path, jobs: Optional[Mapping[str, JobState]] = None, 
         name=run_dir.name, path=run_dir, status=_status(info, pending, jobs.get(job_id or "")), job_id=job_id,
         epoch=records[-1].get("epoch") if records else None, step=records[-1].get("step") if records else None,
         metric=metric, last=val[-1] if val else None, best=best, index=index,
+        training_share=training_share(info.get("segments", [])),
     )
 
 
@@ -198,7 +201,8 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str
 
 
 def summary_table(summaries: Sequence[RunSummary], with_jobs: bool = True) -> str:
-    """The status table people read: run, (grid point, job,) status, epoch, step, last and best metric."""
+    """The status table people read: run, (grid point, job,) status, epoch, step, last and best metric, and
+    the share of its jobs' time spent training."""
     metric = summaries[0].metric if summaries and len({s.metric for s in summaries}) == 1 else "metric"
     columns = {"RUN": lambda s: s.name}
     if any(s.index is not None for s in summaries):
@@ -206,7 +210,8 @@ def summary_table(summaries: Sequence[RunSummary], with_jobs: bool = True) -> st
     if with_jobs:
         columns["JOB"] = lambda s: s.job_id
     columns.update({"STATUS": lambda s: s.status, "EPOCH": lambda s: s.epoch, "STEP": lambda s: s.step,
-                    f"LAST {metric}": lambda s: _number(s.last), f"BEST {metric}": lambda s: _number(s.best)})
+                    f"LAST {metric}": lambda s: _number(s.last), f"BEST {metric}": lambda s: _number(s.best),
+                    "TRAINING": lambda s: None if s.training_share is None else f"{s.training_share:.0%}"})
     return format_table(list(columns), [[cell(s) for cell in columns.values()] for s in summaries])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -99,6 +100,16 @@ def job_walltime(qstat_text: Optional[str], job_id: Optional[str],
             if value:
                 return parse_hms(value, f"{script}: walltime directive"), f"the directive in {script}"
     return None, "nowhere (no qstat answer, no walltime directive)"
+
+
+def job_queue_wait(qstat_text: str, job_id: Optional[str]) -> Optional[float]:
+    """``stime - qtime`` of ``qstat -f`` (queued to started, holds included), in seconds; None without them."""
+    attrs = job_attributes(qstat_text, job_id)
+    try:
+        queued, started = (time.mktime(time.strptime(attrs[key], "%a %b %d %H:%M:%S %Y")) for key in ("qtime", "stime"))
+    except (KeyError, ValueError):
+        return None
+    return max(started - queued, 0.0)
 
 
 def require_job(env: JobEnvironment) -> JobEnvironment:

@@ -45,6 +45,7 @@ from segtrain.config import Config, load_config
 from segtrain.data import memo
 from segtrain.errors import EXIT_FAILED, EXIT_NO_RESUBMIT, EXIT_OK, EXIT_USER_ERROR, UserError
 from segtrain.fsutil import atomic_open, atomic_write_json
+from segtrain.run import report as job_report
 from segtrain.run.directory import RunDir, create_run_dir, now_iso, run_name, unique_path
 
 DEFAULT_CONFIG = "configs/default.yaml"
@@ -87,6 +88,8 @@ class Plan:
     new_run_name: Optional[str] = None  # a new run: ``plan`` creates its directory under this name (or name-2...)
     logged: bool = True  # a new run is logged next to the runs (a grid's subjobs were, by scripts/submit)
     scheduler: str = "pbs"  # the workload manager running the job (segtrain.cluster.scheduler)
+    queue_wait_s: Optional[float] = None  # submission to start, where the scheduler says
+    marks: dict[str, float] = field(default_factory=dict)  # when each step began and ended (the job report)
 
     @property
     def work_run(self) -> Path:
@@ -190,6 +193,7 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         hosts=[node.host for node in found], host_indices=[node.index for node in found], nproc_per_node=nproc,
         nproc_source=nproc_source, rdzv_port=nodes.rendezvous_port(env.job_id) if len(found) > 1 else None,
         new_run_name=new_name, logged=not var[qsub.MANIFEST], scheduler=scheduler.name,
+        queue_wait_s=scheduler.queue_wait(job_info, env.job_id),
     )
     return plan, cfg
 
@@ -277,6 +281,7 @@ def _count(var: Mapping[str, str], name: str, default: int) -> int:
 
 
 def step_plan(args: argparse.Namespace) -> int:
+    started = time.time()
     job_info = args.job_info.read_text(errors="replace") if args.job_info and args.job_info.is_file() else None
     scheduler = current_job_scheduler(os.environ)
     workdir = scheduler.job_environment(os.environ).workdir or Path(".")
@@ -299,6 +304,8 @@ def step_plan(args: argparse.Namespace) -> int:
         _check_data(cfg, Path(plan.data))
     open_run_dir(plan)
     print(f"run {plan.run_dir} ({'continuing' if plan.continuing else 'new'})")
+    plan.marks.update({job_report.JOB_START: plan.job_start, job_report.CHECKS_START: started,
+                       job_report.CHECKS_END: time.time()})
     plan.save(args.plan)
     return EXIT_OK
 
@@ -316,6 +323,7 @@ def _rel(path: str, start: str) -> str:
 
 # ---- stage --------------------------------------------------------------------------------------
 def step_stage(args: argparse.Namespace) -> int:
+    started = time.time()
     plan = Plan.load(args.plan)
     report = stage_dataset(Path(plan.data), plan.work_data)
     print(f"staged data set: {report.summary()}")
@@ -349,6 +357,7 @@ def step_stage(args: argparse.Namespace) -> int:
         print(f"built the staging cache {cached} in {time.monotonic() - start:.1f} s")
         root = cached
     plan.data_root = str(root)
+    plan.marks.update({job_report.STAGE_START: started, job_report.STAGE_END: time.time()})
     plan.save(args.plan)
     return EXIT_OK
 
@@ -399,6 +408,8 @@ def step_train_args(args: argparse.Namespace) -> int:
                                 args.plan.parent / DEADLINE_FILE)
     if plan.node_rank == 0 and len(plan.hosts) > 1:
         nodes.check_port_free(plan.hosts[0], plan.rdzv_port)
+    plan.marks[job_report.LAUNCH] = time.time()
+    plan.save(args.plan)
     _write_words(words)
     note = f" (time limit {format_hms(limit)})" if limit is not None else ""
     print(f"launching: segtrain {qsub.display(words)}{note}", file=sys.stderr)
@@ -494,12 +505,16 @@ def step_finish(args: argparse.Namespace) -> int:
     job_info = args.job_info.read_text(errors="replace") if args.job_info and args.job_info.is_file() else None
     walltime_s = scheduler_named(plan.scheduler).walltime(job_info, plan.job_id, [])[0] or plan.walltime_s  # qextend
     print(resubmit.explain(args.trainer_exit, args.terminated_at, plan, walltime_s))
+    copy_start = time.time()
     report = sync_tree(plan.work_run, Path(plan.run_dir))
+    copied = {job_report.COPY_START: copy_start, job_report.COPY_END: time.time()}
     if not report.ok:
         print(f"copy-back FAILED: {report.summary()}")
+        print(finish_report(plan, copied, keep_in=None))
         return EXIT_FAILED
     after = f", verified {time.time() - args.terminated_at:.1f} s after SIGTERM" if args.terminated_at else ""
     print(f"copied back to {plan.run_dir}: {report.summary()}{after}")
+    print(finish_report(plan, copied, keep_in=Path(plan.run_dir)))
     argv, message = resubmit.resubmission(plan, args.trainer_exit, args.terminated_at, walltime_s)
     if message:
         print(message)
@@ -508,6 +523,26 @@ def step_finish(args: argparse.Namespace) -> int:
     with atomic_open(args.next) as f:
         f.write(_nul_separated(argv))
     return EXIT_OK
+
+
+def finish_report(plan: Plan, copied: Mapping[str, float], keep_in: Optional[Path]) -> str:
+    """The job report's block, from the steps' marks and the figures the trainer left in run.json on scratch;
+    kept with this job's segment in ``keep_in``'s run.json (on storage) as well."""
+    segment = _job_segment(RunDir(plan.work_run).read_info(), plan.job_id) or {}
+    report = job_report.job_report(plan.job_id, {**plan.marks, **copied}, segment.get("timing"), plan.queue_wait_s)
+    if keep_in is not None and segment:
+        run = RunDir(keep_in)
+        info = run.read_info()
+        kept = _job_segment(info, plan.job_id)
+        if kept is not None:
+            kept["report"] = report
+            atomic_write_json(run.info_path, info)
+    return job_report.format_report(report)
+
+
+def _job_segment(info: dict, job_id: str) -> Optional[dict]:
+    """The last segment of run.json ``info`` that job ``job_id`` trained (None: its trainer never started one)."""
+    return next((s for s in reversed(info.get("segments", [])) if s.get("job_id") == job_id), None)
 
 
 def step_record(args: argparse.Namespace) -> int:

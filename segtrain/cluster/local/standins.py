@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -68,6 +69,8 @@ def full_status(job: LocalJob) -> str:
     """The job in ``qstat -f`` form."""
     lines = [f"Job Id: {job.id}", f"    Job_Name = {job.name}", f"    job_state = {job.state}",
              f"    queue = {QUEUE}", f"    Resource_List.ncpus = {job.ncpus}"]
+    lines += [f"    {name} = {time.strftime('%a %b %d %H:%M:%S %Y', time.localtime(when))}"
+              for name, when in (("qtime", job.submitted), ("stime", job.started)) if when is not None]
     lines += [f"    Resource_List.{key} = {value}" for key, value in sorted(job.resources.items()) if key != "ncpus"]
     if job.run_count:
         lines.append(f"    run_count = {job.run_count}")
