@@ -137,6 +137,7 @@ def plot(result: RangeTest, path, title: str) -> None:
     ax.axvline(result.suggested_lr, color="C3", linestyle="--",
                label=f"suggested {result.suggested_lr:.2g} ({result.method})")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(lambda value, _: f"{value:g}")  # the plots' text is not TeX, so no 10^x labels
     best = min(s for _, s in finite)
     ax.set_ylim(top=min(max(s for _, s in finite), DIVERGED * best) * 1.05)
     ax.set_xlabel("learning rate")
