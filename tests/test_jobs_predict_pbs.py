@@ -23,6 +23,7 @@ from segtrain.data.scene import GDAL_NODATA_TAG
 from segtrain.data.synthetic import make_scene
 from segtrain.predict import GEO_TAGS
 from test_jobs_train_pbs import make_repo, server_of, submit
+from test_jobs_train_pbs_edges import qdel
 
 pytestmark = pytest.mark.slow
 
@@ -170,6 +171,23 @@ def test_a_subjob_killed_mid_scene_is_completed_by_submitting_again_without_redo
             assert now[name] == state, f"{name} was written again"
     assert_verified(out, [f"scene_{i:02d}" for i in range(12)])
     assert partial_files(out, repo.parent / "state" / "scratch") == []
+
+
+def test_qdel_mid_scene_keeps_the_finished_scenes_and_empties_scratch(repo, trained_run_ro):
+    """qdel kills the job's top shell at once: the stop path runs in the job body, which outlives it."""
+    proc = predict(repo, trained_run_ro, wait=False)
+    scratch = repo.parent / "state" / "scratch" / "1[1].local"
+    deadline = time.monotonic() + 240
+    while not list((scratch / "out").glob(".scene_05_mask.tif.*")):  # subjob 1 is writing its second scene
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.01)
+    qdel(repo, "1[1].local")
+    out_text, _ = proc.communicate(timeout=300)
+    assert "12 scenes: 9 done, 0 failed, 3 pending" in out_text
+    assert "the scene in progress is abandoned" in (repo / "predict-preds.o1.1").read_text()
+    assert not scratch.exists(), sorted(scratch.rglob("*"))
+    assert_verified(repo / "preds", [f"scene_{i:02d}" for i in (0, 1, 2, 3, 4, 8, 9, 10, 11)])
+    assert partial_files(repo / "preds") == []
 
 
 def test_a_walltime_stop_resubmits_the_rest(repo, trained_run_ro):
