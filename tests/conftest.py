@@ -18,10 +18,15 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 @pytest.fixture(scope="session", autouse=True)
 def user_cache(tmp_path_factory) -> Path:
-    """What commands remember about data sets goes to this session's folder, not the user's ~/.cache."""
-    folder = tmp_path_factory.mktemp("user-cache")
-    os.environ["XDG_CACHE_HOME"] = str(folder)
-    return folder
+    """What commands remember about data sets goes to this session's folder, not the user's ~/.cache.
+
+    HOME moves too: a PBS job gets the submitter's HOME (and not XDG_CACHE_HOME), so the jobs that
+    the tests run in local mode remember their data sets under it.
+    """
+    home = tmp_path_factory.mktemp("user-home")
+    os.environ["HOME"] = str(home)
+    os.environ["XDG_CACHE_HOME"] = str(home / ".cache")
+    return home / ".cache"
 
 
 def age(root: Path, seconds: float = 60.0) -> None:
