@@ -8,9 +8,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import tifffile
 
 from conftest import tree_state
 from segtrain.cli import main
+from segtrain.data.layout import read_split
 from segtrain.export import INPUT, OUTPUT
 from segtrain.quantize import calibration_tiles
 from segtrain.run.checkpoint import load_trained
@@ -78,3 +80,16 @@ def test_quantize_without_the_data_set_is_a_user_error_and_writes_nothing(run_di
     assert main(["quantize", str(run_dir), "--data", str(tmp_path / "gone")]) == 2
     assert str(tmp_path / "gone") in capsys.readouterr().err
     assert tree_state(run_dir) == before
+
+
+def test_predict_with_the_int8_model_writes_masks_that_agree_with_the_fp32_models(run_dir, quantized, small_data_ro,
+                                                                                  tmp_path):
+    scenes = [str(f.scene) for f in read_split(small_data_ro, "test")]
+    for name in ("model.onnx", "model.int8.onnx"):
+        assert main(["predict", str(quantized / name), *scenes, "--out", str(tmp_path / name), "--quiet"]) == 0
+    for scene in scenes:
+        mask = f"{Path(scene).stem}_mask.tif"
+        fp32, int8 = (tifffile.imread(tmp_path / name / mask) for name in ("model.onnx", "model.int8.onnx"))
+        assert int8.shape == fp32.shape and set(np.unique(int8)) <= {0, 1, 255}
+        assert np.array_equal(int8 == 255, fp32 == 255)  # the same no-data
+        assert (int8 == fp32).mean() > 0.97
