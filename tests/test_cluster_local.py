@@ -1,5 +1,7 @@
 """The local PBS-like runner, with small shell jobs: environment, walltime, stand-ins, chains."""
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +107,36 @@ def test_qstat_stand_in_reports_the_walltime_the_job_got(server, workdir):
     text = output(job)
     assert "Job Id: 1.local" in text and "Resource_List.walltime = 02:00:00" in text
     assert "qstat: Unknown Job Id 99.local" in text and "rc=153" in text
+
+
+def test_qextend_stand_in_raises_the_walltime_qstat_reports(server, workdir):
+    script = job_script(workdir, "qextend $PBS_JOBID 00:30:00; qstat -f $PBS_JOBID; qextend 99.local 60; echo rc=$?\n")
+    [job] = run(server, workdir, ["-l", "walltime=01:00:00", script])
+    text = output(job)
+    assert "Additional walltime:\t00:30:00" in text and "Resource_List.walltime = 01:30:00" in text
+    assert "qextend: 99.local is unknown job" in text and "rc=2" in text
+    assert job.resources["walltime"] == "01:30:00"
+
+
+def test_a_job_whose_walltime_was_extended_runs_past_its_first_walltime(server, workdir):
+    script = job_script(workdir, "sleep 3; echo survived\n")
+    job = server.submit(["-l", "walltime=00:00:01", script], {"HOME": str(workdir.parent)}, workdir, site=METACENTRUM)
+
+    def extend_once_running() -> None:
+        while server.get(job.id).state != "R":
+            time.sleep(0.01)
+        server.extend(job.id, 60)
+
+    extender = threading.Thread(target=extend_once_running)
+    extender.start()
+    [done] = server.run_chain(job)
+    extender.join()
+    assert done.exit_status == 0 and "survived" in output(done)
+
+
+def test_only_sites_with_a_walltime_extender_have_qextend(server, workdir):
+    [job] = run(server, workdir, [job_script(workdir, "command -v qextend || echo none\n")], site=OPENPBS)
+    assert output(job).split() == ["none"]
 
 
 def test_scratch_is_removed_when_the_job_empties_it_and_kept_when_it_does_not(server, workdir):

@@ -34,15 +34,22 @@ def local_run(repo: Path, argv: list[str]) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def qdel(repo: Path, job_id: str) -> None:
+def pbs_command(repo: Path, *words: str) -> None:
+    """A PBS command (qdel, qextend) of the local server, as the user types it on the frontend."""
     env = {**os.environ, "SEGTRAIN_LOCAL_PBS": str(repo.parent / "state"), "PYTHONPATH": str(repo)}
-    subprocess.run([sys.executable, "-m", "segtrain.cluster.local", "qdel", job_id], env=env, check=True)
+    subprocess.run([sys.executable, "-m", "segtrain.cluster.local", *words], env=env, check=True)
+
+
+def qdel(repo: Path, job_id: str) -> None:
+    pbs_command(repo, "qdel", job_id)
 
 
 def wait_for_line(repo: Path, job_id: str, text: str, proc: subprocess.Popen) -> None:
     output = server_of(repo).get(job_id).output_paths()[0]
+    deadline = time.monotonic() + 240
     while text not in output.read_text():
         assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, f"no line {text!r} in {output}"
         time.sleep(0.05)
 
 
@@ -98,6 +105,38 @@ def test_qdel_mid_step_leaves_checkpoint_logs_metrics_and_wandb_on_storage_and_s
 
 
 # ---- the walltime ------------------------------------------------------------------------------------
+def trainer_processes(pgid: int) -> list[int]:
+    """``python -m segtrain train`` of the job and its descendants (data loader workers, ranks)."""
+    for pid in process_tree(pgid):
+        try:
+            words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"segtrain" in words and words[words.index(b"segtrain") + 1:][:1] == [b"train"]:
+            return process_tree(pid)
+    raise AssertionError("no trainer process")
+
+
+def test_qextend_while_training_moves_the_trainers_deadline_and_the_run_ends_in_one_job(tmp_path, small_data_ro):
+    """The job asks qstat again every WALLTIME_POLL s; the trainer, frozen past the first walltime, goes on."""
+    repo = make_repo(tmp_path / "segtrain", small_data_ro)
+    argv = job_argv(TEN_STEPS, {"walltime": "00:00:45"}, WALLTIME_MARGIN="00:00:01", WALLTIME_POLL="1")
+    proc = local_run(repo, argv)
+    trainer = trainer_processes(wait_for_first_mirrored_checkpoint(repo, proc))
+    signal_all(trainer, signal.SIGSTOP)
+    pbs_command(repo, "qextend", "1.local", "00:10:00")
+    wait_for_line(repo, "1.local", "walltime now 00:10:45 (was 00:00:45)", proc)
+    while time.time() < server_of(repo).get("1.local").started + 47:  # past the first walltime
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    signal_all(trainer, signal.SIGCONT)
+    proc.communicate(timeout=300)
+    job = server_of(repo).get("1.local")
+    [run] = run_dirs(repo)
+    assert job.exit_status == 0 and server_of(repo).get("2.local") is None, job_output(repo, "1.local")
+    assert json.loads((run / "run.json").read_text())["status"] == "done"
+
+
 def test_walltime_kill_with_a_late_sigterm_resubmits_and_the_chain_ends_as_an_uninterrupted_run(tmp_path, small_data_ro):
     repo = make_repo(tmp_path / "segtrain", small_data_ro)
     # SIGTERM 5 s after the walltime. SIGKILL 30 s after it, not 10: the 10 s budget is the qdel tests'

@@ -57,6 +57,7 @@ class Site:
     scratch_variable: Optional[str]  # set by the site to the job's scratch folder
     clean_scratch: Optional[str]  # the site's command that empties it
     defaults: Resources
+    qextend: bool = False  # users may extend a running job's walltime (MetaCentrum's walltime-extender)
     queues: tuple[Queue, ...] = ()  # in routing order: a job without -q goes to the first that takes it
     gpus_per_node: Optional[int] = None  # the most GPUs any node has (None: not known)
     resource_names: frozenset[str] = frozenset()  # what the server defines, chunk and job wide
@@ -133,7 +134,7 @@ PBS_BUILTIN_RESOURCES = frozenset({
 METACENTRUM = Site(
     name="metacentrum", description="MetaCentrum (PBS Pro): ngpus, scratch_local, gpu_mem, $SCRATCHDIR, clean_scratch",
     gpu_resource="ngpus", scratch_resource="scratch_local", gpu_mem_resource="gpu_mem",
-    scratch_variable="SCRATCHDIR", clean_scratch="clean_scratch", defaults=Resources(),
+    scratch_variable="SCRATCHDIR", clean_scratch="clean_scratch", defaults=Resources(), qextend=True,
     # GPU jobs are routed by walltime: gpu up to 24 h, gpu_long up to 336 h (MetaCentrum's GPU page)
     queues=(Queue("gpu", 24 * HOUR, gpu=True), Queue("gpu_long", 336 * HOUR, gpu=True)),
     gpus_per_node=8,  # the largest GPU nodes (8x A100 / H100 / RTX A4000)

@@ -34,7 +34,7 @@ SETTINGS_FILE = "server.json"
 EXIT_WALLTIME = -29
 EXIT_QDEL = 256 + signal.SIGTERM
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
-STANDINS = ("qsub", "qstat", "qdel", "clean_scratch", "pbsdsh")
+STANDINS = ("qsub", "qstat", "qdel", "qextend", "clean_scratch", "pbsdsh")
 _JOB_SEQ = re.compile(r"^\d+(\[\d*\])?$")  # 12, 13[] (an array), 13[2] (one of its subjobs)
 
 
@@ -353,7 +353,7 @@ class LocalServer:
         folder.mkdir(parents=True, exist_ok=True)
         for name in STANDINS:
             path = folder / name
-            if name == "clean_scratch" and not site.clean_scratch:
+            if (name == "clean_scratch" and not site.clean_scratch) or (name == "qextend" and not site.qextend):
                 path.unlink(missing_ok=True)
                 continue
             text = ("#!/bin/sh\n# local PBS stand-in (segtrain.cluster.local)\n"
@@ -367,13 +367,14 @@ class LocalServer:
     def _supervise(self, proc: subprocess.Popen, job: LocalJob, out: IO[bytes], settings: ServerSettings,
                    stopper: Optional["_Stopper"]) -> tuple[int, str]:
         """Wait for the job; enforce its walltime, ``qdel`` and a runner interrupt as PBS would."""
-        deadline = job.started + job.walltime_s if job.walltime_s is not None else None
         while True:
             try:
                 rc = proc.wait(timeout=0.2)
                 return (rc if rc >= 0 else 256 - rc), ""
             except subprocess.TimeoutExpired:
                 pass
+            self._follow_qextend(job)
+            deadline = job.started + job.walltime_s if job.walltime_s is not None else None
             if deadline is not None and time.time() >= deadline + settings.walltime_late_s:
                 used = format_hms(time.time() - job.started)
                 _note(out, f"=>> PBS: job killed: walltime {used} exceeded limit {format_hms(job.walltime_s)}")
@@ -385,6 +386,23 @@ class LocalServer:
                 _note(out, f"=>> PBS: job killed: deleted by {by}")
                 self._end(job, proc, settings.kill_delay_s, top_shell_first=True)
                 return EXIT_QDEL, "deleted"
+
+    def extend(self, job_id: str, seconds: float) -> LocalJob:
+        """What ``qextend`` does: the running job's walltime grows by ``seconds`` (its runner follows)."""
+        job = self.get(job_id)
+        if job is None or job.state != "R" or job.array_indices or job.array_id or job.walltime_s is None:
+            what = ("unknown job" if job is None else "an array job" if job.array_indices or job.array_id
+                    else "a job without a walltime" if job.walltime_s is None else "a job that is not running")
+            raise UserError(f"qextend: {job_id} is {what}; only a running simple job can be extended")
+        job.resources["walltime"] = format_hms(job.walltime_s + seconds)
+        self.save(job)
+        return job
+
+    def _follow_qextend(self, job: LocalJob) -> None:
+        """Take over a walltime ``qextend`` wrote into the job's record while it runs."""
+        current = self.get(job.id)
+        if current is not None and current.resources.get("walltime") != job.resources.get("walltime"):
+            job.resources["walltime"] = current.resources["walltime"]
 
     def _end(self, job: LocalJob, proc: subprocess.Popen, kill_delay: float, top_shell_first: bool) -> None:
         """SIGTERM to every process of the job; SIGKILL to those still there ``kill_delay`` later.

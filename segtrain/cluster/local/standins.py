@@ -1,4 +1,5 @@
-"""The stand-ins for ``qsub``, ``qstat``, ``clean_scratch`` and ``pbsdsh`` that a local job finds on its PATH."""
+"""The stand-ins for ``qsub``, ``qstat``, ``qdel``, ``qextend``, ``clean_scratch`` and ``pbsdsh`` that a local job
+finds on its PATH."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from segtrain.cluster.local.server import QUEUE, LocalJob, LocalServer, process_tree
+from segtrain.cluster.directives import format_hms, parse_hms
 from segtrain.cluster.site import get_site
 
 
@@ -63,6 +65,20 @@ def standin_qdel(argv: Sequence[str]) -> int:
         for deleted in [job] + server.subjobs(job):
             server.request_delete(deleted.id)
     return rc
+
+
+def standin_qextend(argv: Sequence[str]) -> int:
+    """``qextend JOB_ID ADDITIONAL_WALLTIME`` (seconds or HH:MM:SS), as MetaCentrum's walltime-extender
+    answers it; its quota (20 extensions and 2880 CPU-hours in 30 days) is not imitated."""
+    if len(argv) != 2:
+        print("usage: qextend <job_id> <additional_walltime>  (seconds, or hh:mm:ss)", file=sys.stderr)
+        return 2
+    job_id, added = argv
+    seconds = float(added) if added.isdigit() else parse_hms(added, "qextend: additional walltime")
+    job = LocalServer().extend(job_id, seconds)
+    print(f"The walltime of the job {job.id} has been extended.\nAdditional walltime:\t{format_hms(seconds)}\n"
+          f"New walltime:\t\t{job.resources['walltime']}")
+    return 0
 
 
 def full_status(job: LocalJob) -> str:
