@@ -109,6 +109,18 @@ def test_qstat_stand_in_reports_the_walltime_the_job_got(server, workdir):
     assert "qstat: Unknown Job Id 99.local" in text and "rc=153" in text
 
 
+def when_running(server: LocalServer, job_id: str, action) -> threading.Thread:
+    """Call ``action(job_id)`` once the job has started, from a thread (the runner blocks this one)."""
+    def wait_then_act() -> None:
+        while server.get(job_id).state != "R":
+            time.sleep(0.01)
+        action(job_id)
+
+    thread = threading.Thread(target=wait_then_act)
+    thread.start()
+    return thread
+
+
 def test_qextend_stand_in_raises_the_walltime_qstat_reports(server, workdir):
     script = job_script(workdir, "qextend $PBS_JOBID 00:30:00; qstat -f $PBS_JOBID; qextend 99.local 60; echo rc=$?\n")
     [job] = run(server, workdir, ["-l", "walltime=01:00:00", script])
@@ -121,17 +133,37 @@ def test_qextend_stand_in_raises_the_walltime_qstat_reports(server, workdir):
 def test_a_job_whose_walltime_was_extended_runs_past_its_first_walltime(server, workdir):
     script = job_script(workdir, "sleep 3; echo survived\n")
     job = server.submit(["-l", "walltime=00:00:01", script], {"HOME": str(workdir.parent)}, workdir, site=METACENTRUM)
-
-    def extend_once_running() -> None:
-        while server.get(job.id).state != "R":
-            time.sleep(0.01)
-        server.extend(job.id, 60)
-
-    extender = threading.Thread(target=extend_once_running)
-    extender.start()
+    extender = when_running(server, job.id, lambda job_id: server.extend(job_id, 60))
     [done] = server.run_chain(job)
     extender.join()
     assert done.exit_status == 0 and "survived" in output(done)
+
+
+def test_qrerun_ends_the_running_job_and_starts_it_again_under_its_id(server, workdir):
+    script = job_script(workdir, "trap 'echo SIGTERM; exit 143' TERM; qstat -f $PBS_JOBID | grep run_count\n"
+                                 "sleep 3 & wait; echo end\n")
+    job = server.submit([script], {"HOME": str(workdir.parent)}, workdir, site=METACENTRUM)
+    rerun = when_running(server, job.id, server.request_rerun)
+    [done] = server.run_chain(job)
+    rerun.join()
+    assert done.id == job.id and done.run_count == 2 and done.exit_status == 0
+    assert output(done).split() == ["run_count", "=", "2", "end"]  # PBS writes the output of the last run
+
+
+def test_qrerun_refuses_a_job_submitted_as_not_rerunnable(server, workdir):
+    job = server.submit(["-r", "n", job_script(workdir, "sleep 1\n")], {"HOME": str(workdir.parent)}, workdir)
+    errors = []
+
+    def rerun(job_id: str) -> None:
+        try:
+            server.request_rerun(job_id)
+        except UserError as exc:
+            errors.append(str(exc))
+
+    refuse = when_running(server, job.id, rerun)
+    [done] = server.run_chain(job)
+    refuse.join()
+    assert errors == ["qrerun: 1.local is not rerunnable (qsub -r n)"] and done.run_count == 1
 
 
 def test_only_sites_with_a_walltime_extender_have_qextend(server, workdir):

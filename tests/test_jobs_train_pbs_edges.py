@@ -104,6 +104,23 @@ def test_qdel_mid_step_leaves_checkpoint_logs_metrics_and_wandb_on_storage_and_s
     assert json.loads((run / "run.json").read_text())["status"] == "done" and world_size(run) == int(nproc)
 
 
+# ---- qrerun ------------------------------------------------------------------------------------------
+def test_qrerun_mid_training_continues_the_same_run_to_the_weights_of_an_uninterrupted_run(tmp_path, small_data_ro):
+    """PBS ends the job as for qdel and starts it again under its id (run_count 2): the run goes on."""
+    repo = make_repo(tmp_path / "segtrain", small_data_ro)
+    proc = local_run(repo, job_argv(TEN_STEPS))
+    wait_for_first_mirrored_checkpoint(repo, proc)
+    pbs_command(repo, "qrerun", "1.local")
+    proc.communicate(timeout=300)
+    job = server_of(repo).get("1.local")
+    assert job.run_count == 2 and job.exit_status == 0 and server_of(repo).get("2.local") is None
+    [run] = run_dirs(repo)
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "done" and [s["job_id"] for s in info["segments"]] == ["1.local", "1.local"]
+    assert_same_weights(weights(run / "checkpoints" / "last.pt"),
+                        uninterrupted(repo, [*TEN_STEPS, "train.device=cpu"], tmp_path / "straight"))
+
+
 # ---- the walltime ------------------------------------------------------------------------------------
 def trainer_processes(pgid: int) -> list[int]:
     """``python -m segtrain train`` of the job and its descendants (data loader workers, ranks)."""

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 from segtrain.cluster.local import __doc__ as LOCAL_DOC
 from segtrain.cluster.local.server import STANDINS, describe, submit_and_run
 from segtrain.cluster.local.standins import (standin_clean_scratch, standin_pbsdsh, standin_qdel, standin_qextend,
-                                             standin_qstat, standin_qsub)
+                                             standin_qrerun, standin_qstat, standin_qsub)
 from segtrain.cluster.site import get_site
 from segtrain.errors import EXIT_USER_ERROR, UserError
 
@@ -17,7 +17,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in STANDINS:
-            return {"qsub": standin_qsub, "qstat": standin_qstat, "qdel": standin_qdel, "qextend": standin_qextend,
+            return {"qsub": standin_qsub, "qstat": standin_qstat, "qdel": standin_qdel, "qrerun": standin_qrerun,
+                    "qextend": standin_qextend,
                     "clean_scratch": standin_clean_scratch, "pbsdsh": standin_pbsdsh}[argv[0]](argv[1:])
         parser = argparse.ArgumentParser(prog="python -m segtrain.cluster.local", description=LOCAL_DOC.splitlines()[0])
         sub = parser.add_subparsers(dest="command", required=True)

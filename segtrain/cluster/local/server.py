@@ -33,8 +33,9 @@ DEFAULT_UMASK = 0o077  # what a PBS MOM starts jobs with unless -W umask= says o
 SETTINGS_FILE = "server.json"
 EXIT_WALLTIME = -29
 EXIT_QDEL = 256 + signal.SIGTERM
+EXIT_RERUN = -11  # PBS's JOB_EXEC_RERUN: the job is queued again
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
-STANDINS = ("qsub", "qstat", "qdel", "qextend", "clean_scratch", "pbsdsh")
+STANDINS = ("qsub", "qstat", "qdel", "qrerun", "qextend", "clean_scratch", "pbsdsh")
 _JOB_SEQ = re.compile(r"^\d+(\[\d*\])?$")  # 12, 13[] (an array), 13[2] (one of its subjobs)
 
 
@@ -84,6 +85,7 @@ class LocalJob:
     submitted: float = field(default_factory=time.time)
     started: Optional[float] = None
     ended: Optional[float] = None
+    rerunnable: bool = True  # qsub -r n: qrerun refuses it
     array_indices: Optional[str] = None  # an array: its -J range
     array_id: Optional[str] = None  # a subjob: its array's id (13[].local) ...
     array_index: Optional[int] = None  # ... and its index
@@ -200,7 +202,7 @@ class LocalServer:
                        resources=dict(request.resources), depend=request.attributes.get("depend"),
                        umask=request.attributes.get("umask"), join=request.join,
                        output=request.output, error=request.error, state="B" if indices else "Q",
-                       array_indices=request.array)
+                       rerunnable=request.rerunnable != "n", array_indices=request.array)
         if "walltime" in job.resources:  # a bad walltime is refused at submission, as qsub does
             parse_hms(job.resources["walltime"], "qsub: -l walltime")
         if job.umask and not re.fullmatch(r"[0-7]{1,4}", job.umask):
@@ -223,8 +225,8 @@ class LocalServer:
             while job is not None and not stopper.requested:
                 if self.delete_requested(job.id):  # qdel of a queued job
                     self._finish(job, None, "deleted before it ran")
-                else:
-                    done.append(self.run(job, echo, kill_delay, stopper))
+                elif (ran := self.run(job, echo, kill_delay, stopper)).state == "F":  # not requeued by qrerun
+                    done.append(ran)
                 job = self._next_ready(first.chain)
             if stopper.requested:  # like qdel of the whole chain
                 for queued in self._queued(first.chain):
@@ -274,9 +276,20 @@ class LocalServer:
         """What ``qdel`` does: the runner of the job ends it (a queued job never starts)."""
         self._record_path(job_id).with_suffix(".qdel").touch()
 
+    def rerun_requested(self, job_id: str) -> bool:
+        return self._record_path(job_id).with_suffix(".qrerun").exists()
+
+    def request_rerun(self, job_id: str) -> None:
+        """What ``qrerun`` does: the runner ends the running job as for ``qdel`` and queues it again, same id."""
+        job = self.get(job_id)
+        if job is None or job.state != "R" or not job.rerunnable:
+            what = "unknown job" if job is None else "not rerunnable (qsub -r n)" if not job.rerunnable else "not running"
+            raise UserError(f"qrerun: {job_id} is {what}")
+        self._record_path(job_id).with_suffix(".qrerun").touch()
+
     def run(self, job: LocalJob, echo: Optional[IO[bytes]] = None, kill_delay: Optional[float] = None,
             stopper: Optional["_Stopper"] = None) -> LocalJob:
-        """Run one queued job to its end; return its finished record."""
+        """Run one queued job to its end; return its finished record (queued again after a ``qrerun``)."""
         settings = self.settings
         if kill_delay is not None:
             settings.kill_delay_s = kill_delay
@@ -305,7 +318,12 @@ class LocalServer:
             shutil.rmtree(tmp, ignore_errors=True)
             if scratch is not None and scratch.is_dir() and not any(scratch.iterdir()):
                 scratch.rmdir()
-        self._finish(job, status, comment)
+        if status == EXIT_RERUN:
+            self._record_path(job.id).with_suffix(".qrerun").unlink(missing_ok=True)
+            job.state, job.comment = "Q", "requeued by qrerun"
+            self.save(job)
+        else:
+            self._finish(job, status, comment)
         return job
 
     def _job_environment(self, job: LocalJob, site: Site, tmpdir: Path) -> dict[str, str]:
@@ -380,6 +398,10 @@ class LocalServer:
                 _note(out, f"=>> PBS: job killed: walltime {used} exceeded limit {format_hms(job.walltime_s)}")
                 self._end(job, proc, settings.kill_delay_s, top_shell_first=False)
                 return EXIT_WALLTIME, "walltime exceeded"
+            if self.rerun_requested(job.id):
+                _note(out, "=>> PBS: job killed: rerun by qrerun")
+                self._end(job, proc, settings.kill_delay_s, top_shell_first=True)
+                return EXIT_RERUN, "rerun"
             interrupted = stopper is not None and stopper.requested
             if interrupted or self.delete_requested(job.id):
                 by = "the local runner (interrupted)" if interrupted else "qdel"

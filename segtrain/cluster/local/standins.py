@@ -1,5 +1,5 @@
-"""The stand-ins for ``qsub``, ``qstat``, ``qdel``, ``qextend``, ``clean_scratch`` and ``pbsdsh`` that a local job
-finds on its PATH."""
+"""The stand-ins for ``qsub``, ``qstat``, ``qdel``, ``qrerun``, ``qextend``, ``clean_scratch`` and ``pbsdsh`` that
+a local job finds on its PATH."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +15,7 @@ from typing import Sequence
 from segtrain.cluster.local.server import QUEUE, LocalJob, LocalServer, process_tree
 from segtrain.cluster.directives import format_hms, parse_hms
 from segtrain.cluster.site import get_site
+from segtrain.errors import UserError
 
 
 def standin_qsub(argv: Sequence[str]) -> int:
@@ -64,6 +65,19 @@ def standin_qdel(argv: Sequence[str]) -> int:
             continue
         for deleted in [job] + server.subjobs(job):
             server.request_delete(deleted.id)
+    return rc
+
+
+def standin_qrerun(argv: Sequence[str]) -> int:
+    """``qrerun ID...``: each running job is ended as by ``qdel`` and queued again under its id."""
+    server = LocalServer()
+    rc = 0
+    for job_id in argv:
+        try:
+            server.request_rerun(job_id)
+        except UserError as exc:
+            print(exc, file=sys.stderr)
+            rc = 1
     return rc
 
 
