@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from segtrain.cli import main
-from segtrain.config.schema import DataConfig
+from segtrain.config.schema import AugmentConfig, DataConfig
 from segtrain.data.cache import build_cache, stage_file
+from segtrain.data.dataset import TileDataset
 from segtrain.data.layout import read_split
 from segtrain.data.reader import SceneReader
 from segtrain.data.scene import GDAL_NODATA_TAG, read_info
@@ -46,6 +49,8 @@ def test_a_changed_scene_is_staged_again(small_data, tmp_path):
     build_cache(cfg, tmp_path / "cache")
     with SceneReader(tmp_path / "cache" / "scenes" / files.name) as reader:
         assert reader.bands == 1 and (reader.read(0, 0, 2, 2)[0] == 3).all()
+    labels = sorted(p.name for p in (tmp_path / "cache" / "labels").glob(f"{files.name}.*"))
+    assert len(labels) == 1 and str(os.stat(files.scene).st_mtime_ns) in labels[0]  # the new version's only
 
 
 def test_the_nodata_tag_and_the_stats_file_come_along(small_data, tmp_path):
@@ -94,3 +99,39 @@ def test_the_cache_of_a_checked_data_set_is_not_checked_again(small_data, tmp_pa
     names = [f.name for split in ("train", "val", "test") for f in read_split(cached, split)]
     assert sorted(passed_pairs(cached)) == sorted(names)
     assert main(["check", str(config), f"data.root={cached}"]) == 0
+
+
+def batches_of(root, split: str, **data) -> dict:
+    """Raw batches of a split (training: random windows with redraws and augmentations)."""
+    cfg = DataConfig(root=str(root), tile_size=64, tiles_per_epoch=12, min_valid_fraction=0.6, num_workers=0,
+                     normalize="none", augment=AugmentConfig(brightness=0.2), **data)
+    tiles = TileDataset(cfg, split, training=split == "train", seed=4, stats=None)
+    tiles.set_epoch(2)
+    return tiles.raw_batch(list(range(min(len(tiles), 12))))
+
+
+def same_batches(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tiles_from_the_cache_and_its_labels_are_those_of_the_source(small_data_ro, tmp_path):
+    cached = build_cache(DataConfig(root=str(small_data_ro)), tmp_path / "cache")
+    names = {f.name for split in ("train", "val", "test") for f in read_split(small_data_ro, split)}
+    assert {p.name.split(".tif.")[0] + ".tif" for p in (cached / "labels").iterdir()} == names
+    for split in ("train", "val"):
+        assert same_batches(batches_of(cached, split), batches_of(small_data_ro, split))
+        # labels mean all bands with the files' own no-data value: otherwise validity is computed
+        for data in ({"bands": [2, 0]}, {"nodata": 3.0}):
+            assert same_batches(batches_of(cached, split, **data), batches_of(small_data_ro, split, **data))
+    for labels in (cached / "labels").iterdir():  # they are what is read: blank them, and nothing is valid
+        np.lib.format.open_memmap(labels, mode="r+")[:] = 0
+    assert not batches_of(cached, "train")["valid"].any()
+
+
+def test_a_cache_built_without_labels_reads_the_same_and_gets_them_at_its_next_build(small_data_ro, tmp_path):
+    cfg = DataConfig(root=str(small_data_ro))
+    cached = build_cache(cfg, tmp_path / "cache")
+    shutil.rmtree(cached / "labels")  # the layout of an older version
+    assert same_batches(batches_of(cached, "train"), batches_of(small_data_ro, "train"))
+    build_cache(cfg, cached)
+    assert len(list((cached / "labels").iterdir())) == len(list((cached / "scenes").iterdir()))

@@ -11,6 +11,7 @@ import torch
 
 from segtrain.config.schema import AugmentConfig, DataConfig
 from segtrain.data.augment import Augmentation, apply_augmentation, draw_augmentation
+from segtrain.data.batch_transform import geometry_code
 from segtrain.data.dataset import TileDataset
 from segtrain.data.layout import read_split
 from segtrain.data.reader import SceneReader
@@ -75,6 +76,22 @@ def test_the_same_seed_and_epoch_give_the_same_tiles_and_another_epoch_other_til
     places = [(a[i]["scene"], a[i]["y"], a[i]["x"]) for i in range(len(a))]
     a.set_epoch(1)
     assert places != [(a[i]["scene"], a[i]["y"], a[i]["x"]) for i in range(len(a))]
+
+
+def test_windows_and_augmentations_are_drawn_by_numpys_generator_seeded_with_seed_epoch_and_item(small_data_ro):
+    cfg = config(small_data_ro, min_valid_fraction=0.0, normalize="none", augment=AugmentConfig(brightness=0.3))
+    tiles = TileDataset(cfg, "train", training=True, seed=9, stats=None)
+    tiles.set_epoch(3)
+    batch = tiles.raw_batch(list(range(len(tiles))))
+    areas = np.array([info.height * info.width for info in tiles.infos], dtype=np.float64)
+    for i in range(len(tiles)):
+        rng = np.random.default_rng([9, 3, i])
+        scene = int(rng.choice(len(areas), p=areas / areas.sum()))
+        info = tiles.infos[scene]
+        y, x = (int(rng.integers(0, max(0, size - 64) + 1)) for size in (info.height, info.width))
+        aug = draw_augmentation(rng, cfg.augment)
+        assert [int(batch[k][i]) for k in ("scene", "y", "x", "geometry")] == [scene, y, x, geometry_code(aug)]
+        assert float(batch["gain"][i]) == np.float32(aug.brightness)
 
 
 def test_a_resumed_run_gets_the_tiles_of_the_epoch_it_resumes_in(small_data_ro, stats):

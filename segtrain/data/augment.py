@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segtrain.config.schema import AugmentConfig
+from segtrain.data.item_random import ItemRandom
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Augmentation:
     brightness: float = 1.0
 
 
-def draw_augmentation(rng: np.random.Generator, cfg: AugmentConfig) -> Augmentation:
+def draw_augmentation(rng: np.random.Generator | ItemRandom, cfg: AugmentConfig) -> Augmentation:
     """Draw one augmentation; always consumes the same four values, whatever is enabled."""
     k, h, v, b = int(rng.integers(4)), rng.random() < 0.5, rng.random() < 0.5, rng.uniform(-1.0, 1.0)
     return Augmentation(rot90=k if cfg.rot90 else 0, hflip=bool(h and cfg.hflip), vflip=bool(v and cfg.vflip),

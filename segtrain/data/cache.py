@@ -4,7 +4,10 @@ Random windows of compressed scenes cost a decode of every tile they touch; on a
 scratch the same windows become strided copies out of the page cache. The cache is itself a
 data root in the usual layout (``filelists/``, ``scenes/<name>.tif``, ``masks/<name>.tif``,
 ``stats.json`` when the source has one), so it is used by pointing ``data.root`` at it, and the
-preflight, the readers and every command work on it unchanged. Uncompressed band-first TIFFs
+preflight, the readers and every command work on it unchanged. Beside them, ``labels/`` holds each
+scene's validity and mask precomputed in blocks (:mod:`segtrain.data.labels`), which training
+reads instead of computing them per tile; a cache without them (built by an older version)
+still works and gets them at its next build. Uncompressed band-first TIFFs
 rather than ``.npy`` files keep the GDAL_NODATA tag and the file names the filelists refer to.
 
 Each file is written to a temporary name, fsynced and renamed, and then carries its source's
@@ -19,6 +22,7 @@ from pathlib import Path
 import tifffile
 
 from segtrain.config.schema import DataConfig
+from segtrain.data.labels import labels_path, remove_other_labels, write_labels
 from segtrain.data.layout import SPLITS, filelist_path, read_split
 from segtrain.data.reader import open_raster
 from segtrain.data.scene import GDAL_NODATA_TAG, SceneInfo, read_info
@@ -37,9 +41,15 @@ def build_cache(data_cfg: DataConfig, dest: str | Path) -> Path:
         raise UserError(f"{dest}: the cache folder must differ from data.root")
     splits = [s for s in SPLITS if filelist_path(src, s).is_file()] or ["train"]  # read_split names a missing one
     scenes = {f.name: f for split in splits for f in read_split(src, split)}
+    labels = set()
     for files in scenes.values():
-        stage_file(files.scene, dest / "scenes" / files.name)
-        stage_file(files.mask, dest / "masks" / files.name)
+        scene, mask = dest / "scenes" / files.name, dest / "masks" / files.name
+        stage_file(files.scene, scene)
+        stage_file(files.mask, mask)
+        out = labels_path(dest, files.name, scene, mask)
+        write_labels(scene, mask, out)
+        labels.add(out)
+    remove_other_labels(dest, labels)
     for split in splits:
         _copy_if_changed(filelist_path(src, split), filelist_path(dest, split))
     carry_passed(src, dest, list(scenes.values()))
