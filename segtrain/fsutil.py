@@ -65,6 +65,24 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     fsync_dir(path.parent)
 
 
+@contextmanager
+def atomic_path(path: Path) -> Iterator[str]:
+    """The name of a temporary sibling of ``path``, for writers that take a name (memory maps);
+    fsynced and renamed to ``path`` when the block ends, removed when it fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = make_temp(path)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
 def make_temp(path: Path) -> tuple[int, str]:
     """A new temporary sibling of ``path`` (descriptor, name) with the permissions of a normal new file.
 

@@ -13,6 +13,7 @@ from segtrain.data.augment import apply_augmentation
 from segtrain.data.batch_transform import TileTransform, geometry_of
 from segtrain.data.dataset import TileDataset, raw_loader
 from segtrain.data.stats import Stats, compute_stats
+from segtrain.train.prefetch import DeviceBatches
 
 CODES = list(range(16))
 
@@ -107,6 +108,20 @@ def test_raw_batches_finished_by_the_transform_are_the_data_set_s_tiles_for_any_
                          for b in range(len(batch["raw"]))]
         for a, b in zip(finished, expected, strict=True):
             assert all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in b)
+
+
+def test_batches_finished_in_the_workers_are_those_finished_on_the_training_device(small_data_ro, stats):
+    cfg = DataConfig(root=str(small_data_ro), tile_size=64, tiles_per_epoch=12, num_workers=0,
+                     augment=AugmentConfig(brightness=0.2))
+    tiles = TileDataset(cfg, "train", training=True, seed=4, stats=stats)
+    tiles.set_epoch(1)
+    cpu = torch.device("cpu")
+    on_device = list(DeviceBatches(raw_loader(tiles, 4), tiles.transform, cpu))
+    for workers in (0, 2):
+        in_workers = list(DeviceBatches(raw_loader(tiles, 4, finished=True, num_workers=workers), tiles.transform, cpu))
+        for a, b in zip(in_workers, on_device, strict=True):
+            assert a.keys() == b.keys() == {"image", "mask", "valid", "scene", "y", "x"}
+            assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_evaluation_tiles_are_never_turned(small_data_ro, stats):

@@ -14,7 +14,8 @@ staged with the cache. Measured on the same random windows:
   and through 2 workers, beside a DataLoader moving ready-made zero batches of the same shapes
   (its own ceiling on this machine); and, for the cache, the same batches finished by the batch
   transform (conversion, normalization, flips, brightness) on this CPU, as a CPU-only training
-  does it. "main CPU" is the CPU time of this (the training) process per tile. From the cache,
+  does it in this process, or as it does in the workers ("finished by the workers"). "main CPU"
+  is the CPU time of this (the training) process per tile. From the cache,
   validity and mask come precomputed (its ``labels/``), as in training.
 
 The measurements run in ``--repeat`` interleaved rounds and each row shows its fastest round
@@ -108,12 +109,13 @@ def as_fetched(batch: dict) -> dict:
     return batch
 
 
-def dataset_rate(cfg: DataConfig, stats: Stats, workers: int, transform: bool = False) -> tuple[float, float]:
-    """Steady tiles/s of a training TileDataset's raw batches (optionally finished on this CPU) and
-    this process's CPU seconds per tile."""
+def dataset_rate(cfg: DataConfig, stats: Stats, workers: int, transform: bool = False,
+                 finished: bool = False) -> tuple[float, float]:
+    """Steady tiles/s of a training TileDataset's raw batches (optionally finished on this CPU, or
+    by the workers) and this process's CPU seconds per tile."""
     ds = TileDataset(cfg, "train", training=True, seed=0, stats=stats)
     ds.set_epoch(0)
-    return loader_rate(raw_loader(ds, 16, num_workers=workers), ds.transform if transform else None)
+    return loader_rate(raw_loader(ds, 16, num_workers=workers, finished=finished), ds.transform if transform else None)
 
 
 def loader_rate(loader: torch.utils.data.DataLoader, transform=None) -> tuple[float, float]:
@@ -223,6 +225,8 @@ def run(args: argparse.Namespace, base: Path) -> None:
     for workers in (0, 2):
         measurements["cache", "+ batch transform on CPU", str(workers)] = functools.partial(
             dataset_rate, dataclasses.replace(cfg, root=str(cache)), stats, workers, transform=True)
+    measurements["cache", "finished by the workers", "2"] = functools.partial(
+        dataset_rate, dataclasses.replace(cfg, root=str(cache)), stats, 2, finished=True)
     rounds: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {key: [] for key in measurements}
     for _ in range(args.repeat):  # interleaved, so a burst of load on the machine hits every row alike
         for key, measure in measurements.items():

@@ -23,6 +23,7 @@ import torch
 from segtrain.data.augment import Augmentation, apply_augmentation
 
 _TURNS, _FLIPS = 4, 4  # geometry code = 4 * rot90 + 2 * hflip + vflip
+RAW_KEYS = ("raw", "valid", "mask", "geometry", "gain")  # what the transform reads
 
 
 def geometry_code(aug: Augmentation) -> int:
@@ -77,6 +78,12 @@ class TileTransform:
             norm = [None, None] if self.norm is None else [torch.from_numpy(a).to(device) for a in self.norm]
             self._constants[device] = (*norm, _permutations(self.tile).to(device) if self.augmented else None)
         return self._constants[device]
+
+
+def finish(batch: dict, transform: TileTransform) -> dict:
+    """A raw batch as network input: the transform's image, mask and valid on the batch's device,
+    and the batch's other entries (tile places) as they are."""
+    return {**{key: value for key, value in batch.items() if key not in RAW_KEYS}, **transform(batch)}
 
 
 def _permutations(tile: int) -> torch.Tensor:

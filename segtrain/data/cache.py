@@ -28,7 +28,7 @@ from segtrain.data.reader import open_raster
 from segtrain.data.scene import GDAL_NODATA_TAG, SceneInfo, read_info
 from segtrain.data.stats import stats_path
 from segtrain.errors import UserError
-from segtrain.fsutil import atomic_copy, fsync_dir, make_temp
+from segtrain.fsutil import atomic_copy, atomic_path
 from segtrain.preflight import carry_passed
 
 BLOCK_PIXELS = 1 << 24  # pixels per band converted per step (bounded memory for any scene size)
@@ -71,30 +71,21 @@ def stage_file(src: Path, out: Path) -> bool:
     if _is_current(info, out, stamp):
         return False
     raster = open_raster(info, range(info.bands))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = make_temp(out)
-    os.close(fd)
     try:
-        shape = (info.height, info.width) if info.bands == 1 else (info.bands, info.height, info.width)
-        tags = [] if info.nodata is None else [(GDAL_NODATA_TAG, "s", 0, _nodata_text(info.nodata), True)]
-        target = tifffile.memmap(tmp, shape=shape, dtype=info.dtype, photometric="minisblack",
-                                 planarconfig="separate" if info.bands > 1 else None, metadata=None, extratags=tags)
-        rows = max(1, BLOCK_PIXELS // info.width)
-        for y in range(0, info.height, rows):
-            h = min(rows, info.height - y)
-            target[..., y:y + h, :] = raster.read(y, 0, h, info.width).reshape(target[..., y:y + h, :].shape)
-        target.flush()
-        del target
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.utime(tmp, ns=(stamp, stamp))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(out) as tmp:
+            shape = (info.height, info.width) if info.bands == 1 else (info.bands, info.height, info.width)
+            tags = [] if info.nodata is None else [(GDAL_NODATA_TAG, "s", 0, _nodata_text(info.nodata), True)]
+            target = tifffile.memmap(tmp, shape=shape, dtype=info.dtype, photometric="minisblack",
+                                     planarconfig="separate" if info.bands > 1 else None, metadata=None, extratags=tags)
+            rows = max(1, BLOCK_PIXELS // info.width)
+            for y in range(0, info.height, rows):
+                h = min(rows, info.height - y)
+                target[..., y:y + h, :] = raster.read(y, 0, h, info.width).reshape(target[..., y:y + h, :].shape)
+            target.flush()
+            del target
+            os.utime(tmp, ns=(stamp, stamp))
     finally:
         raster.close()
-    fsync_dir(out.parent)
     return True
 
 

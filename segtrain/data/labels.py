@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from segtrain.data.reader import SceneReader
-from segtrain.fsutil import fsync_dir, make_temp
+from segtrain.fsutil import atomic_path
 
 BLOCK = 256
 MASK_BIT, VALID_BIT = 1, 2
@@ -41,30 +41,19 @@ def write_labels(scene: Path, mask: Path, out: Path) -> bool:
     """Write the labels of ``scene`` and ``mask`` at ``out`` (atomically); False when already there."""
     if out.is_file():
         return False
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = make_temp(out)
-    os.close(fd)
-    try:
-        with SceneReader(scene, mask) as reader:
-            rows, cols = math.ceil(reader.height / BLOCK), math.ceil(reader.width / BLOCK)
-            blocks = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(rows, cols, BLOCK, BLOCK))
-            strip = np.zeros((BLOCK, cols * BLOCK), np.uint8)
-            for row in range(rows):
-                h = min(BLOCK, reader.height - row * BLOCK)
-                _, valid, window_mask = reader.read_raw(row * BLOCK, 0, h, reader.width)
-                strip[:] = 0
-                np.left_shift(valid, 1, out=strip[:h, :reader.width], dtype=np.uint8)
-                strip[:h, :reader.width] |= window_mask
-                blocks[row] = strip.reshape(BLOCK, cols, BLOCK).transpose(1, 0, 2)
-            blocks.flush()
-            del blocks
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(out.parent)
+    with atomic_path(out) as tmp, SceneReader(scene, mask) as reader:
+        rows, cols = math.ceil(reader.height / BLOCK), math.ceil(reader.width / BLOCK)
+        blocks = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(rows, cols, BLOCK, BLOCK))
+        strip = np.zeros((BLOCK, cols * BLOCK), np.uint8)
+        for row in range(rows):
+            h = min(BLOCK, reader.height - row * BLOCK)
+            _, valid, window_mask = reader.read_raw(row * BLOCK, 0, h, reader.width)
+            strip[:] = 0
+            np.left_shift(valid, 1, out=strip[:h, :reader.width], dtype=np.uint8)
+            strip[:h, :reader.width] |= window_mask
+            blocks[row] = strip.reshape(BLOCK, cols, BLOCK).transpose(1, 0, 2)
+        blocks.flush()
+        del blocks
     return True
 
 

@@ -101,7 +101,8 @@ def range_test(cfg: Config, stats: Optional[Stats], in_channels: int, device: to
     while len(lrs) < steps and not diverged:
         tiles.set_epoch(epoch)
         loader = raw_loader(tiles, cfg.train.batch_size, shuffle=True, drop_last=True, num_workers=cfg.data.num_workers,
-                            generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch))
+                            generator=torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch),
+                            finished=device.type == "cpu")
         for batch in DeviceBatches(loader, tiles.transform, device):
             lr = lr_at(len(lrs), steps, start, end)
             for group in optimizer.param_groups:

@@ -5,6 +5,8 @@ device and turned into network input by the data set's batch transform
 (:class:`segtrain.data.batch_transform.TileTransform`). On CUDA the copy and the transform of
 batch i+1 run on a side stream while the default stream computes step i, so the GPU neither
 waits for a copy nor for the host: nothing here synchronizes with it.
+When the training device is the CPU, the loader's workers finish the batches themselves
+(:func:`segtrain.data.dataset.raw_loader` with ``finished=True``) and they pass through as they are.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 
-DEVICE_KEYS = ("raw", "valid", "mask", "geometry", "gain")  # what the transform reads on the device
+from segtrain.data.batch_transform import RAW_KEYS, finish
+
 
 
 class DeviceBatches:
@@ -47,7 +50,10 @@ class DeviceBatches:
             return self._finish(batch)
 
     def _finish(self, batch: dict) -> dict:
-        tile = self.transform({key: batch[key].to(self.device, non_blocking=True) for key in DEVICE_KEYS})
+        if "image" in batch:  # finished by the loader's workers (training on the CPU)
+            return batch
+        tile = finish({key: batch[key].to(self.device, non_blocking=True) if key in RAW_KEYS else batch[key]
+                       for key in batch}, self.transform)
         if self.channels_last:
             tile["image"] = tile["image"].contiguous(memory_format=torch.channels_last)
-        return {**{key: value for key, value in batch.items() if key not in DEVICE_KEYS}, **tile}
+        return tile

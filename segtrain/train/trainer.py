@@ -201,7 +201,7 @@ class _Run:
         if self.n_batches == 0:
             raise UserError(f"train.batch_size: {cfg.train.batch_size} is larger than the {len(self.train_set)} tiles of an epoch")
         loader_args = dict(num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda",
-                           persistent_workers=False)
+                           persistent_workers=False, finished=self.device.type == "cpu")  # CPU: the workers finish
         self.train_loader = raw_loader(self.train_set, self.per_batch, sampler=self.sampler, drop_last=True,
                                        generator=torch.Generator(), **loader_args)
         # Finding the validation tiles reads the validity of every one of them (seconds to minutes):
