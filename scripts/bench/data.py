@@ -8,7 +8,8 @@ staged with the cache. Measured on the same random windows:
 
 - naive: ``tifffile.imread`` of the whole scene for every tile, then slicing;
 - raw limit: copying the window's bytes out of an ``np.memmap`` of the cached array (fresh
-  maps each round, as the data set's readers are);
+  maps each round, as the data set's readers are); for reference, the same copies into new
+  batches of 16 (a loader's output cannot reuse one buffer that stays in the CPU's cache);
 - TileDataset (random windows with validity, mask and augmentation draws): its raw batches of
   16, as DataLoader workers deliver them to the training device, in this process (0 workers)
   and through 2 workers, beside a DataLoader moving ready-made zero batches of the same shapes
@@ -144,12 +145,20 @@ def naive_rate(root: Path, windows: list[tuple[int, int, int]], tile: int) -> fl
     return len(windows) / (time.perf_counter() - start)
 
 
-def raw_rate(root: Path, windows: list[tuple[int, int, int]], tile: int, scenes: int) -> tuple[float, float]:
-    """Tiles/s and CPU seconds per tile of copying the windows out of fresh memory maps of the cached scenes."""
+def raw_rate(root: Path, windows: list[tuple[int, int, int]], tile: int, scenes: int,
+             batch: int = 0) -> tuple[float, float]:
+    """Tiles/s and CPU seconds per tile of copying the windows out of fresh memory maps of the
+    cached scenes: each into an array of its own (the raw limit), or with ``batch``, into a new
+    batch of that many windows, as a loader must (for reference)."""
     maps = [tifffile.memmap(root / "scenes" / f"scene_{i}.tif", mode="r") for i in range(scenes)]
     start, cpu = time.perf_counter(), time.process_time()
-    for scene, y, x in windows:
-        np.array(maps[scene][:, y:y + tile, x:x + tile])
+    for b, (scene, y, x) in enumerate(windows):
+        if not batch:
+            np.array(maps[scene][:, y:y + tile, x:x + tile])
+            continue
+        if b % batch == 0:
+            slots = np.empty((batch, *maps[scene].shape[:-2], tile, tile), maps[scene].dtype)
+        np.copyto(slots[b % batch], maps[scene][:, y:y + tile, x:x + tile])
     return len(windows) / (time.perf_counter() - start), (time.process_time() - cpu) / len(windows)
 
 
@@ -216,6 +225,7 @@ def run(args: argparse.Namespace, base: Path) -> None:
     empty = EmptyBatches(args.bands, args.tile, args.tiles)
     measurements: dict[tuple[str, str, str], Callable[[], tuple[float, float]]] = {
         ("cache", "raw limit (np.memmap copy)", "-"): lambda: raw_rate(cache, windows, args.tile, args.scenes),
+        ("cache", "memmap copy into batches", "-"): lambda: raw_rate(cache, windows, args.tile, args.scenes, batch=16),
         ("-", "DataLoader, empty batches", "2"): lambda: loader_rate(
             torch.utils.data.DataLoader(empty, batch_size=16, num_workers=2, collate_fn=as_fetched))}
     for root in (compressed, plain, cache):
