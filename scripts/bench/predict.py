@@ -10,6 +10,10 @@ same run, the IoU of its water mask against PyTorch's (agreement, not accuracy) 
 stitching overhead: the time end to end beyond the model's own, as a share of the model's
 (reading, tiling, batching, blending and writing that did not overlap with inference). Each
 backend predicts the scene ``--rounds`` times, taking turns, and its fastest round counts.
+The same scene and models are also predicted, in the same turns, by the old code
+(``--baseline``, a git revision extracted to a temporary folder and run in its own process:
+each strip read on its own, every file tile decoded about four times, no reader thread), whose
+stitching overhead is printed beside (``--baseline ''`` skips it).
 
 ``--scenes N`` predicts N such scenes (``--size`` pixels square) the way a subjob of
 ``jobs/predict.pbs`` does (``segtrain.cluster.job.predict_steps.run_shard``: each scene staged
@@ -26,6 +30,8 @@ size; figures move by a factor of two or more when other processes load the mach
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +51,23 @@ from segtrain.predict import OnnxBackend, PredictOptions, TorchBackend, predict_
 from segtrain.quantize import calibration_tiles, quantize_onnx  # noqa: E402
 from segtrain.run.checkpoint import load_trained  # noqa: E402
 from segtrain.train.trainer import TrainOptions, train  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from startup import baseline_code, environment  # noqa: E402
+
+BASELINE = "bc42291"  # main before issue 15's prediction work (strip per tile row, no reader thread)
+# Run with the old code's package first on the path: one scene through one backend, timed like
+# predict_scene times it, after an untimed first batch (as for the new code).
+OLD_PREDICT = """
+import json, sys
+import numpy as np
+from segtrain.predict import PredictOptions, load_backend, predict_scene
+scene, model, out, batch, warmup = sys.argv[1:]
+backend = load_backend(model, device="cpu")
+backend(np.load(warmup))
+timing = predict_scene(scene, backend, out, PredictOptions(batch_size=int(batch), progress=False)).timing
+print(json.dumps({"seconds": timing.seconds, "model_seconds": timing.model_seconds}))
+"""
 
 
 def demo_run(work: Path) -> Path:
@@ -120,6 +143,17 @@ def scenes_per_hour(args: argparse.Namespace) -> None:
                   f"{100 * model_seconds / seconds:10.0f}%")
 
 
+def old_overhead(code: Path, work: Path, scene: Path, model: Path, batch: int, warmup: Path) -> float:
+    """Stitching overhead of the old code (``code``) predicting ``scene`` with ``model``, in a new process."""
+    out = work / f"old-{model.name}"
+    proc = subprocess.run([sys.executable, "-c", OLD_PREDICT, str(scene), str(model), str(out), str(batch), str(warmup)],
+                          cwd=work, env=environment(code, work / "cache"), capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"the old code failed on {model}:\n{proc.stderr[-2000:]}")
+    timing = json.loads(proc.stdout.splitlines()[-1])
+    return (timing["seconds"] - timing["model_seconds"]) / timing["model_seconds"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a run directory (default: train a short demo run first)")
@@ -128,6 +162,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="predictions per backend; the fastest counts (default 2)")
     parser.add_argument("--scenes", type=int, help="scenes per hour of a prediction job over this many scenes")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="with --scenes (default auto)")
+    parser.add_argument("--baseline", default=BASELINE, help="git revision of the old code ('' to skip it)")
     args = parser.parse_args()
     if args.scenes:
         scenes_per_hour(args)
@@ -146,29 +181,38 @@ def main() -> None:
         print(f"scene {args.size}x{args.size}x4, tile {trained.config.data.tile_size}, overlap "
               f"{trained.config.data.overlap}, batch {args.batch_size}, model {trained.config.model.arch} "
               f"(run {'given' if args.run else f'trained here in {trained_s:.0f} s'})")
-        backends = [("pytorch eager fp32", TorchBackend(run, device="cpu")),
-                    ("onnxruntime fp32", OnnxBackend(fp32, device="cpu")),
-                    ("onnxruntime int8", OnnxBackend(int8, device="cpu"))]
-        for _, backend in backends:
+        backends = [("pytorch eager fp32", TorchBackend(run, device="cpu"), run),
+                    ("onnxruntime fp32", OnnxBackend(fp32, device="cpu"), fp32),
+                    ("onnxruntime int8", OnnxBackend(int8, device="cpu"), int8)]
+        warmup = work / "warmup.npy"
+        np.save(warmup, tiles[:args.batch_size])
+        for _, backend, _ in backends:
             backend(tiles[:args.batch_size])  # the first full batch sets up kernels and memory: not timed
+        old_code = baseline_code(args.baseline, work) if args.baseline else None
         best: dict[str, tuple] = {}
+        old: dict[str, list[float]] = {}
         for _ in range(args.rounds):  # backends take turns, so that load from other processes hits all alike
-            for name, backend in backends:
+            for name, backend, model in backends:
                 out = predict_scene(scene, backend, work / name.replace(" ", "_"),
                                     PredictOptions(batch_size=args.batch_size, progress=False))
                 if name not in best or out.timing.seconds < best[name][1].seconds:
                     best[name] = (name, out.timing, tifffile.imread(out.mask))
+                if old_code is not None:
+                    old.setdefault(name, []).append(old_overhead(old_code, work, scene, model, args.batch_size, warmup))
         results = list(best.values())
         base_timing, base_mask = results[0][1], results[0][2]
         print(f"{'backend':20s} {'Mpx/s':>7s} {'x eager':>8s} {'model Mpx/s':>12s} {'x eager':>8s} {'IoU vs eager':>13s} "
-              f"{'stitching overhead':>19s}")
+              f"{'stitching overhead':>19s}" + (f" {'old code':>9s}" if old else ""))
         for name, timing, mask in results:
             model_rate = timing.pixels / 1e6 / timing.model_seconds
             base_model_rate = base_timing.pixels / 1e6 / base_timing.model_seconds
             overhead = (timing.seconds - timing.model_seconds) / timing.model_seconds  # beyond the model's own time
             print(f"{name:20s} {timing.megapixels_per_second:7.2f} "
                   f"{timing.megapixels_per_second / base_timing.megapixels_per_second:8.2f} "
-                  f"{model_rate:12.2f} {model_rate / base_model_rate:8.2f} {iou(mask, base_mask):13.4f} {overhead:18.1%}")
+                  f"{model_rate:12.2f} {model_rate / base_model_rate:8.2f} {iou(mask, base_mask):13.4f} {overhead:18.1%}"
+                  + (f" {min(old[name]):9.1%}" if old else ""))
+        if old:
+            print(f"old code: {args.baseline} in its own process; its lowest overhead of the rounds")
         print(f"total {time.perf_counter() - start:.0f} s")
 
 

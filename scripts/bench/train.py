@@ -2,9 +2,13 @@
 """Trainer overhead and mixed-precision speed-up, measured in one run.
 
 CPU (default): tiles/s of `segtrain train` (every step logged, stop checks, metrics.jsonl)
-beside a bare PyTorch loop over the same model, data loader and device-side pipeline (raw
-batches finished by the batch transform on the device). The ratio is the trainer's overhead
-(goal: trainer/bare >= 0.97).
+beside a bare PyTorch loop over the same model, optimizer, loss, data loader and device-side
+pipeline (raw batches finished by the batch transform on the device). The ratio is the
+trainer's overhead (goal: trainer/bare >= 0.97). Other processes on a shared machine move
+each run's speed by more than the overhead, so the two take turns (``--repeat`` pairs, the
+order swapped every pair) and each pair gives two ratios: of the mean step times (tiles/s)
+and of the median step times (robust to a burst of load within a run). Printed: each pair
+with the load average, then the median over the pairs and the spread (lowest..highest).
 --gpu: on CUDA with a 256 px smp U-Net, for fp32, AMP and AMP + channels_last: the bare loop,
 the trainer as configured (values read every 50 steps: "syncs off") and the trainer logging
 every step (a host sync per step: "syncs on"); finishes in about three minutes on one GPU. On
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,20 +40,31 @@ from segtrain.train.prefetch import DeviceBatches  # noqa: E402
 from segtrain.train.trainer import TrainOptions, _Run, train  # noqa: E402
 
 
-def steady_throughput(records: list[dict], batch: int, skip: int) -> float:
-    """Tiles per second between the ``skip``-th and the last logged training step."""
-    train = [r for r in records if r["split"] == "train"][skip:]
-    return (train[-1]["step"] - train[0]["step"]) * batch / (train[-1]["time"] - train[0]["time"])
+def train_marks(records: list[dict]) -> list[tuple[int, float]]:
+    """(step, seconds) of each logged training step in metrics.jsonl."""
+    return [(r["step"], r["time"]) for r in records if r["split"] == "train"]
 
 
-def trainer_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, skip: int) -> tuple[float, float]:
-    """Steady tiles/s of the trainer and the mean share of time it waited for data."""
+def steady_throughput(marks: list[tuple[int, float]], batch: int, skip: int) -> float:
+    """Tiles per second between the ``skip``-th and the last mark."""
+    (first, began), (last, ended) = marks[skip], marks[-1]
+    return (last - first) * batch / (ended - began)
+
+
+def step_seconds(marks: list[tuple[int, float]], skip: int) -> list[float]:
+    """Seconds per step between consecutive marks from the ``skip``-th on (one mark per step)."""
+    marks = marks[skip:]
+    return [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(marks, marks[1:])]
+
+
+def trainer_marks(config: Path, overrides: list[str], work: Path) -> tuple[list[tuple[int, float]], float]:
+    """The trainer's logged steps as (step, seconds) and the mean share of time it waited for data."""
     run_dir = work / f"run-{len(list(work.iterdir()))}"
     code = train(load_config(config, overrides), TrainOptions(str(config), overrides, run_dir=run_dir))
     assert code == 0, code
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    waits = [r["data_wait"] for r in records if r["split"] == "train"][skip + 1:]
-    return steady_throughput(records, batch, skip), sum(waits) / max(1, len(waits))
+    waits = [r["data_wait"] for r in records if r["split"] == "train"][1:]
+    return train_marks(records), sum(waits) / max(1, len(waits))
 
 
 def launched_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, skip: int, procs: int) -> float:
@@ -56,12 +73,13 @@ def launched_tiles_s(config: Path, overrides: list[str], work: Path, batch: int,
     subprocess.run([sys.executable, "-m", "segtrain", "train", str(config), *overrides, "--run-dir", str(run_dir),
                     "--nproc-per-node", str(procs)], check=True, stdout=subprocess.DEVNULL, cwd=REPO)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return steady_throughput(records, batch, skip)
+    return steady_throughput(train_marks(records), batch, skip)
 
 
-def bare_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, start: int, device: str) -> float:
+def bare_marks(config: Path, overrides: list[str], work: Path, device: str, every: int) -> list[tuple[int, float]]:
     """The same model, optimizer, loss, loader and device-side pipeline in the smallest loop that
-    trains; timed from step ``start`` to the last, the GPU waited for at both ends only."""
+    trains: (step, seconds) after every ``every``-th step, where it waits for the device (on a
+    CPU nothing runs ahead, so ``every=1`` times each step at no cost)."""
     from segtrain.preflight import check_dataset
 
     cfg = load_config(config, overrides)
@@ -70,7 +88,7 @@ def bare_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, sta
     model, opt, crit = run.model, run.optimizer, run.criterion
     run.train_set.set_epoch(0)
     run.sampler.set_epoch(0)
-    steps, began = 0, 0.0
+    steps, marks = 0, []
     for data in DeviceBatches(run.train_loader, run.train_set.transform, run.device, run.channels_last):
         with run._autocast():
             logits = model(data["image"])
@@ -79,23 +97,46 @@ def bare_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, sta
         loss.backward()
         opt.step()
         steps += 1
-        if steps == start:
-            float(loss.detach())  # wait for the GPU
-            began = time.monotonic()
-    float(loss.detach())
-    return (steps - start) * batch / (time.monotonic() - began)
+        if steps % every == 0:
+            float(loss.detach())  # wait for the device
+            marks.append((steps, time.monotonic()))
+    return marks
+
+
+def cpu_overhead(config: Path, common: list[str], work: Path, batch: int, repeat: int) -> None:
+    """Trainer vs bare loop on CPU in ``repeat`` interleaved pairs; ratios per pair, their median and spread."""
+    skip = 5  # start-up, first allocations
+    totals, medians = [], []
+    for pair in range(repeat):
+        steps: dict[str, list[float]] = {}
+        for name in ("trainer", "bare") if pair % 2 == 0 else ("bare", "trainer"):
+            marks = (trainer_marks(config, common + ["logging.every_steps=1"], work)[0] if name == "trainer"
+                     else bare_marks(config, common, work, "cpu", every=1))
+            steps[name] = step_seconds(marks, skip)
+        trainer, bare = steps["trainer"], steps["bare"]
+        totals.append(sum(bare) / sum(trainer))
+        medians.append(statistics.median(bare) / statistics.median(trainer))
+        print(f"pair {pair + 1}: trainer {batch * len(trainer) / sum(trainer):.1f} tiles/s, "
+              f"bare {batch * len(bare) / sum(bare):.1f} tiles/s, trainer/bare {totals[-1]:.3f}; median step "
+              f"trainer {statistics.median(trainer):.3f} s, bare {statistics.median(bare):.3f} s, "
+              f"ratio {medians[-1]:.3f}; load {os.getloadavg()[0]:.1f}", flush=True)
+    for name, ratios in (("tiles/s", totals), ("median step", medians)):
+        print(f"cpu fp32, trainer/bare by {name} over {repeat} pairs: median {statistics.median(ratios):.3f} "
+              f"(spread {min(ratios):.3f}..{max(ratios):.3f}; overhead {100 * (1 - statistics.median(ratios)):+.1f} %)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--repeat", type=int, default=3, help="alternate trainer/bare this many times, report the best")
+    parser.add_argument("--repeat", type=int, default=3, help="CPU: pairs of trainer and bare runs, taking turns")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--procs", type=int, default=None,
                         help="also compare 1 process with this many (default with --gpu: every GPU, if more than one)")
     parser.add_argument("--override", nargs="*", default=[], help="more config overrides for every run (e.g. the model)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = work / "data"
@@ -110,12 +151,7 @@ def main() -> None:
                   "data.num_workers=" + ("12" if args.gpu else "0"), *args.override]
         if not args.gpu:
             every, skip = 1, 5
-            trainer = bare = 0.0
-            for _ in range(args.repeat):  # interleaved, so a noisy neighbour slows both alike; best of each
-                trainer = max(trainer, trainer_tiles_s(config, common + ["logging.every_steps=1"], work, batch, skip)[0])
-                bare = max(bare, bare_tiles_s(config, common, work, batch, skip + 1, device))
-            print(f"cpu fp32: trainer {trainer:.1f} tiles/s, bare loop {bare:.1f} tiles/s, "
-                  f"trainer/bare = {trainer / bare:.3f} (overhead {100 * (1 - trainer / bare):+.1f} %)")
+            cpu_overhead(config, common, work, batch, args.repeat)
         else:
             every, skip = 50, 0  # measured from the 50th step on, like the bare loop
             amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -125,9 +161,11 @@ def main() -> None:
             print(f"{'mode':22s} {'bare':>8s} {'trainer':>8s} {'tr/bare':>8s} {'wait':>6s} {'syncs on':>9s} {'on/off':>7s}")
             fastest = {}
             for name, mode in modes.items():
-                bare = bare_tiles_s(config, common + mode, work, batch, every, device)
-                off, wait = trainer_tiles_s(config, common + mode + [f"logging.every_steps={every}"], work, batch, skip)
-                on = trainer_tiles_s(config, common + mode + ["logging.every_steps=1"], work, batch, every)[0]
+                bare = steady_throughput(bare_marks(config, common + mode, work, device, every), batch, 0)
+                marks, wait = trainer_marks(config, common + mode + [f"logging.every_steps={every}"], work)
+                off = steady_throughput(marks, batch, skip)
+                on = steady_throughput(trainer_marks(config, common + mode + ["logging.every_steps=1"], work)[0],
+                                       batch, every - 1)
                 fastest[name] = off
                 print(f"{name:22s} {bare:8.1f} {off:8.1f} {off / bare:8.3f} {wait:6.1%} {on:9.1f} {on / off:7.3f}",
                       flush=True)
