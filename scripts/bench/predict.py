@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -213,7 +214,7 @@ def main() -> None:
                   + (f" {min(old[name]):9.1%}" if old else ""))
         if old:
             print(f"old code: {args.baseline} in its own process; its lowest overhead of the rounds")
-        print(f"total {time.perf_counter() - start:.0f} s")
+        print(f"total {time.perf_counter() - start:.0f} s; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def bench_startup(work: Path, n: int, size: int, old: Path, new: Path, rounds: i
                 cache = work / f"cache-{label}-{n}-{r}"  # empty for the first job, what it learnt for the later one
                 run = work / "runs" / f"{label}-{n}-{job}-{r}"
                 times.setdefault((label, job), []).append(time_to_first_step(code, cache, config, run))
-    print(f"start-up to the first step, {n} scenes of {size} px (best of {rounds}):")
+    print(f"start-up to the first step, {n} scenes of {size} px (best of {rounds}; load {os.getloadavg()[0]:.1f}):")
     for job in ("first", "later"):
         old_s, new_s = min(times["old", job]), min(times["new", job])
         print(f"  {job:5s} job of a chain: old {old_s:6.1f} s   new {new_s:6.1f} s   new/old {new_s / old_s:.2f}")
@@ -146,7 +146,8 @@ def bench_check(work: Path, n: int, mask_size: int, old: Path, new: Path, rounds
         times.setdefault("first", []).append(time_check(new, work / f"cache-check-new-{r}", config))
         times.setdefault("repeated", []).append(time_check(new, work / f"cache-check-new-{r}", config))
     old_s, first, repeated = (min(times[k]) for k in ("old", "first", "repeated"))
-    print(f"segtrain check, {n} scenes with {mask_size} x {mask_size} masks (best of {rounds}):")
+    print(f"segtrain check, {n} scenes with {mask_size} x {mask_size} masks (best of {rounds}; "
+          f"load {os.getloadavg()[0]:.1f}):")
     print(f"  old {old_s:6.1f} s   new first {first:6.1f} s ({first / old_s:.2f} of old)   "
           f"new repeated {repeated:6.1f} s ({repeated / old_s:.3f} of old)")
 
