@@ -6,9 +6,11 @@ beside a bare PyTorch loop over the same model, optimizer, loss, data loader and
 pipeline (raw batches finished by the batch transform on the device). The ratio is the
 trainer's overhead (goal: trainer/bare >= 0.97). Other processes on a shared machine move
 each run's speed by more than the overhead, so the two take turns (``--repeat`` pairs, the
-order swapped every pair) and each pair gives two ratios: of the mean step times (tiles/s)
-and of the median step times (robust to a burst of load within a run). Printed: each pair
-with the load average, then the median over the pairs and the spread (lowest..highest).
+order swapped every pair) and each pair gives ratios of wall time per step (mean: tiles/s,
+and median: robust to a burst of load within a run) and of CPU time per step (this process,
+all threads; the one that other processes' load hardly moves; with ``--threads 1`` no idle
+thread spins either). Printed: each pair with the load average, then the median over the
+pairs and the spread (lowest..highest).
 --gpu: on CUDA with a 256 px smp U-Net, for fp32, AMP and AMP + channels_last: the bare loop,
 the trainer as configured (values read every 50 steps: "syncs off") and the trainer logging
 every step (a host sync per step: "syncs on"); finishes in about three minutes on one GPU. On
@@ -26,7 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -37,34 +41,59 @@ from segtrain.config import load_config  # noqa: E402
 from segtrain.data.synthetic import DemoSpec, make_demo_data  # noqa: E402
 from segtrain.train.distributed import DistContext  # noqa: E402
 from segtrain.train.prefetch import DeviceBatches  # noqa: E402
+from segtrain.train import trainer as trainer_module  # noqa: E402
 from segtrain.train.trainer import TrainOptions, _Run, train  # noqa: E402
 
+Marks = list[tuple[int, float]]  # (step, seconds on some clock) after steps
 
-def train_marks(records: list[dict]) -> list[tuple[int, float]]:
+
+def train_marks(records: list[dict]) -> Marks:
     """(step, seconds) of each logged training step in metrics.jsonl."""
     return [(r["step"], r["time"]) for r in records if r["split"] == "train"]
 
 
-def steady_throughput(marks: list[tuple[int, float]], batch: int, skip: int) -> float:
+def steady_throughput(marks: Marks, batch: int, skip: int) -> float:
     """Tiles per second between the ``skip``-th and the last mark."""
     (first, began), (last, ended) = marks[skip], marks[-1]
     return (last - first) * batch / (ended - began)
 
 
-def step_seconds(marks: list[tuple[int, float]], skip: int) -> list[float]:
+def step_seconds(marks: Marks, skip: int) -> list[float]:
     """Seconds per step between consecutive marks from the ``skip``-th on (one mark per step)."""
     marks = marks[skip:]
     return [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(marks, marks[1:])]
 
 
-def trainer_marks(config: Path, overrides: list[str], work: Path) -> tuple[list[tuple[int, float]], float]:
-    """The trainer's logged steps as (step, seconds) and the mean share of time it waited for data."""
+@contextmanager
+def cpu_stamps() -> Iterator[Marks]:
+    """(step, process CPU seconds) as the trainer writes each training record: metrics.jsonl
+    holds wall times only, and on a shared machine only CPU time is free of other processes' load."""
+    stamps: Marks = []
+    plain = trainer_module.MetricsLog
+
+    class Stamped(plain):
+        def write(self, record: dict) -> None:
+            if record["split"] == "train":
+                stamps.append((record["step"], time.process_time()))
+            super().write(record)
+
+    trainer_module.MetricsLog = Stamped
+    try:
+        yield stamps
+    finally:
+        trainer_module.MetricsLog = plain
+
+
+def trainer_marks(config: Path, overrides: list[str], work: Path) -> tuple[Marks, Marks, float]:
+    """The trainer's logged steps as (step, wall seconds) and (step, CPU seconds), and the mean
+    share of time it waited for data."""
     run_dir = work / f"run-{len(list(work.iterdir()))}"
-    code = train(load_config(config, overrides), TrainOptions(str(config), overrides, run_dir=run_dir))
+    with cpu_stamps() as cpu:
+        code = train(load_config(config, overrides), TrainOptions(str(config), overrides, run_dir=run_dir))
     assert code == 0, code
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     waits = [r["data_wait"] for r in records if r["split"] == "train"][1:]
-    return train_marks(records), sum(waits) / max(1, len(waits))
+    return train_marks(records), cpu, sum(waits) / max(1, len(waits))
 
 
 def launched_tiles_s(config: Path, overrides: list[str], work: Path, batch: int, skip: int, procs: int) -> float:
@@ -76,10 +105,10 @@ def launched_tiles_s(config: Path, overrides: list[str], work: Path, batch: int,
     return steady_throughput(train_marks(records), batch, skip)
 
 
-def bare_marks(config: Path, overrides: list[str], work: Path, device: str, every: int) -> list[tuple[int, float]]:
+def bare_marks(config: Path, overrides: list[str], work: Path, device: str, every: int) -> tuple[Marks, Marks]:
     """The same model, optimizer, loss, loader and device-side pipeline in the smallest loop that
-    trains: (step, seconds) after every ``every``-th step, where it waits for the device (on a
-    CPU nothing runs ahead, so ``every=1`` times each step at no cost)."""
+    trains: (step, wall seconds) and (step, CPU seconds) after every ``every``-th step, where it
+    waits for the device (on a CPU nothing runs ahead, so ``every=1`` times each step at no cost)."""
     from segtrain.preflight import check_dataset
 
     cfg = load_config(config, overrides)
@@ -88,7 +117,7 @@ def bare_marks(config: Path, overrides: list[str], work: Path, device: str, ever
     model, opt, crit = run.model, run.optimizer, run.criterion
     run.train_set.set_epoch(0)
     run.sampler.set_epoch(0)
-    steps, marks = 0, []
+    steps, marks, cpu = 0, [], []
     for data in DeviceBatches(run.train_loader, run.train_set.transform, run.device, run.channels_last):
         with run._autocast():
             logits = model(data["image"])
@@ -100,29 +129,34 @@ def bare_marks(config: Path, overrides: list[str], work: Path, device: str, ever
         if steps % every == 0:
             float(loss.detach())  # wait for the device
             marks.append((steps, time.monotonic()))
-    return marks
+            cpu.append((steps, time.process_time()))
+    return marks, cpu
 
 
 def cpu_overhead(config: Path, common: list[str], work: Path, batch: int, repeat: int) -> None:
     """Trainer vs bare loop on CPU in ``repeat`` interleaved pairs; ratios per pair, their median and spread."""
     skip = 5  # start-up, first allocations
-    totals, medians = [], []
+    ratios: dict[str, list[float]] = {"wall time (tiles/s)": [], "median wall step": [], "CPU time per step": []}
     for pair in range(repeat):
-        steps: dict[str, list[float]] = {}
+        wall: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
         for name in ("trainer", "bare") if pair % 2 == 0 else ("bare", "trainer"):
-            marks = (trainer_marks(config, common + ["logging.every_steps=1"], work)[0] if name == "trainer"
-                     else bare_marks(config, common, work, "cpu", every=1))
-            steps[name] = step_seconds(marks, skip)
-        trainer, bare = steps["trainer"], steps["bare"]
-        totals.append(sum(bare) / sum(trainer))
-        medians.append(statistics.median(bare) / statistics.median(trainer))
-        print(f"pair {pair + 1}: trainer {batch * len(trainer) / sum(trainer):.1f} tiles/s, "
-              f"bare {batch * len(bare) / sum(bare):.1f} tiles/s, trainer/bare {totals[-1]:.3f}; median step "
-              f"trainer {statistics.median(trainer):.3f} s, bare {statistics.median(bare):.3f} s, "
-              f"ratio {medians[-1]:.3f}; load {os.getloadavg()[0]:.1f}", flush=True)
-    for name, ratios in (("tiles/s", totals), ("median step", medians)):
-        print(f"cpu fp32, trainer/bare by {name} over {repeat} pairs: median {statistics.median(ratios):.3f} "
-              f"(spread {min(ratios):.3f}..{max(ratios):.3f}; overhead {100 * (1 - statistics.median(ratios)):+.1f} %)")
+            marks, cpu_marks = (trainer_marks(config, common + ["logging.every_steps=1"], work)[:2] if name == "trainer"
+                                else bare_marks(config, common, work, "cpu", every=1))
+            wall[name], cpu[name] = step_seconds(marks, skip), step_seconds(cpu_marks, skip)
+        for key, (bare, trainer) in zip(ratios, ((sum(wall["bare"]), sum(wall["trainer"])),
+                                                  (statistics.median(wall["bare"]), statistics.median(wall["trainer"])),
+                                                  (sum(cpu["bare"]), sum(cpu["trainer"])))):
+            ratios[key].append(bare / trainer)
+        print(f"pair {pair + 1}: tiles/s trainer {batch * len(wall['trainer']) / sum(wall['trainer']):.1f}, bare "
+              f"{batch * len(wall['bare']) / sum(wall['bare']):.1f}: {ratios['wall time (tiles/s)'][-1]:.3f}; median "
+              f"step {statistics.median(wall['trainer']):.3f} s vs {statistics.median(wall['bare']):.3f} s: "
+              f"{ratios['median wall step'][-1]:.3f}; CPU per step {statistics.mean(cpu['trainer']):.3f} s vs "
+              f"{statistics.mean(cpu['bare']):.3f} s: {ratios['CPU time per step'][-1]:.3f}; "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+    for name, values in ratios.items():
+        print(f"cpu fp32, trainer/bare by {name} over {repeat} pairs: median {statistics.median(values):.3f} "
+              f"(spread {min(values):.3f}..{max(values):.3f})")
 
 
 def main() -> None:
@@ -161,8 +195,8 @@ def main() -> None:
             print(f"{'mode':22s} {'bare':>8s} {'trainer':>8s} {'tr/bare':>8s} {'wait':>6s} {'syncs on':>9s} {'on/off':>7s}")
             fastest = {}
             for name, mode in modes.items():
-                bare = steady_throughput(bare_marks(config, common + mode, work, device, every), batch, 0)
-                marks, wait = trainer_marks(config, common + mode + [f"logging.every_steps={every}"], work)
+                bare = steady_throughput(bare_marks(config, common + mode, work, device, every)[0], batch, 0)
+                marks, _, wait = trainer_marks(config, common + mode + [f"logging.every_steps={every}"], work)
                 off = steady_throughput(marks, batch, skip)
                 on = steady_throughput(trainer_marks(config, common + mode + ["logging.every_steps=1"], work)[0],
                                        batch, every - 1)
