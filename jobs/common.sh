@@ -1,4 +1,4 @@
-# Shell functions of jobs/train.pbs and jobs/node.sh (sourced from the submit folder, never run).
+# Shell functions of jobs/train.pbs, jobs/train.slurm and jobs/node.sh (sourced from the submit folder, never run).
 # The caller defines say and die, and sets SCRATCH (and SCRATCH_OWNED=1 when it made that folder).
 
 # The one place a job's scratch folder is chosen (jobs/train.pbs, and jobs/node.sh on the other
@@ -9,11 +9,19 @@
 # "nodes" on one machine); else the job's own $TMPDIR; on the first node, a TMPDIR that is not the
 # job's own (a shared /tmp) gets a job folder inside it, so that cleaning up never touches anything
 # but this job's files.
+#   On Slurm, which gives no scratch folder, another node (rank $2) makes the first node's path
+# itself, so that a continued run's checkpoint lies where every rank looks for it; where it sees
+# the first node's folder (a shared file system, or the local Slurm's "nodes" on one machine) it
+# makes a folder of its own beside it. Either is this job's, removed when emptied.
 choose_scratch() {
-    local first=$1
+    local first=$1 rank=${2:-}
     SCRATCH="" SCRATCH_OWNED=""
     if [ -n "${SCRATCHDIR:-}" ]; then
         SCRATCH=$SCRATCHDIR
+    elif [ -n "$first" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+        SCRATCH=$first SCRATCH_OWNED=1
+        [ -e "$first/.segtrain-job" ] && SCRATCH=$first.node$rank
+        mkdir -p "$SCRATCH" 2>/dev/null || SCRATCH=""
     elif [ -n "$first" ] && [ -d "$first" ] && [ ! -e "$first/.segtrain-job" ]; then
         SCRATCH=$first
     elif [ -n "${TMPDIR:-}" ] && [ -n "${PBS_JOBID:-}" ] && [[ $TMPDIR == *"$PBS_JOBID"* ]]; then

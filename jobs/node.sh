@@ -1,5 +1,6 @@
 #!/bin/bash
-# Another node's part of a training job on several nodes; jobs/train.pbs starts it there with pbsdsh:
+# Another node's part of a training job on several nodes; jobs/train.pbs starts it there with pbsdsh,
+# jobs/train.slurm with srun:
 #
 #   node.sh stage|train|clean RANK WORKDIR ENV_DIR FIRST_SCRATCH PLAN_WORD
 #
@@ -11,16 +12,19 @@
 #
 # pbsdsh starts it in $HOME with PBS's small task environment and no shell in between: all it
 # needs comes as arguments, and the plan is one percent-encoded word that only Python decodes.
-# SIGTERM (walltime, qdel: PBS signals every process of the job on every node) reaches the trainer,
-# whose ranks agree on the stop; the first node's trap copies the run back and resubmits.
+# SIGTERM (walltime, qdel: PBS signals every process of the job on every node; Slurm's time limit
+# and scancel likewise) reaches the trainer, whose ranks agree on the stop; the first node's trap
+# copies the run back and resubmits. Its last line, `node.sh: exit status N`, tells the first node
+# how it ended where the launcher does not report it (srun says nothing of a 0).
 
 set -uo pipefail
 if [ $# -ne 6 ] || [[ ! $1 =~ ^(stage|train|clean)$ ]]; then
-    echo "usage: node.sh stage|train|clean RANK WORKDIR ENV_DIR FIRST_SCRATCH PLAN_WORD (run by jobs/train.pbs)" >&2
+    echo "usage: node.sh stage|train|clean RANK WORKDIR ENV_DIR FIRST_SCRATCH PLAN_WORD (run by jobs/train.pbs, jobs/train.slurm)" >&2
     exit 2
 fi
 MODE=$1 RANK=$2 WORKDIR=$3 ENV_DIR=$4 FIRST_SCRATCH=$5 PLAN_WORD=$6
 SCRATCH="" STOPPED="" PY=()
+trap 'echo "node.sh: exit status $?"' EXIT
 
 say() { printf '[%s] node %s (%s): %s\n' "$(date '+%F %T')" "$RANK" "$(hostname)" "$*"; }
 die() { say "error: $*"; exit 2; }
@@ -28,7 +32,7 @@ die() { say "error: $*"; exit 2; }
 cd "$WORKDIR" || die "cannot enter $WORKDIR"
 . jobs/common.sh || die "cannot read jobs/common.sh in $WORKDIR"
 
-choose_scratch "$FIRST_SCRATCH" \
+choose_scratch "$FIRST_SCRATCH" "$RANK" \
     || die "no writable scratch (SCRATCHDIR, $FIRST_SCRATCH or the job's TMPDIR); ask every chunk for scratch_local"
 [ -e "$SCRATCH/.segtrain-job" ] \
     && die "scratch $SCRATCH is the first node's (shared between nodes?): ask every chunk for scratch_local"

@@ -7,13 +7,15 @@
 #   scripts/slurm_local.sh status    # exit 0 when the controller answers and the node takes jobs
 #
 # Needs root (as in CI) and no systemd: the daemons are started directly. The configuration is
-# the least Slurm runs with: one node (this host) with SLURM_LOCAL_CPUS CPUs (default 8, more
-# than the machine may have: SlurmdParameters=config_overrides lets the tests run an array of
+# the least Slurm runs with: two nodes on this host, each with SLURM_LOCAL_CPUS CPUs (default 8,
+# more than the machine may have: SlurmdParameters=config_overrides lets the tests run an array of
 # three side by side on two cores), all daemons as root, processes tracked by their parent
 # (proctrack/linuxproc: no cgroups), no task binding, no accounting database (sacct is off; the
-# status of finished jobs comes from scontrol for MinJobAge seconds). It is written to
-# /etc/slurm/slurm.conf, where every Slurm command looks, and only over a file this script wrote.
-# State and logs go to SLURM_LOCAL_DIR (default /tmp/segtrain-slurm).
+# status of finished jobs comes from scontrol for MinJobAge seconds). The two nodes are two slurmd
+# (`slurmd -N NAME`, each on its own port, spool, pid and log file), named after this host and
+# `localhost`: names that resolve here, as a real cluster's node names do, for the rendezvous of a
+# job on two nodes. It is written to /etc/slurm/slurm.conf, where every Slurm command looks, and
+# only over a file this script wrote. State and logs go to SLURM_LOCAL_DIR (default /tmp/segtrain-slurm).
 set -euo pipefail
 
 DIR=${SLURM_LOCAL_DIR:-/tmp/segtrain-slurm}
@@ -29,9 +31,16 @@ install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
 }
 
-write_conf() {
-    local host mem_mb
+# This host under two names (the first is where a job's script runs) and the port of each node's slurmd.
+nodes() {
+    local host
     host=$(hostname -s)
+    [ "$host" != localhost ] || die "this host is called localhost: the second node needs that name"
+    printf '%s 6818\nlocalhost 6819\n' "$host"
+}
+
+write_conf() {
+    local mem_mb name port
     mem_mb=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
     if [ -e "$CONF" ] && ! grep -qxF "$MARK" "$CONF"; then
         die "$CONF exists and was not written by this script; not touching it"
@@ -40,16 +49,16 @@ write_conf() {
     cat >"$CONF.new" <<EOF
 $MARK
 ClusterName=segtrain
-SlurmctldHost=$host
+SlurmctldHost=$(hostname -s)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool
+SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/slurmctld.pid
-SlurmdPidFile=$DIR/slurmd.pid
+SlurmdPidFile=$DIR/slurmd-%n.pid
 SlurmctldLogFile=$DIR/slurmctld.log
-SlurmdLogFile=$DIR/slurmd.log
+SlurmdLogFile=$DIR/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -64,9 +73,11 @@ SchedulerType=sched/backfill
 # scancel and the time limit: SIGTERM to every process of the job, SIGKILL KillWait s later (Slurm's default)
 KillWait=30
 MinJobAge=3600
-NodeName=$host CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
+    while read -r name port; do
+        echo "NodeName=$name NodeHostname=$(hostname -s) NodeAddr=127.0.0.1 Port=$port CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN"
+    done < <(nodes) >>"$CONF.new"
+    echo "PartitionName=debug Nodes=$(nodes | cut -d' ' -f1 | paste -sd,) Default=YES MaxTime=INFINITE State=UP" >>"$CONF.new"
     mv "$CONF.new" "$CONF"
 }
 
@@ -86,25 +97,31 @@ start() {
         runuser -u munge -- /usr/sbin/munged
     fi
     running "$DIR/slurmctld.pid" || slurmctld
-    running "$DIR/slurmd.pid" || slurmd
-    local deadline=$((SECONDS + 60)) state=""
+    local name port deadline=$((SECONDS + 60)) states=""
+    while read -r name port; do
+        mkdir -p "$DIR/spool/$name"
+        running "$DIR/slurmd-$name.pid" || slurmd -N "$name"
+    done < <(nodes)
     while [ "$SECONDS" -lt "$deadline" ]; do
-        state=$(sinfo -h -N -o %t 2>/dev/null | head -n 1)
-        case $state in
-            idle|mix|alloc) say "up: $(hostname -s), $CPUS CPUs, conf $CONF, logs in $DIR"; return 0 ;;
-            drain*|down*) scontrol update nodename="$(hostname -s)" state=resume 2>/dev/null || true ;;
-        esac
+        if status; then
+            say "up: nodes $(nodes | cut -d' ' -f1 | paste -sd' ') on this host, $CPUS CPUs each, conf $CONF, logs in $DIR"
+            return 0
+        fi
+        states=$(sinfo -h -N -o '%N=%t' 2>/dev/null | paste -sd' ')
+        for name in $(sinfo -h -N -t drain,down -o %N 2>/dev/null); do
+            scontrol update nodename="$name" state=resume 2>/dev/null || true
+        done
         sleep 1
     done
-    say "the node did not become idle within 60 s (state: ${state:-no answer}); logs in $DIR" >&2
-    tail -n 20 "$DIR/slurmctld.log" "$DIR/slurmd.log" >&2 || true
+    say "the nodes did not become idle within 60 s (${states:-no answer}); logs in $DIR" >&2
+    tail -n 20 "$DIR"/slurmctld.log "$DIR"/slurmd-*.log >&2 || true
     exit 1
 }
 
 stop() {
     local name pid
     scancel --user=root 2>/dev/null || true
-    for name in slurmd slurmctld; do
+    for name in $(nodes | cut -d' ' -f1 | sed 's/^/slurmd-/') slurmctld; do
         running "$DIR/$name.pid" || continue
         pid=$(cat "$DIR/$name.pid")
         kill "$pid"
@@ -116,8 +133,11 @@ stop() {
     say "stopped"
 }
 
+# Every node takes jobs.
 status() {
-    scontrol ping >/dev/null 2>&1 && sinfo -h -N -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'
+    local states
+    scontrol ping >/dev/null 2>&1 && states=$(sinfo -h -N -o %t 2>/dev/null) && [ -n "$states" ] \
+        && ! grep -qvE '^(idle|mix|alloc)$' <<<"$states"
 }
 
 case ${1:-} in

@@ -151,6 +151,31 @@ def test_other_nodes_run_node_sh_through_pbsdsh_at_their_first_nodefile_line(wor
     assert Plan.from_word(argv[-1]) == dataclasses.replace(plan, node_rank=1, first_scratch=plan.scratch)
 
 
+def test_on_slurm_other_nodes_run_node_sh_as_a_step_on_the_named_node_of_scontrols_list(workdir):
+    nodefile = workdir.parent / "nodes"
+    nodefile.write_text("acn01\nacn07\n")  # scontrol show hostnames acn[01,07]
+    environ = {"SLURM_JOB_ID": "41", "SLURM_SUBMIT_DIR": str(workdir), "SEGTRAIN_NODEFILE": str(nodefile),
+               "CONFIG": "configs/small.yaml", "CUDA_VISIBLE_DEVICES": "0,1"}
+    plan = make_plan(environ, [], 0.0, None, workdir.parent / "scratch")[0]
+    assert (plan.scheduler, plan.hosts, plan.nproc_per_node) == ("slurm", ["acn01", "acn07"], 2)
+    [(rank, argv)] = node_commands(plan, "train", "/envs/segtrain").items()
+    assert rank == 1 and argv[:10] == ["srun", "--nodes=1", "--ntasks=1", "--nodelist=acn07", "--overlap", "--mem=0",
+                                       "--kill-on-bad-exit=0", "--", "/bin/bash", "-l"]
+    assert trainer_args(dataclasses.replace(plan, data_root="/d"), load_config(plan.config), now=0.0)[0][-6:] == [
+        "--node-rank", "0", "--rdzv-endpoint", f"acn01:{rendezvous_port('41')}", "--rdzv-id", "41"]
+
+
+def test_on_slurm_a_node_ended_as_node_sh_said_srun_says_nothing_of_a_0(workdir):
+    plan = dataclasses.replace(two_node_plan(workdir), scheduler="slurm", hosts=["n1", "n2", "n3"])
+    folder = workdir.parent / "job"
+    folder.mkdir()
+    (folder / "node-1.stage.out").write_text("[2026-11-30 21:00:45] node 1 (n2): staging\nnode.sh: exit status 0\n")
+    (folder / "node-2.stage.out").write_text("srun: error: Unable to create step for job 41: Job/step already completing\n")
+    assert node_status(plan, "stage", folder) == {1: 0, 2: None}
+    (folder / "node-2.stage.out").write_text("node.sh: exit status 1\nsrun: error: n3: task 0: Exited with exit code 1\n")
+    assert node_status(plan, "stage", folder) == {1: 0, 2: 1}
+
+
 def test_a_one_node_job_starts_nothing_elsewhere(workdir):
     plan = make_plan(job_env(workdir, CONFIG="configs/small.yaml"), [], 0.0, None, workdir.parent / "scratch")[0]
     assert node_commands(plan, "train", "/envs/segtrain") == {}

@@ -65,5 +65,15 @@ class Pbs:
         qstat = qstat or (["qstat"] if shutil.which("qstat") else None)
         return qstat_states(job_ids, qstat) if qstat else {}
 
+    def node_argv(self, host: str, index: int, program: Sequence[str]) -> list[str]:
+        from segtrain.cluster.job.nodes import pbsdsh_argv
+
+        return pbsdsh_argv(index, program)
+
+    def node_exit_status(self, output: str) -> Optional[int]:
+        from segtrain.cluster.job.nodes import task_exit_status
+
+        return task_exit_status(output)
+
 
 PBS = Pbs()

@@ -61,6 +61,13 @@ class Scheduler(Protocol):
     def states(self, job_ids: Sequence[str]):
         """Where jobs stand (:class:`segtrain.cluster.frontend.status.JobState` by id); empty when no one answers."""
 
+    def node_argv(self, host: str, index: int, program: Sequence[str]) -> list[str]:
+        """From inside a job on several nodes: run ``program`` as a task of the job on its node ``host``
+        (the ``index``-th line of its node file)."""
+
+    def node_exit_status(self, output: str) -> Optional[int]:
+        """The exit status of a task :meth:`node_argv` started, from its output (None: none reported)."""
+
 
 def scheduler_named(name: str) -> Scheduler:
     from segtrain.cluster.pbs import PBS

@@ -14,6 +14,14 @@
   job's shell that long before it (Slurm's resolution: up to a minute early or late); at the
   limit, and on ``scancel``, every process of the job gets SIGTERM and, ``KillWait`` later, SIGKILL.
 - Dependencies: ``--dependency=afterany:ID`` (also on a subjob ``ID_INDEX``).
+- Several nodes: the job script runs on the first node of ``$SLURM_JOB_NODELIST`` (``scontrol show
+  hostnames`` lists them, one a line: jobs/train.slurm writes that list to ``$SEGTRAIN_NODEFILE``);
+  ``srun --nodes=1 --ntasks=1 --nodelist=HOST --overlap`` runs a task on another node as a step of
+  the job, in the job's environment (``--export=ALL``), which Slurm signals at the limit and on
+  ``scancel`` and kills when the job ends. srun does not take the job's ``--cpus-per-task`` (22.05):
+  the job script passes it on as ``SRUN_CPUS_PER_TASK``; ``--mem=0`` gives the step the job's memory
+  on its node. srun exits with its task's status but says nothing when it is 0, so the node's script
+  prints its own last line, ``node.sh: exit status N``.
 - Where jobs stand: ``squeue`` while queued or running; after that ``sacct`` where accounting is
   kept, else ``scontrol show job`` for as long as the controller remembers (``MinJobAge``).
 """
@@ -33,6 +41,8 @@ from segtrain.errors import UserError
 QUERY_TIMEOUT_S = 60
 _TIME = re.compile(r"^\s*(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?\s*$")
 _PAIR = re.compile(r"(\S+?)=(\S*)")
+_NODE_EXIT = re.compile(r"^node\.sh: exit status (\d+)\s*$", re.MULTILINE)  # jobs/node.sh's last line
+NODEFILE = "SEGTRAIN_NODEFILE"  # the job's nodes, one a line, written by jobs/train.slurm
 # Slurm's job states, as the letters PBS uses for them (what the status table understands)
 _QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD", "SUSPENDED",
            "STOPPED", "RESIZING", "SIGNALING", "STAGE_OUT"}
@@ -115,7 +125,8 @@ class Slurm:
         job_id = f"{array_id}_{index}" if array_id and index is not None else environ.get("SLURM_JOB_ID") or None
         return JobEnvironment(
             job_id=job_id, job_name=environ.get("SLURM_JOB_NAME") or None, array_index=index,
-            workdir=Path(environ["SLURM_SUBMIT_DIR"]) if environ.get("SLURM_SUBMIT_DIR") else None)
+            workdir=Path(environ["SLURM_SUBMIT_DIR"]) if environ.get("SLURM_SUBMIT_DIR") else None,
+            nodefile=Path(environ[NODEFILE]) if environ.get(NODEFILE) else None)
 
     def submit_argv(self, script: str | Path, variables: Mapping[str, str], *, name: Optional[str] = None,
                     resources: Optional[Mapping[str, str]] = None, depend: Optional[str] = None,
@@ -213,6 +224,14 @@ class Slurm:
             if fields.get("JobState"):
                 states[job_id] = JobState(_letter(fields["JobState"]), _exit_status(fields.get("ExitCode", "")))
         return states
+
+    def node_argv(self, host: str, index: int, program: Sequence[str]) -> list[str]:
+        return ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={host}", "--overlap", "--mem=0",
+                "--kill-on-bad-exit=0", "--", *program]
+
+    def node_exit_status(self, output: str) -> Optional[int]:
+        found = _NODE_EXIT.findall(output)
+        return int(found[-1]) if found else None
 
 
 def export_list(variables: Mapping[str, str]) -> str:

@@ -8,9 +8,9 @@
                    the qsub words of the next job of the chain (exit 10: none due; see resubmit.py)
     record         note a resubmission in the run's run.json on storage
     deadline       after the scheduler was asked again: a walltime raised (qextend) moves the trainer's deadline
-    node-args      the pbsdsh commands that run jobs/node.sh on each other node (jobs on several nodes)
+    node-args      the pbsdsh (srun) commands that run jobs/node.sh on each other node (jobs on several nodes)
     node-plan      on another node: its copy of the plan, with its own scratch
-    node-status    how the other nodes' jobs/node.sh ended, from pbsdsh's report (exit 1: one failed)
+    node-status    how the other nodes' jobs/node.sh ended, from pbsdsh's report or node.sh's (exit 1: one failed)
 
 The job's variables (``qsub -v``) are decoded here (see :mod:`segtrain.cluster.qsub`);
 argument lists go to the shell NUL-separated, read with ``mapfile -d ''``: no value is ever
@@ -449,18 +449,20 @@ def _nul_separated(words: Sequence[str]) -> bytes:
 
 # ---- other nodes --------------------------------------------------------------------------------
 def node_commands(plan: Plan, mode: str, env_dir: str) -> dict[int, list[str]]:
-    """By node rank, the pbsdsh command that runs ``jobs/node.sh MODE`` on each other node.
+    """By node rank, the command (pbsdsh, srun) that runs ``jobs/node.sh MODE`` on each other node.
 
     pbsdsh starts a task in $HOME with a small environment, so everything node.sh needs goes as
     arguments: the submit folder, the software environment, the first node's scratch (the same
-    path on each node of a PBS site) and that node's copy of the plan, as one encoded word.
+    path on each node of a PBS site; on Slurm, node.sh makes that path on its node) and that node's
+    copy of the plan, as one encoded word.
     """
+    scheduler = scheduler_named(plan.scheduler)
     script = str(Path(plan.workdir) / NODE_SCRIPT)
     commands = {}
     for rank in range(1, len(plan.hosts)):
         word = dataclasses.replace(plan, node_rank=rank, first_scratch=plan.scratch).to_word()
         program = ["/bin/bash", "-l", script, mode, str(rank), plan.workdir, env_dir, plan.scratch, word]
-        commands[rank] = nodes.pbsdsh_argv(plan.host_indices[rank], program)
+        commands[rank] = scheduler.node_argv(plan.hosts[rank], plan.host_indices[rank], program)
     return commands
 
 
@@ -481,11 +483,12 @@ def step_node_plan(args: argparse.Namespace) -> int:
 
 
 def node_status(plan: Plan, mode: str, folder: Path) -> dict[int, Optional[int]]:
-    """By node rank, the exit status pbsdsh reported for ``node.sh MODE`` (None: none reported)."""
+    """By node rank, the exit status reported for ``node.sh MODE`` (None: none reported)."""
+    scheduler = scheduler_named(plan.scheduler)
     statuses = {}
     for rank in range(1, len(plan.hosts)):
         path = folder / f"node-{rank}.{mode}.out"
-        statuses[rank] = nodes.task_exit_status(path.read_text(errors="replace")) if path.is_file() else None
+        statuses[rank] = scheduler.node_exit_status(path.read_text(errors="replace")) if path.is_file() else None
     return statuses
 
 
