@@ -42,6 +42,8 @@ def test_select_gpus_counts_the_gpus_of_every_chunk():
     ({"NPROC": "3", "CUDA_VISIBLE_DEVICES": "0"}, "1:ngpus=1", 1, 8, 3),  # an explicit NPROC wins
     ({"CUDA_VISIBLE_DEVICES": "GPU-5a1,GPU-9c2"}, "1:ngpus=1", 1, 8, 2),  # the GPUs the site confined the job to
     ({"CUDA_VISIBLE_DEVICES": ""}, "1:ngpus=2", 1, 8, 1),  # confined to none
+    ({"ROCR_VISIBLE_DEVICES": "0,1,2,3"}, None, 1, 8, 4),  # LUMI's Slurm confines a job's AMD GPUs (GCDs) so
+    ({"ROCR_VISIBLE_DEVICES": "0,1,2,3", "HIP_VISIBLE_DEVICES": "1,2"}, None, 1, 8, 2),  # HIP's list is within it
     ({}, "2:ncpus=16:ngpus=2", 2, 8, 2),  # the select statement's GPUs, shared by the nodes
     ({}, "1:ngpus=4", 1, 2, 2),  # ... but no more than this node shows
     ({}, "1:ngpus=2", 1, 0, 1),  # no GPU at all: one process

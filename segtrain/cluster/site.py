@@ -153,7 +153,13 @@ OPENPBS = Site(
 )
 # Slurm sites. What the profile knows is what a job needs beyond jobs/train.slurm's #SBATCH lines:
 # the partitions with their longest time limit, GPUs per node, the project account sbatch requires,
-# and where a job's scratch folder goes (no site gives one).
+# and where a job's scratch folder goes (no site gives one). Checked against the sites' documentation
+# (2026-11): Karolina's qgpu "8x NVIDIA A100 ... per node", "you can allocate 1/8 of the node - 1 GPU and
+# 16 cores", a project with remaining resources required, GPU node-hours = GPUs x time / 8
+# (docs.it4i.cz: resources-allocation-policy, resource-accounting); its partitions' time limits were not
+# found there. LUMI's partitions (lumi-userguide runjobs/scheduled-jobs/partitions.md): small-g 3 days,
+# up to 4 nodes, allocated by resources; standard-g 2 days, whole nodes only; dev-g 3 hours; 63 of a
+# LUMI-G node's 64 cores usable (lumig-job.md), 7 per GCD; --account=project_<id>.
 KAROLINA = Site(
     name="karolina", description="IT4I Karolina (Slurm): qgpu partition, 8x A100 per node, -A PROJECT",
     gpu_resource=None, scratch_resource=None, gpu_mem_resource=None, scratch_variable=None, clean_scratch=None,

@@ -22,6 +22,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from segtrain.cluster.directives import parse_select
 from segtrain.cluster.qsub import NPROC  # job variable: processes per node, whatever the GPUs (tests on CPU)
+from segtrain.device import visible_devices
 from segtrain.errors import UserError
 
 # The rendezvous port follows from the job id, so every node knows it from the plan. The band lies
@@ -56,8 +57,9 @@ def processes_per_node(environ: Mapping[str, str], select: Optional[str], n_node
                        cuda_devices: Callable[[], int]) -> tuple[int, str]:
     """One trainer process per GPU the job has on a node, and where that number came from.
 
-    An explicit ``NPROC`` wins. Then ``CUDA_VISIBLE_DEVICES``, which a site that confines jobs
-    to their GPUs sets to exactly this job's devices. Then the ``ngpus`` of the select statement,
+    An explicit ``NPROC`` wins. Then ``CUDA_VISIBLE_DEVICES`` (on AMD GPUs ``HIP_VISIBLE_DEVICES`` or
+    ``ROCR_VISIBLE_DEVICES``, which LUMI's Slurm sets), which a site that confines jobs to their GPUs
+    sets to exactly this job's devices. Then the ``ngpus`` of the select statement,
     shared evenly among the nodes and capped at the devices this node shows (without confinement
     a process sees every GPU of the node, other jobs' too). Without GPUs, one.
     """
@@ -66,10 +68,10 @@ def processes_per_node(environ: Mapping[str, str], select: Optional[str], n_node
         if not text.isdigit() or int(text) < 1:
             raise UserError(f"{NPROC}={text}: expected a whole number >= 1")
         return int(text), f"{NPROC}={text}"
-    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    visible = visible_devices(environ)
     if visible is not None:
-        devices = [d for d in visible.split(",") if d.strip()]
-        return max(len(devices), 1), f"CUDA_VISIBLE_DEVICES={visible}"
+        name, devices = visible
+        return max(len(devices), 1), f"{name}={environ[name]}"
     gpus = select_gpus(select or "")
     if gpus % n_nodes:
         raise UserError(f"select={select}: {gpus} GPUs cannot be shared evenly by {n_nodes} nodes; "
