@@ -198,3 +198,24 @@ def test_grid_as_a_job_array_of_three_trains_every_point(tmp_path, small_data_ro
     status = submit(repo, "--status", str(grid))
     assert "3 runs: 3 done" in status.stdout and all(task in status.stdout for task in tasks)
     assert list(scratch_base(repo).iterdir()) == []
+
+
+# ---- the time-limit warning: --signal=B:USR1@SECONDS ------------------------------------------------
+def test_usr1_before_the_time_limit_stops_the_trainer_with_a_checkpoint_and_resubmits(tmp_path, small_data_ro):
+    """A 3-minute limit with the warning 60 s before it: slurmctld, which looks every 30 s, sends USR1
+    90 to 120 s into the job, long before the trainer's own limit (a margin of 5 s: at 175 s)."""
+    repo = make_repo(tmp_path / "segtrain", small_data_ro)
+    job_id = sbatch(repo, {"CONFIG": "configs/demo.yaml", "OVERRIDES": join_overrides([*MANY_STEPS, "train.epochs=1000"]),
+                           "WALLTIME_MARGIN": "00:00:05"},
+                    {**LOCAL, "time": "3", "signal": "B:USR1@60"})
+    fields = wait_until_ended(job_id)
+    text = output(repo, job_id)
+    info = json.loads((only_run(repo) / "run.json").read_text())
+    [resubmission] = info.get("resubmissions", [None])
+    assert resubmission and resubmission["from"] == job_id, text
+    subprocess.run(["scancel", resubmission["to"]], timeout=60)  # the next job would train on, to its own warning
+    wait_until_ended(resubmission["to"])
+    assert "USR1: the time limit is near" in text and "(SIGTERM); checkpoint written" in text
+    assert "training stopped early with a checkpoint (the time limit)" in text and f"resubmitted as {resubmission['to']}" in text
+    assert info["segments"][0]["job_id"] == job_id and info["segments"][0]["exit_code"] == 3
+    assert fields["ExitCode"] == "3:0" and "copied back to" in text
