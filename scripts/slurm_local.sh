@@ -1,8 +1,8 @@
 #!/bin/bash
-# A real, single-node Slurm on this machine, for the Slurm job tests (CI runs them against it).
+# A real Slurm on this machine, for the Slurm job tests (CI runs them against it).
 #
-#   scripts/slurm_local.sh install   # slurm-wlm and munge from the distribution's packages (root)
-#   scripts/slurm_local.sh start     # munged, slurmctld and slurmd on localhost; waits until the node is idle
+#   scripts/slurm_local.sh install   # slurm-wlm, munge, slurmdbd and mariadb-server from the distribution (root)
+#   scripts/slurm_local.sh start     # munged, slurmdbd (with its MariaDB), slurmctld, two slurmd; waits until idle
 #   scripts/slurm_local.sh stop      # stops what start started (by their pid files)
 #   scripts/slurm_local.sh status    # exit 0 when the controller answers and the node takes jobs
 #
@@ -10,17 +10,22 @@
 # the least Slurm runs with: two nodes on this host, each with SLURM_LOCAL_CPUS CPUs (default 8,
 # more than the machine may have: SlurmdParameters=config_overrides lets the tests run an array of
 # three side by side on two cores), all daemons as root, processes tracked by their parent
-# (proctrack/linuxproc: no cgroups), no task binding, no accounting database (sacct is off; the
-# status of finished jobs comes from scontrol for MinJobAge seconds). The two nodes are two slurmd
+# (proctrack/linuxproc: no cgroups), no task binding. Accounting as a site keeps it, where slurmdbd
+# and mariadbd are installed: slurmdbd over a MariaDB of its own (in SLURM_LOCAL_DIR/db, reached by
+# its socket only, its root user authenticated as the system's root: no password anywhere), so sacct
+# answers; without them none (sacct is off; finished jobs are known to scontrol for MinJobAge
+# seconds). The configuration goes to /etc/slurm/slurm.conf and slurmdbd.conf, where every Slurm
+# command looks, and only over files this script wrote. The two nodes are two slurmd
 # (`slurmd -N NAME`, each on its own port, spool, pid and log file), named after this host and
 # `localhost`: names that resolve here, as a real cluster's node names do, for the rendezvous of a
-# job on two nodes. It is written to /etc/slurm/slurm.conf, where every Slurm command looks, and
-# only over a file this script wrote. State and logs go to SLURM_LOCAL_DIR (default /tmp/segtrain-slurm).
+# job on two nodes. State and logs go to SLURM_LOCAL_DIR (default /tmp/segtrain-slurm).
 set -euo pipefail
 
 DIR=${SLURM_LOCAL_DIR:-/tmp/segtrain-slurm}
 CPUS=${SLURM_LOCAL_CPUS:-8}
 CONF=/etc/slurm/slurm.conf
+DBD_CONF=/etc/slurm/slurmdbd.conf
+DB=$DIR/db
 MARK="# written by segtrain scripts/slurm_local.sh"
 say() { printf 'slurm_local: %s\n' "$*"; }
 die() { say "error: $*" >&2; exit 2; }
@@ -28,7 +33,8 @@ die() { say "error: $*" >&2; exit 2; }
 install() {
     [ "$(id -u)" = 0 ] || die "install needs root"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge slurmdbd \
+        mariadb-server >/dev/null
 }
 
 # This host under two names (the first is where a job's script runs) and the port of each node's slurmd.
@@ -36,15 +42,22 @@ nodes() {
     local host
     host=$(hostname -s)
     [ "$host" != localhost ] || die "this host is called localhost: the second node needs that name"
-    printf '%s 6818\nlocalhost 6819\n' "$host"
+    printf '%s 6818\nlocalhost 6821\n' "$host"  # 6819 is slurmdbd's
+}
+
+# Accounting where its daemons are installed.
+accounting() { command -v slurmdbd >/dev/null && command -v mariadbd >/dev/null; }
+
+# A file this script may write: absent, or written by it.
+ours() {
+    [ ! -e "$1" ] || grep -qxF "$MARK" "$1" || die "$1 exists and was not written by this script; not touching it"
 }
 
 write_conf() {
-    local mem_mb name port
+    local mem_mb name port storage=accounting_storage/none
     mem_mb=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
-    if [ -e "$CONF" ] && ! grep -qxF "$MARK" "$CONF"; then
-        die "$CONF exists and was not written by this script; not touching it"
-    fi
+    ours "$CONF"
+    accounting && storage=accounting_storage/slurmdbd
     mkdir -p /etc/slurm "$DIR/state" "$DIR/spool"
     cat >"$CONF.new" <<EOF
 $MARK
@@ -62,7 +75,8 @@ SlurmdLogFile=$DIR/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=$storage
+AccountingStorageHost=localhost
 JobCompType=jobcomp/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
@@ -83,6 +97,48 @@ EOF
 
 running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# Wait up to 30 s for a command to succeed.
+await() {
+    local deadline=$((SECONDS + 30))
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.2
+    done
+}
+
+# MariaDB (its own data folder, socket only) and slurmdbd on it; the cluster registered once.
+start_accounting() {
+    mkdir -p "$DB"
+    if [ ! -d "$DB/data/mysql" ]; then
+        mariadb-install-db --no-defaults --datadir="$DB/data" --user=root --auth-root-authentication-method=socket \
+            >"$DB/install.log" 2>&1 || die "mariadb-install-db failed; see $DB/install.log"
+    fi
+    if ! running "$DB/mariadbd.pid"; then
+        setsid mariadbd --no-defaults --datadir="$DB/data" --socket="$DB/mysql.sock" --skip-networking --user=root \
+            --pid-file="$DB/mariadbd.pid" --log-error="$DB/mariadbd.log" </dev/null >/dev/null 2>&1 &
+        await mariadb --no-defaults --socket="$DB/mysql.sock" -u root -e "select 1" \
+            || die "MariaDB did not answer within 30 s; see $DB/mariadbd.log"
+    fi
+    ours "$DBD_CONF"
+    cat >"$DBD_CONF.new" <<EOF
+$MARK
+AuthType=auth/munge
+DbdHost=localhost
+SlurmUser=root
+PidFile=$DIR/slurmdbd.pid
+LogFile=$DIR/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=root
+StorageLoc=segtrain_acct
+EOF
+    chmod 600 "$DBD_CONF.new"
+    mv "$DBD_CONF.new" "$DBD_CONF"
+    running "$DIR/slurmdbd.pid" || MYSQL_UNIX_PORT=$DB/mysql.sock slurmdbd  # the client library's socket
+    await sacctmgr -n list cluster || die "slurmdbd did not answer within 30 s; see $DIR/slurmdbd.log"
+    sacctmgr -n -P list cluster format=cluster | grep -qx segtrain || sacctmgr -i add cluster segtrain >/dev/null
+}
+
 start() {
     [ "$(id -u)" = 0 ] || die "start needs root (the daemons run as root here)"
     command -v slurmctld >/dev/null && command -v munged >/dev/null \
@@ -96,6 +152,7 @@ start() {
     if ! munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
         runuser -u munge -- /usr/sbin/munged
     fi
+    ! accounting || start_accounting
     running "$DIR/slurmctld.pid" || slurmctld
     local name port deadline=$((SECONDS + 60)) states=""
     while read -r name port; do
@@ -104,7 +161,8 @@ start() {
     done < <(nodes)
     while [ "$SECONDS" -lt "$deadline" ]; do
         if status; then
-            say "up: nodes $(nodes | cut -d' ' -f1 | paste -sd' ') on this host, $CPUS CPUs each, conf $CONF, logs in $DIR"
+            say "up: nodes $(nodes | cut -d' ' -f1 | paste -sd' ') on this host, $CPUS CPUs each, accounting" \
+                "$(accounting && echo "by slurmdbd" || echo "off"), conf $CONF, logs in $DIR"
             return 0
         fi
         states=$(sinfo -h -N -o '%N=%t' 2>/dev/null | paste -sd' ')
@@ -121,7 +179,7 @@ start() {
 stop() {
     local name pid
     scancel --user=root 2>/dev/null || true
-    for name in $(nodes | cut -d' ' -f1 | sed 's/^/slurmd-/') slurmctld; do
+    for name in $(nodes | cut -d' ' -f1 | sed 's/^/slurmd-/') slurmctld slurmdbd db/mariadbd; do
         running "$DIR/$name.pid" || continue
         pid=$(cat "$DIR/$name.pid")
         kill "$pid"

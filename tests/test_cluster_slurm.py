@@ -6,7 +6,8 @@ import pytest
 from segtrain.cluster.pbs import PBS
 from segtrain.cluster.qsub import decode_value
 from segtrain.cluster.scheduler import current_job_id, get_scheduler
-from segtrain.cluster.slurm import SLURM, export_list, parse_show_job, parse_time, script_options
+from segtrain.cluster.frontend.status import JobState
+from segtrain.cluster.slurm import SLURM, export_list, parse_show_job, parse_time, sacct_states, script_options
 from segtrain.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +27,11 @@ JobId=15 JobName=other
    JobState=COMPLETED Reason=None Dependency=(null)
    ExitCode=0:9 TimeLimit=UNLIMITED
 """
+
+
+# sacct -n -P -X -o JobID,State,ExitCode -j 37,41,42_0,42_1 (Slurm 22.05 with slurmdbd): a job that stopped
+# to be resubmitted (exit 3), one cancelled while running, the two tasks of an array
+SACCT = "37|FAILED|3:0\n41|CANCELLED by 0|0:0\n42_0|FAILED|1:0\n42_1|COMPLETED|0:0\n"
 
 
 @pytest.mark.parametrize("text, seconds", [("10", 600), ("5:30", 330), ("01:02:03", 3723), ("2-0", 172800),
@@ -105,3 +111,8 @@ def test_a_requeued_job_continues_the_run_it_started_and_a_new_job_never_takes_i
     assert plan.continuing and plan.run_dir == str(work / "runs" / "r1") and plan.scheduler == "slurm"
     plan, _ = make_plan({**env, "SLURM_JOB_ID": "42"}, [], 0.0, SHOW_JOB, scratch=tmp_path)
     assert not plan.continuing and plan.run_dir == str(work / "runs" / "r1-2")
+
+
+def test_sacct_lines_give_each_asked_jobs_state_and_exit_status():
+    assert sacct_states(SACCT, ["37", "41", "42_1", "43"]) == {
+        "37": JobState("F", 3), "41": JobState("F", 0), "42_1": JobState("F", 0)}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from segtrain.cluster.frontend.status import JobState
 from segtrain.cluster.qsub import join_overrides
 from segtrain.cluster.slurm import SLURM, job_fields
 from test_jobs_train_pbs import MANY_STEPS, ONE_STEP, assert_same_weights, make_repo, only_run, uninterrupted, weights
@@ -120,6 +121,23 @@ def test_slurm_job_leaves_scratch_empty_and_says_what_it_did(done_job):
     assert list(scratch_base(repo).iterdir()) == []
     text = output(repo, job_id)
     assert "training finished" in text and "copied back to" in text and "walltime 00:10:00 from scontrol show job" in text
+
+
+def test_an_ended_jobs_state_comes_from_sacct_where_slurm_keeps_accounting(done_job, tmp_path, monkeypatch):
+    """squeue no longer lists it and scontrol is out of reach (a job older than MinJobAge): sacct answers
+    (CI's Slurm keeps accounting in slurmdbd)."""
+    repo, job_id, _ = done_job
+    argv = ["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j", job_id]
+    deadline = time.monotonic() + 60
+    while (out := subprocess.run(argv, capture_output=True, text=True, timeout=60)).stdout.strip() != f"{job_id}|COMPLETED|0:0":
+        if "accounting storage is disabled" in out.stderr:
+            pytest.skip("this Slurm keeps no accounting (scripts/slurm_local.sh starts slurmdbd where it is installed)")
+        assert time.monotonic() < deadline, out.stdout + out.stderr  # slurmdbd records a job's end shortly after it
+        time.sleep(1)
+    for command in ("squeue", "sacct"):
+        (tmp_path / command).symlink_to(shutil.which(command))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert SLURM.states([job_id]) == {job_id: JobState("F", 0)}
 
 
 # ---- through scripts/submit --scheduler slurm -------------------------------------------------------

@@ -214,10 +214,7 @@ class Slurm:
         rest = [job_id for job_id in job_ids if job_id not in states]
         if rest:
             out = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j", ",".join(rest)])
-            for line in (out.stdout if out and out.returncode == 0 else "").splitlines():
-                job_id, state, code = (line.split("|") + ["", ""])[:3]
-                if job_id in rest:
-                    states[job_id] = JobState(_letter(state), _exit_status(code))
+            states.update(sacct_states(out.stdout if out and out.returncode == 0 else "", rest))
         for job_id in [job_id for job_id in rest if job_id not in states]:
             out = _run(["scontrol", "show", "job", job_id])
             fields = job_fields(out.stdout if out and out.returncode == 0 else "", job_id)
@@ -232,6 +229,21 @@ class Slurm:
     def node_exit_status(self, output: str) -> Optional[int]:
         found = _NODE_EXIT.findall(output)
         return int(found[-1]) if found else None
+
+
+def sacct_states(text: str, job_ids: Sequence[str]):
+    """``sacct -n -P -X -o JobID,State,ExitCode`` lines (``12_2|CANCELLED by 0|0:15``) of ``job_ids``, as JobStates.
+
+    A job requeued or resubmitted under the same id has a line per run: the last one is its state now.
+    """
+    from segtrain.cluster.frontend.status import JobState
+
+    states = {}
+    for line in text.splitlines():
+        job_id, state, code = (line.split("|") + ["", ""])[:3]
+        if job_id in job_ids:
+            states[job_id] = JobState(_letter(state), _exit_status(code))
+    return states
 
 
 def export_list(variables: Mapping[str, str]) -> str:
