@@ -212,6 +212,23 @@ def test_continuing_a_run_asks_for_the_processes_and_gpus_that_wrote_its_checkpo
     assert request.name == "two"
 
 
+def test_on_slurm_a_run_takes_several_nodes_and_a_continued_run_the_nodes_that_wrote_it(workdir, capsys):
+    assert main(["submit", "configs/demo.yaml", "--dry-run", "--scheduler", "slurm", "--nodes", "2", "--gpus", "4"]) == 0
+    [sbatch] = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("sbatch ")]
+    assert "--nodes=2" in sbatch and "--gpus-per-node=4" in sbatch
+    run = workdir / "runs" / "wide"
+    run.mkdir(parents=True)
+    shutil.copy(workdir / "configs" / "demo.yaml", run / "config.yaml")
+    shutil.copy(workdir / "configs" / "default.yaml", run / "default.yaml")
+    (run / "run.json").write_text(json.dumps({"processes": {"world": 2, "nodes": 2, "per_node": 1, "resources": {
+        "time": "01:00:00", "nodes": "2", "cpus-per-task": "8"}}}))
+    assert main(["submit", str(run), "--dry-run", "--scheduler", "slurm"]) == 0
+    [sbatch] = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("sbatch ")]
+    assert "--nodes=2" in sbatch
+    assert main(["submit", "configs/demo.yaml", "--dry-run", "--nodes", "2"]) == 2  # PBS: chunks of a select
+    assert "on PBS ask for chunks: qsub -l select=N" in capsys.readouterr().err
+
+
 def test_array_of_a_config_is_refused(workdir, capsys):
     assert main(["submit", "configs/demo.yaml", "--array"]) == 2
     assert "not a grid file" in capsys.readouterr().err

@@ -36,6 +36,7 @@ class Resources:
     scratch: Optional[str] = "100gb"  # node-local scratch, where the site can reserve it
     gpu_mem: Optional[str] = "10gb"  # minimum memory per GPU, where the site can select on it
     walltime: str = "24:00:00"
+    nodes: int = 1  # Slurm's --nodes (on PBS: chunks of the select statement, qsub -l select=N:...)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class Site:
             options["cpus-per-task"] = str(res.ncpus)
         if wanted("mem") and res.mem:
             options["mem"] = res.mem.upper().removesuffix("B")  # 32gb -> 32G
+        if wanted("nodes") and res.nodes != 1:
+            options["nodes"] = str(res.nodes)
         if wanted("walltime"):
             from segtrain.cluster.directives import format_hms
 

@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     res.add_argument("--walltime", help="HH:MM:SS (default: the job script's directive)")
     res.add_argument("--gpus", type=int, help="GPUs (default 1)")
     res.add_argument("--ncpus", type=int, help="CPU cores (default 8)")
+    res.add_argument("--nodes", type=int, help="Slurm: nodes of one run, each with --gpus GPUs (default 1; "
+                     "train.batch_size is global); on PBS: qsub -l select=N:... -l place=scatter")
     res.add_argument("--mem", help="memory, e.g. 32gb")
     res.add_argument("--scratch", help="node-local scratch, e.g. 100gb")
     res.add_argument("--gpu-mem", help="least memory per GPU, e.g. 10gb")
@@ -91,8 +93,11 @@ def run(args: argparse.Namespace) -> int:
                         "this machine (scripts/slurm_local.sh start) and submit to it")
     if args.account and site.scheduler != "slurm":
         raise UserError(f"--account: the {site.name} site is a PBS site (sbatch -A is Slurm's)")
+    if args.nodes is not None and (args.nodes < 1 or site.scheduler != "slurm"):
+        raise UserError(f"--nodes {args.nodes}: a whole number >= 1, on Slurm; on PBS ask for chunks: "
+                        "qsub -l select=N:ncpus=...:ngpus=... -l place=scatter jobs/train.pbs")
     resources = resource_options(site, args.walltime, ngpus=args.gpus, ncpus=args.ncpus, mem=args.mem,
-                                 scratch=args.scratch, gpu_mem=args.gpu_mem)
+                                 scratch=args.scratch, gpu_mem=args.gpu_mem, nodes=args.nodes)
     opts = JobOptions(site=site, script=args.script, resources=resources, queue=args.queue,
                       name=args.name, data=args.data, runs=args.runs, max_resubmits=args.max_resubmits,
                       margin=format_hms(parse_hms(args.margin, "--margin")) if args.margin else None,

@@ -195,7 +195,8 @@ def plan_continue(run_dir: Path, opts: JobOptions, workdir: Path) -> Submission:
     in_grid = (run_dir.parent / MANIFEST_NAME).is_file()
     runs_root = run_dir.parent.parent if in_grid else run_dir.parent  # where the run's submissions are logged
     recorded = RunDir(run_dir).read_info().get("processes") or {}
-    resources = {k: v for k, v in (recorded.get("resources") or {}).items() if k in ("select", "place")}
+    kept = ("select", "place", "nodes")  # where the processes ran: PBS's chunks, Slurm's nodes
+    resources = {k: v for k, v in (recorded.get("resources") or {}).items() if k in kept}
     resources = {**resources, **opts.resources}
     nproc = recorded.get("per_node") if recorded.get("per_node", 1) > 1 and "select" not in opts.resources else None
     argv = _job_argv(dataclasses.replace(opts, resources=resources), workdir, None, [], runs=opts.runs,
