@@ -85,6 +85,22 @@ def test_the_plan_is_a_job_array_over_a_manifest_and_writes_nothing(trained_run_
     assert parse_qsub_args(one.argv[1:], environ={}).array is None and "SHARD=0" in one.argv[one.argv.index("-v") + 1]
 
 
+def test_on_slurm_the_plan_is_an_sbatch_array_of_jobs_predict_slurm_with_the_project_account(trained_run_ro, scenes):
+    work = scenes.parent
+    from segtrain.cluster.frontend.plan import resource_options
+
+    opts = ArrayOptions(site=get_site("karolina"), resources=resource_options(get_site("karolina")), account="OPEN-1-2")
+    sub = plan_predictions(trained_run_ro, ["scenes"], Path("preds"), PredictSettings(), opts, work, per_job=3)
+    argv = sub.argv
+    assert argv[:2] == ["sbatch", "--parsable"] and argv[-1] == "jobs/predict.slurm"
+    assert f"--array=0-{len(sub.manifest.shards) - 1}" in argv and "--account=OPEN-1-2" in argv and "--partition=qgpu" in argv
+    exported = argv[-2].split(",")
+    assert f"MANIFEST={sub.manifest_path.relative_to(work)}" in exported and "SCRATCH_BASE=/scratch/project/open-1-2" in exported
+    with pytest.raises(UserError, match="karolina accepts no job without a project account"):
+        plan_predictions(trained_run_ro, ["scenes"], Path("preds"), PredictSettings(),
+                         ArrayOptions(site=get_site("karolina")), work, per_job=3)
+
+
 def test_done_scenes_are_left_out_failed_ones_tried_again_and_others_outputs_never_overwritten(trained_run_ro, scenes):
     work = scenes.parent
     sub = plan(trained_run_ro, work, per_job=100)

@@ -116,3 +116,20 @@ def test_a_requeued_job_continues_the_run_it_started_and_a_new_job_never_takes_i
 def test_sacct_lines_give_each_asked_jobs_state_and_exit_status():
     assert sacct_states(SACCT, ["37", "41", "42_1", "43"]) == {
         "37": JobState("F", 3), "41": JobState("F", 0), "42_1": JobState("F", 0)}
+
+
+def test_a_prediction_task_stopped_by_its_time_limit_resubmits_its_rest_with_sbatch(tmp_path):
+    from segtrain.cluster.job.predict_steps import JobContext, resubmission
+    from segtrain.cluster.predictions import Manifest, PredictSettings
+
+    work = tmp_path / "work"
+    manifest = Manifest(model="m.onnx", model_sha256="0", out=str(work / "preds"), settings=PredictSettings(),
+                        shards=[["a.tif"], ["b.tif"]], path=work / "preds" / ".segtrain" / "predict-1.json")
+    ctx = JobContext(manifest=manifest, shard=1, job_id="12_1", job_name="predict", workdir=work, scratch=tmp_path,
+                     deadline=None, resources={"time": "01:00:00", "partition": "qgpu"}, passed_on={}, resubmits=0,
+                     max_resubmits=10, scheduler="slurm")
+    argv, message = resubmission(ctx)
+    assert argv[:4] == ["sbatch", "--parsable", "--job-name=predict", "--time=01:00:00"] and not any(w.startswith("--array") for w in argv)
+    assert argv[-1] == str(work / "jobs" / "predict.slurm") and "resubmission 1 of at most 10: sbatch" in message
+    exported = dict(item.split("=", 1) for item in argv[-2].removeprefix("--export=").split(",")[1:])
+    assert (exported["MANIFEST"], exported["SHARD"], exported["RESUBMITS"]) == ("preds/.segtrain/predict-1.json", "1", "1")

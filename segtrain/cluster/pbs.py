@@ -17,6 +17,7 @@ from segtrain.cluster import qsub
 class Pbs:
     name = "pbs"
     script = "jobs/train.pbs"
+    predict_script = "jobs/predict.pbs"
 
     def job_environment(self, environ: Mapping[str, str]):
         from segtrain.cluster.job.environment import JobEnvironment

@@ -28,6 +28,7 @@ class Scheduler(Protocol):
     """What the rest of segtrain asks of a workload manager."""
     name: str
     script: str  # the training job script, relative to the repository
+    predict_script: str  # the prediction job script
 
     def job_environment(self, environ: Mapping[str, str]):
         """The running job (:class:`segtrain.cluster.job.environment.JobEnvironment`)."""

@@ -113,6 +113,7 @@ def _run(argv: Sequence[str]) -> Optional[subprocess.CompletedProcess]:
 class Slurm:
     name = "slurm"
     script = "jobs/train.slurm"
+    predict_script = "jobs/predict.slurm"
 
     def job_environment(self, environ: Mapping[str, str]):
         from segtrain.cluster.job.environment import JobEnvironment

@@ -75,12 +75,10 @@ def run(args: argparse.Namespace) -> int:
     if args.predict:
         from segtrain.cluster.frontend import predict_submit
 
-        if choose_site(args.site, args.scheduler or "pbs").scheduler != "pbs":
-            raise UserError("--predict: prediction jobs run on PBS only for now (jobs/predict.pbs)")
-
         return predict_submit.run(args)
     if args.status and args.target and is_predictions_folder(Path(args.target)):
-        print(folder_status(Path(args.target), qstat=None if args.local else ("qstat",)).text())
+        scheduler = choose_site(args.site, args.scheduler or ("pbs" if args.local else None)).scheduler
+        print(folder_status(Path(args.target), qstat=None if args.local else ("qstat",), scheduler=scheduler).text())
         return 0
     site = choose_site(args.site, args.scheduler or ("pbs" if args.local else None))  # --local: PBS-like
     if args.status:

@@ -31,20 +31,18 @@ from segtrain.run.directory import RunDir, create_run_dir, now_iso, run_name, un
 
 
 @dataclass(frozen=True)
-class JobOptions:
-    """What every job of one submission shares (the command line's options)."""
+class SubmitOptions:
+    """What every job of one submission shares, training or predictions (the command line's options)."""
     site: Site
-    script: Optional[str] = None  # default: the scheduler's (jobs/train.pbs, jobs/train.slurm)
+    script: Optional[str] = None  # default: the scheduler's (jobs/train.pbs, jobs/train.slurm; jobs/predict.*)
     resources: dict[str, str] = field(default_factory=dict)  # -l (sbatch) options, over the script's directives
     queue: Optional[str] = None
     name: Optional[str] = None
-    data: Optional[str] = None
-    runs: Optional[str] = None
     max_resubmits: Optional[int] = None
     margin: Optional[str] = None
     env: Optional[str] = None
-    check_data: bool = True
     account: Optional[str] = None  # Slurm's -A
+    script_kind = "script"  # the scheduler's attribute naming the default job script
 
     @property
     def scheduler(self):
@@ -52,7 +50,15 @@ class JobOptions:
 
     @property
     def job_script(self) -> str:
-        return self.script or self.scheduler.script
+        return self.script or getattr(self.scheduler, self.script_kind)
+
+
+@dataclass(frozen=True)
+class JobOptions(SubmitOptions):
+    """A training submission's options."""
+    data: Optional[str] = None
+    runs: Optional[str] = None
+    check_data: bool = True
 
 
 @dataclass(frozen=True)
@@ -244,14 +250,17 @@ def plan_grid(path: Path, extra: Sequence[str], opts: JobOptions, workdir: Path,
 def _job_argv(opts: JobOptions, workdir: Path, config: Optional[str], overrides: Sequence[str], *,
               runs: Optional[str], run: Optional[str] = None, name: Optional[str] = None,
               manifest: Optional[str] = None, array: Optional[str] = None, nproc: Optional[int] = None) -> list[str]:
-    site = opts.site
-    scratch_base = site.scratch_base.format(account=(opts.account or "").lower()) if site.scratch_base else None
     variables = qsub.job_variables(config, overrides, data=opts.data, runs=runs, run=run,
                                    max_resubmits=opts.max_resubmits, margin=opts.margin, env=opts.env,
-                                   manifest=manifest, scratch_base=scratch_base if opts.account else None, nproc=nproc)
+                                   manifest=manifest, scratch_base=site_scratch(opts.site, opts.account), nproc=nproc)
     resources = {**opts.resources, **({"account": opts.account} if opts.account else {})}
     return opts.scheduler.submit_argv(opts.job_script, variables, name=name or opts.name or qsub.default_job_name(
         config, run), resources=resources, queue=opts.queue, array=array)
+
+
+def site_scratch(site: Site, account: Optional[str]) -> Optional[str]:
+    """Where a Slurm site's jobs make their scratch folder (SCRATCH_BASE): the project's, so it needs the account."""
+    return site.scratch_base.format(account=account.lower()) if site.scratch_base and account else None
 
 
 def _point_job_name(grid: Grid, index: int) -> str:
@@ -262,14 +271,29 @@ def _point_job_name(grid: Grid, index: int) -> str:
 def _linted(sub: Submission, opts: JobOptions) -> Submission:
     """The submission with lint findings on its script and its request; errors refuse it."""
     sub.scheduler = opts.scheduler.name
-    if sub.scheduler == "slurm":
-        options = {**opts.resources, **({"partition": opts.queue} if opts.queue else {})}
-        sub.findings = lint_sbatch(options, opts.site, opts.account, where=opts.job_script)
-    else:
-        request = job_request(sub.jobs[0][1:], os.environ, sub.workdir)
-        sub.findings = lint_script(request.script) + lint_request(request, opts.site, where=opts.job_script)
+    sub.findings = request_findings(opts, sub.jobs[0], sub.workdir)
     raise_errors(sub.findings)
     return sub
+
+
+def request_findings(opts: SubmitOptions, argv: Sequence[str], workdir: Path) -> list:
+    """Lint findings on a submit command (training or predictions): on Slurm its
+    sbatch options against the site's profile, on PBS the script and the request the server would queue."""
+    if opts.scheduler.name == "slurm":
+        options = {**opts.resources, **({"partition": opts.queue} if opts.queue else {})}
+        return lint_sbatch(options, opts.site, opts.account, where=opts.job_script)
+    request = job_request(list(argv[1:]), os.environ, workdir)
+    return lint_script(request.script) + lint_request(request, opts.site, where=opts.job_script)
+
+
+def command_lines(argv: Sequence[str], scheduler: str, workdir: Path) -> list[str]:
+    """A submit command for a dry run: the command, the directives PBS would queue, the job's variables decoded."""
+    if scheduler == "slurm":  # the job's variables from --export=ALL,NAME=value,...
+        exported = [item.partition("=") for item in argv[-2].removeprefix("--export=").split(",")[1:]]
+        return ["", qsub.display(argv), *(f"#   {name}={qsub.decode_value(value)}" for name, _, value in exported if value)]
+    request = job_request(list(argv[1:]), os.environ, workdir)
+    return ["", qsub.display(argv), *request.directives(),
+            *(f"#   {name}={qsub.decode_value(value)}" for name, value in request.variables.items())]
 
 
 def _for_job(path: Path, workdir: Path) -> str:
@@ -296,14 +320,7 @@ def dry_run_text(sub: Submission) -> str:
     if sub.manifest:
         lines.append(f"# first the manifest {_for_job(sub.manifest, sub.workdir)} would be written")
     for argv in sub.jobs:
-        if sub.scheduler == "slurm":  # the job's variables, decoded, from --export=ALL,NAME=value,...
-            exported = [item.partition("=") for item in argv[-2].removeprefix("--export=").split(",")[1:]]
-            lines += ["", qsub.display(argv)]
-            lines += [f"#   {name}={qsub.decode_value(value)}" for name, _, value in exported if value]
-            continue
-        request = job_request(argv[1:], os.environ, sub.workdir)
-        lines += ["", qsub.display(argv), *request.directives()]
-        lines += [f"#   {name}={qsub.decode_value(value)}" for name, value in request.variables.items()]
+        lines += command_lines(argv, sub.scheduler, sub.workdir)
     lines += [f"# {finding}" for finding in sub.findings]
     return "\n".join(lines)
 

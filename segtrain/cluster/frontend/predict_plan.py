@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from segtrain.cluster import qsub
-from segtrain.cluster.directives import job_request
-from segtrain.cluster.frontend.lint import WARNING, Finding, lint_request, lint_script, raise_errors
+from segtrain.cluster.frontend.lint import WARNING, Finding, raise_errors
+from segtrain.cluster.frontend.plan import SubmitOptions, command_lines, request_findings, site_scratch
 from segtrain.cluster.frontend.status import append_log
-from segtrain.cluster.job.predict_steps import JOB_SCRIPT, MANIFEST, SHARD
+from segtrain.cluster.job.predict_steps import MANIFEST, SHARD
 from segtrain.cluster.job.stage import sha256_file
 from segtrain.cluster.predictions import (DONE, FAILED, MANIFEST_PREFIX, Manifest, PredictSettings, model_file,
                                           output_names, read_sidecar, scene_state, state_dir)
-from segtrain.cluster.site import Site
 from segtrain.errors import UserError
 from segtrain.run.directory import now_iso
 
@@ -36,16 +35,9 @@ DEFAULT_PER_JOB = 50
 
 
 @dataclass(frozen=True)
-class ArrayOptions:
+class ArrayOptions(SubmitOptions):
     """The job side of a prediction submission (the command line's resource and job options)."""
-    site: Site
-    script: str = JOB_SCRIPT
-    resources: dict[str, str] = field(default_factory=dict)
-    queue: Optional[str] = None
-    name: Optional[str] = None
-    max_resubmits: Optional[int] = None
-    margin: Optional[str] = None
-    env: Optional[str] = None
+    script_kind = "predict_script"  # jobs/predict.pbs, jobs/predict.slurm
 
 
 @dataclass
@@ -58,6 +50,7 @@ class PredictSubmission:
     failed_before: int  # failed before: tried again
     argv: Optional[list[str]]  # None: nothing left to predict
     findings: list[Finding] = field(default_factory=list)
+    scheduler: str = "pbs"
     model_description: str = ""
 
 
@@ -152,8 +145,8 @@ def plan_predictions(model: Path, scene_items: Sequence[str], out: Path, setting
                                               f", threshold {meta.threshold})")
     if manifest.shards:
         sub.argv = _array_argv(opts, workdir, path, len(manifest.shards), out)
-        request = job_request(sub.argv[1:], os.environ, workdir)
-        sub.findings = lint_script(request.script) + lint_request(request, opts.site, where=opts.script)
+        sub.scheduler = opts.scheduler.name
+        sub.findings = request_findings(opts, sub.argv, workdir)
         raise_errors(sub.findings)
     return sub
 
@@ -175,13 +168,16 @@ def _array_argv(opts: ArrayOptions, workdir: Path, manifest: Path, shards: int, 
     variables = {MANIFEST: _for_job(manifest, workdir), SHARD: "0" if shards == 1 else "",
                  qsub.MAX_RESUBMITS: "" if opts.max_resubmits is None else str(opts.max_resubmits),
                  qsub.MARGIN: opts.margin or "", qsub.ENV_VARIABLE: opts.env or ""}
+    if site_scratch(opts.site, opts.account):
+        variables[qsub.SCRATCH_BASE] = site_scratch(opts.site, opts.account)
     if opts.env is not None and qsub.encode_value(opts.env) != opts.env:
         raise UserError(f"--env {opts.env!r}: the environment path may not contain commas, quotes, backslashes or %")
-    extra = (["-q", opts.queue] if opts.queue else []) + (["-J", f"0-{shards - 1}"] if shards > 1 else [])
     from segtrain.cluster.site import job_name
 
-    return qsub.qsub_argv(opts.script, variables, name=opts.name or job_name(f"predict-{out.name}"),
-                          resources=opts.resources, extra=extra)
+    resources = {**opts.resources, **({"account": opts.account} if opts.account else {})}
+    return opts.scheduler.submit_argv(opts.job_script, variables, name=opts.name or job_name(f"predict-{out.name}"),
+                                      resources=resources, queue=opts.queue,
+                                      array=f"0-{shards - 1}" if shards > 1 else None)
 
 
 def _for_job(path: Path, workdir: Path) -> str:
@@ -212,9 +208,7 @@ def dry_run_text(sub: PredictSubmission) -> str:
     if sub.argv is None:
         return "\n".join(lines + ["# nothing to predict"])
     lines.append(f"# first the manifest {_for_job(sub.manifest_path, sub.workdir)} would be written")
-    request = job_request(sub.argv[1:], os.environ, sub.workdir)
-    lines += ["", qsub.display(sub.argv), *request.directives()]
-    lines += [f"#   {name}={qsub.decode_value(value)}" for name, value in request.variables.items()]
+    lines += command_lines(sub.argv, sub.scheduler, sub.workdir)
     return "\n".join(lines + [f"# {finding}" for finding in sub.findings])
 
 

@@ -2,7 +2,7 @@
 
 The sidecars say what is done or failed (sizes checked; the jobs check checksums); the
 submissions log says which job (or resubmitted job) has each subjob, and ``qstat`` (where there
-is one) whether that job is queued, running or has ended.
+is one; on Slurm ``squeue``, then ``sacct`` or ``scontrol``) whether that job is queued, running or has ended.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 from segtrain.cluster.frontend.status import format_table, qstat_states, read_log
 from segtrain.cluster.predictions import DONE, FAILED, PENDING, Manifest, manifests, scene_state, state_dir
 from segtrain.cluster.qsub import subjob_id
+from segtrain.cluster.slurm import SLURM
 from segtrain.errors import UserError
 
 
@@ -36,7 +37,11 @@ def subjob_jobs(out: Path) -> dict[tuple[str, int], str]:
         shards = entry.get("shards") or []
         array = len(shards) > 1 and not entry.get("resubmitted_from")
         for shard in shards:
-            job = subjob_id(entry["job_id"], shard) if array and "[]" in entry["job_id"] else entry["job_id"]
+            job = entry["job_id"]
+            if array and "[]" in job:  # PBS: 12[].server
+                job = subjob_id(job, shard)
+            elif array and job.isdigit():  # Slurm: 12
+                job = SLURM.subjob_id(job, shard)
             jobs[(entry.get("manifest"), shard)] = job
     return jobs
 
@@ -64,14 +69,19 @@ class FolderStatus:
         return "\n".join(lines)
 
 
-def folder_status(out: Path, qstat: Optional[Sequence[str]] = ("qstat",)) -> FolderStatus:
-    """Each subjob's counts, and every scene's state under its latest manifest."""
+def folder_status(out: Path, qstat: Optional[Sequence[str]] = ("qstat",), scheduler: str = "pbs") -> FolderStatus:
+    """Each subjob's counts, and every scene's state under its latest manifest (job states from ``qstat``,
+    or on Slurm from :meth:`segtrain.cluster.slurm.Slurm.states`; none without either)."""
     out = Path(out)
     paths = manifests(out)
     if not paths:
         raise UserError(f"{out}: no prediction manifests in {state_dir(out)} (not a predictions folder)")
     jobs = subjob_jobs(out)
-    states = qstat_states(sorted(set(jobs.values())), qstat) if qstat else {}
+    asked = scheduler == "slurm" or bool(qstat)
+    if scheduler == "slurm":
+        states = SLURM.states(sorted(set(jobs.values())))
+    else:
+        states = qstat_states(sorted(set(jobs.values())), qstat) if qstat else {}
     rows, scenes = [], {}
     for path in paths:
         manifest = Manifest.load(path)
@@ -82,7 +92,7 @@ def folder_status(out: Path, qstat: Optional[Sequence[str]] = ("qstat",)) -> Fol
                 counts[state] += 1
                 scenes[str(scene)] = (state, error)
             job = jobs.get((path.name, index))
-            rows.append(SubjobStatus(path.name, index, job, _word(states.get(job)) if job and qstat else "-", counts))
+            rows.append(SubjobStatus(path.name, index, job, _word(states.get(job)) if job and asked else "-", counts))
     return FolderStatus(rows, scenes)
 
 

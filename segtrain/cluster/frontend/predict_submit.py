@@ -1,4 +1,4 @@
-"""``scripts/submit --predict MODEL SCENES... --out DIR``: the options, and submitting (qsub, or --local)."""
+"""``scripts/submit --predict MODEL SCENES... --out DIR``: the options, and submitting (qsub, sbatch, or --local)."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,8 @@ GB = 10**9
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("predictions (--predict MODEL SCENES...: jobs/predict.pbs as a job array)")
+    group = parser.add_argument_group("predictions (--predict MODEL SCENES...: jobs/predict.pbs or jobs/predict.slurm "
+                                      "as a job array)")
     group.add_argument("--predict", action="store_true", help="predict SCENES (files, folders, globs, list files) "
                        "with MODEL (an .onnx file or a run directory) as a job array; again to finish what is missing")
     group.add_argument("--out", help="the predictions folder: <scene>_mask.tif (_prob.tif) and a sidecar each")
@@ -33,11 +34,9 @@ def run(args: argparse.Namespace) -> int:
     from segtrain.cluster.frontend.predict_plan import (DEFAULT_PER_JOB, ArrayOptions, describe, dry_run_text, execute,
                                                         lint_warnings, plan_predictions)
     from segtrain.cluster.frontend.predict_status import folder_status
-    from segtrain.cluster.job.predict_steps import JOB_SCRIPT
     from segtrain.cluster.directives import format_hms, parse_hms
-    from segtrain.cluster.frontend.plan import resource_options
+    from segtrain.cluster.frontend.plan import choose_site, resource_options
     from segtrain.cluster.predictions import PredictSettings
-    from segtrain.cluster.site import get_site
 
     if not args.target or not args.overrides:
         raise UserError("--predict: give a model (.onnx file or run directory) and scenes: --predict MODEL SCENES...")
@@ -52,13 +51,17 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--int8: {model} not found; make it with: segtrain quantize {args.target}")
     settings = PredictSettings(prob=args.prob, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                                device=args.device, checkpoint=args.checkpoint)
-    site = get_site(args.site)
+    site = choose_site(args.site, args.scheduler or ("pbs" if args.local else None))  # --local: PBS-like
+    if args.local and site.scheduler != "pbs":
+        raise UserError(f"--local runs the PBS job here, not on the Slurm site {site.name}")
+    if args.account and site.scheduler != "slurm":
+        raise UserError(f"--account: the {site.name} site is a PBS site (sbatch -A is Slurm's)")
     resources = resource_options(site, args.walltime, ngpus=args.gpus, ncpus=args.ncpus, mem=args.mem,
                                  scratch=args.scratch, gpu_mem=args.gpu_mem)
-    opts = ArrayOptions(site=site, script=args.script or JOB_SCRIPT, resources=resources,
+    opts = ArrayOptions(site=site, script=args.script, resources=resources,
                         queue=args.queue, name=args.name, max_resubmits=args.max_resubmits,
                         margin=format_hms(parse_hms(args.margin, "--margin")) if args.margin else None,
-                        env=args.env or (sys.prefix if args.local else None))
+                        env=args.env or (sys.prefix if args.local else None), account=args.account)
     budget = int(args.per_job_gb * GB) if args.per_job_gb else None
     sub = plan_predictions(model, args.overrides, Path(args.out), settings, opts, Path.cwd(),
                            per_job=args.per_job or DEFAULT_PER_JOB, per_job_bytes=budget)
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         print("nothing to predict: every scene is done")
         return 0
     if not args.local:
-        job_id = execute(sub, qsub.run_qsub)
+        job_id = execute(sub, lambda argv: opts.scheduler.job_id(qsub.run_qsub(argv)))
         print(f"submitted {job_id}; see where it stands with: scripts/submit --status {os.path.relpath(sub.manifest.out)}")
         return 0
     from segtrain.cluster.local import server as local

@@ -1,10 +1,12 @@
-"""The prediction job (``jobs/predict.pbs``): one subjob's scenes, staged, predicted, copied back one by one.
+"""The prediction job (``jobs/predict.pbs``, ``jobs/predict.slurm``): one subjob's scenes, staged, predicted, copied back.
 
-    python -m segtrain.cluster.job.predict_steps run --scratch DIR [--job-start T] [--qstat FILE] [--resubmit FILE]
+    python -m segtrain.cluster.job.predict_steps run --scratch DIR [--job-start T] [--job-info FILE] [--resubmit FILE]
     python -m segtrain.cluster.job.predict_steps record JOB_ID
 
 ``run`` reads the job's variables: ``MANIFEST`` (a prediction manifest, see
-:mod:`segtrain.cluster.predictions`) and the subjob, ``SHARD`` or else ``$PBS_ARRAY_INDEX``.
+:mod:`segtrain.cluster.predictions`) and the subjob, ``SHARD`` or else the array index
+(``$PBS_ARRAY_INDEX``, ``$SLURM_ARRAY_TASK_ID``); the scheduler's facts come from
+:mod:`segtrain.cluster.scheduler`.
 It skips the scenes that are done (sidecar, sizes and checksums verified), removes what a
 killed job left half-copied, stages the model to scratch (verified against the manifest's
 checksum), and then, scene after scene: stages the scene (verified; the next one is staged
@@ -13,8 +15,8 @@ overviews and the scene's georeferencing), copies each output to the predictions
 (temporary name, verified, renamed), and writes the scene's sidecar last. A scene that cannot
 be read or predicted is recorded as failed and the job goes on. Before each scene it checks
 that the scene fits into the walltime left (measured speed, a margin kept); when it does not
-it stops and writes the qsub command of a job for the rest (``--resubmit``). SIGTERM (walltime,
-qdel) abandons the scene in progress: its temporaries are removed, finished scenes stay.
+it stops and writes the submit command (qsub, sbatch) of a job for the rest (``--resubmit``).
+SIGTERM (walltime, qdel, scancel) abandons the scene in progress: its temporaries are removed, finished scenes stay.
 
 Exit codes: 0 every scene done; 1 some scene failed or could not be copied back (the others
 are done); 2 a user error (manifest, model); 3 stopped early with scenes left (resubmit).
@@ -33,16 +35,16 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
 from segtrain.cluster import qsub
-from segtrain.cluster.job.environment import JobEnvironment, job_attributes, job_walltime, require_job
+from segtrain.cluster.job.environment import require_job
 from segtrain.cluster.job.stage import copy_file, sha256_file
 from segtrain.cluster.job.steps import _count
 from segtrain.cluster.directives import format_hms, parse_hms
 from segtrain.cluster.job.walltime import default_margin
+from segtrain.cluster.scheduler import current_job_scheduler, scheduler_named
 from segtrain.cluster.predictions import (DONE, Manifest, PredictSettings, model_file, remove_temporaries,
                                           scene_identity, scene_state, state_dir, write_done, write_failed)
 from segtrain.errors import EXIT_FAILED, EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR, UserError
 
-JOB_SCRIPT = "jobs/predict.pbs"
 MANIFEST, SHARD = "MANIFEST", "SHARD"
 DEFAULT_MAX_RESUBMITS = 10
 SAFETY = 1.5  # a scene may take this much longer than the speed measured so far predicts
@@ -66,6 +68,7 @@ class JobContext:
     passed_on: dict[str, str]  # variables the resubmitted job inherits
     resubmits: int
     max_resubmits: int
+    scheduler: str = "pbs"  # the workload manager running the job (segtrain.cluster.scheduler)
 
 
 @dataclass
@@ -88,8 +91,11 @@ class ShardReport:
 
 
 # ---- the job's context ----------------------------------------------------------------------------
-def job_context(environ: Mapping[str, str], scratch: Path, job_start: float, qstat_text: Optional[str]) -> JobContext:
-    env = require_job(JobEnvironment.from_environ(environ))
+def job_context(environ: Mapping[str, str], scratch: Path, job_start: float, job_info: Optional[str]) -> JobContext:
+    """The subjob's manifest and scenes, its deadline and resources; ``job_info``: the scheduler's
+    description of the job (``qstat -f``, ``scontrol show job``)."""
+    scheduler = current_job_scheduler(environ)
+    env = require_job(scheduler.job_environment(environ))
     workdir = env.workdir.resolve()
     var = {name: qsub.decode_value(environ.get(name, "")) for name in
            (MANIFEST, SHARD, qsub.MARGIN, qsub.MAX_RESUBMITS, qsub.RESUBMITS)}
@@ -98,20 +104,19 @@ def job_context(environ: Mapping[str, str], scratch: Path, job_start: float, qst
     manifest = Manifest.load(workdir / var[MANIFEST])
     shard = _count(var, SHARD, env.array_index)
     manifest.shard(shard)  # an index outside the manifest fails here
-    walltime_s, source = job_walltime(qstat_text, env.job_id, [workdir / JOB_SCRIPT])
+    walltime_s, source = scheduler.walltime(job_info, env.job_id, [workdir / scheduler.predict_script])
     deadline = None
     if walltime_s is not None:
         margin = parse_hms(var[qsub.MARGIN], qsub.MARGIN) if var[qsub.MARGIN] else default_margin(walltime_s)
         deadline = job_start + walltime_s - margin
         print(f"walltime {format_hms(walltime_s)} from {source}; scenes end by "
               f"{format_hms(deadline - job_start)}, {format_hms(margin)} kept for the copy-back")
-    attrs = job_attributes(qstat_text, env.job_id) if qstat_text else {}
-    resources = {key: attrs[f"Resource_List.{key}"] for key in ("select", "place", "walltime")
-                 if f"Resource_List.{key}" in attrs}
     return JobContext(
         manifest=manifest, shard=shard, job_id=env.job_id, job_name=env.job_name or "predict", workdir=workdir,
-        scratch=scratch, deadline=deadline, resources=resources,
-        passed_on={name: environ[name] for name in (qsub.ENV_VARIABLE, qsub.MARGIN) if environ.get(name)},
+        scratch=scratch, deadline=deadline, resources=scheduler.granted(job_info, env.job_id),
+        scheduler=scheduler.name,
+        passed_on={name: environ[name] for name in (qsub.ENV_VARIABLE, qsub.MARGIN, qsub.SCRATCH_BASE)
+                   if environ.get(name)},
         resubmits=_count(var, qsub.RESUBMITS, 0), max_resubmits=_count(var, qsub.MAX_RESUBMITS, DEFAULT_MAX_RESUBMITS),
     )
 
@@ -274,15 +279,17 @@ def _one_line(exc: BaseException, scene: Path) -> str:
 
 
 def resubmission(ctx: JobContext) -> tuple[Optional[list[str]], str]:
-    """The qsub command of a job for the subjob's remaining scenes (None: not allowed any more)."""
+    """The submit command of a job for the subjob's remaining scenes (None: not allowed any more)."""
+    scheduler = scheduler_named(ctx.scheduler)
     manifest = os.path.relpath(ctx.manifest.path, ctx.workdir) if ctx.manifest.path.is_relative_to(ctx.workdir) \
         else str(ctx.manifest.path)
     variables = {MANIFEST: manifest, SHARD: str(ctx.shard), qsub.MAX_RESUBMITS: str(ctx.max_resubmits),
                  qsub.RESUBMITS: str(ctx.resubmits + 1), **ctx.passed_on}
-    manual = qsub.display(qsub.qsub_argv(JOB_SCRIPT, {MANIFEST: manifest, SHARD: str(ctx.shard)}))
+    manual = qsub.display(scheduler.submit_argv(scheduler.predict_script, {MANIFEST: manifest, SHARD: str(ctx.shard)}))
     if ctx.resubmits >= ctx.max_resubmits:
         return None, f"not resubmitting: MAX_RESUBMITS={ctx.max_resubmits} reached; to continue: {manual}"
-    argv = qsub.qsub_argv(ctx.workdir / JOB_SCRIPT, variables, name=ctx.job_name, resources=ctx.resources)
+    argv = scheduler.submit_argv(ctx.workdir / scheduler.predict_script, variables, name=ctx.job_name,
+                                 resources=ctx.resources)
     return argv, f"resubmission {ctx.resubmits + 1} of at most {ctx.max_resubmits}: {qsub.display(argv)}"
 
 
@@ -295,8 +302,8 @@ def backend_for(model: Path, settings: PredictSettings):
 
 # ---- command line ---------------------------------------------------------------------------------
 def step_run(args: argparse.Namespace) -> int:
-    qstat_text = args.qstat.read_text(errors="replace") if args.qstat and args.qstat.is_file() else None
-    ctx = job_context(os.environ, args.scratch, args.job_start or time.time(), qstat_text)
+    info = args.job_info.read_text(errors="replace") if args.job_info and args.job_info.is_file() else None
+    ctx = job_context(os.environ, args.scratch, args.job_start or time.time(), info)
 
     def on_term(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: the copy-back of done scenes is over
@@ -324,7 +331,7 @@ def step_record(args: argparse.Namespace) -> int:
     from segtrain.cluster.frontend.status import append_log
     from segtrain.run.directory import now_iso
 
-    env = require_job(JobEnvironment.from_environ(os.environ))
+    env = require_job(current_job_scheduler(os.environ).job_environment(os.environ))
     ctx_manifest = Manifest.load(env.workdir / qsub.decode_value(os.environ.get(MANIFEST, "")))
     shard = _count({SHARD: qsub.decode_value(os.environ.get(SHARD, ""))}, SHARD, env.array_index)
     append_log(state_dir(Path(ctx_manifest.out)), [{"at": now_iso(), "job_id": args.job_id.strip(),
@@ -340,8 +347,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser("run")
     p.add_argument("--scratch", type=Path, required=True, help="the job's scratch folder")
     p.add_argument("--job-start", type=float, help="when the job started (epoch seconds)")
-    p.add_argument("--qstat", type=Path, help="a file holding `qstat -f $PBS_JOBID` output")
-    p.add_argument("--resubmit", type=Path, help="where to write the qsub words (NUL-separated) of a job for the rest")
+    p.add_argument("--job-info", type=Path, help="a file holding the scheduler's description of the job "
+                   "(`qstat -f $PBS_JOBID`, `scontrol show job $SLURM_JOB_ID`)")
+    p.add_argument("--resubmit", type=Path, help="where to write the submit words (NUL-separated) of a job for the rest")
     p.set_defaults(run=step_run)
     p = sub.add_parser("record")
     p.add_argument("job_id")

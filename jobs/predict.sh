@@ -1,0 +1,65 @@
+# The scheduler-neutral part of the prediction job, sourced by jobs/predict.pbs and jobs/predict.slurm
+# (never run by itself). Their preamble has entered the submit folder, read jobs/common.sh and set
+# JOB_START, JOB_ID, JOB_NAME, SCRATCH (SCRATCH_OWNED=1 when it made the folder) and SCRATCH_HINT,
+# and defined say, die, job_info and submit_next, as for jobs/train.sh.
+#
+# The logic is in segtrain/cluster/job/predict_steps.py; this part sets up the environment,
+# resubmits the rest after a time-limit stop, and empties scratch (it holds copies only), after a
+# qdel or scancel too: the job body runs in a child of the top shell, which PBS kills at once.
+
+[ -n "$SCRATCH" ] && [ -d "$SCRATCH" ] && [ -w "$SCRATCH" ] || die "no writable scratch ($SCRATCH_HINT)"
+WORKDIR=$PWD JOB_DIR=$SCRATCH/.segtrain-job STEP_PID="" TERMINATED="" PY=()
+mkdir -p "$JOB_DIR" "$SCRATCH/tmp" || die "cannot write to scratch $SCRATCH"
+export TMPDIR=$SCRATCH/tmp
+
+step() { "${PY[@]}" -m segtrain.cluster.job.predict_steps "$@"; }
+
+# Runs on every exit. Finished scenes are on storage already; scratch holds copies only.
+on_exit() {
+    local rc=$? new_id words=()
+    trap '' TERM INT
+    trap - EXIT
+    if [ "$rc" = 3 ] && [ -z "$TERMINATED" ] && [ -s "$JOB_DIR/submit.args" ]; then
+        mapfile -d '' -t words <"$JOB_DIR/submit.args"
+        if new_id=$(submit_next "${words[@]}"); then
+            new_id=${new_id%%;*}  # sbatch --parsable: ID or ID;cluster
+            say "resubmitted the remaining scenes as $new_id"
+            step record "$new_id" || say "warning: could not log $new_id"
+        else
+            say "error: resubmission failed; run the command above by hand"
+            rc=1
+        fi
+    fi
+    clean_scratch_dir || say "warning: could not clean scratch $SCRATCH"
+    exit "$rc"
+}
+
+on_term() {
+    TERMINATED=1
+    say "SIGTERM (walltime, qdel, scancel or node shutdown): the scene in progress is abandoned"
+    [ -n "$STEP_PID" ] || exit 143  # the scheduler signals the python step too; it stops by itself
+}
+
+# The job body; on_exit runs on every way it ends.
+job_body() {
+    trap on_exit EXIT
+    trap on_term TERM INT
+    ENV_DIR=${SEGTRAIN_ENV:-$WORKDIR/.venv}
+    use_environment "$WORKDIR" "$ENV_DIR"
+    say "job $JOB_ID (${JOB_NAME:-}) on $(hostname): scratch $SCRATCH, environment $ENV_DIR"
+    job_info >"$JOB_DIR/job-info.txt" 2>&1 \
+        || say "warning: the scheduler did not describe the job; the walltime comes from the job script's directive"
+    step run --scratch "$SCRATCH" --job-start "$JOB_START" --job-info "$JOB_DIR/job-info.txt" \
+        --resubmit "$JOB_DIR/submit.args" &
+    STEP_PID=$!
+    local rc=0
+    wait_for "$STEP_PID" || rc=$?
+    STEP_PID=""
+    exit "$rc"
+}
+
+# The top shell: PBS kills it at once on qdel (its traps never run), so the job body, with the stop
+# path, runs in a child that outlives it; here a SIGTERM (walltime) is only noted.
+trap : TERM INT
+job_body &
+wait_for $!
