@@ -185,16 +185,20 @@ def test_status_reads_the_chain_from_run_json_and_squeue(chain):
     assert jobs[-1] in result.stdout and "1 runs: 1 done" in result.stdout
 
 
-def test_scancel_checkpoints_copies_back_cleans_up_and_does_not_resubmit(tmp_path, small_data_ro):
-    repo = make_repo(tmp_path / "segtrain", small_data_ro)
-    [job_id] = submitted_ids(submit(repo, "configs/demo.yaml", *MANY_STEPS, "train.epochs=50", "--name", "segtrain-test"))
+def cancel_mid_training(repo: Path, job_id: str) -> tuple[dict[str, str], str]:
+    """scancel once a checkpoint is on storage; the job's scontrol fields when it ended, and its output."""
     deadline = time.monotonic() + 300
-    while not list((repo / "runs").glob("*/checkpoints/last.pt")):  # mid-training: a checkpoint is on storage
+    while not list((repo / "runs").glob("*/checkpoints/last.pt")):
         assert time.monotonic() < deadline and show(job_id).get("JobState") not in ENDED, output(repo, job_id)
         time.sleep(0.2)
     subprocess.run(["scancel", job_id], check=True, timeout=60)
-    fields = wait_until_ended(job_id)
-    text = output(repo, job_id)
+    return wait_until_ended(job_id), output(repo, job_id)
+
+
+def test_scancel_checkpoints_copies_back_cleans_up_and_does_not_resubmit(tmp_path, small_data_ro):
+    repo = make_repo(tmp_path / "segtrain", small_data_ro)
+    [job_id] = submitted_ids(submit(repo, "configs/demo.yaml", *MANY_STEPS, "train.epochs=50", "--name", "segtrain-test"))
+    fields, text = cancel_mid_training(repo, job_id)
     assert fields["JobState"] == "CANCELLED"
     assert "training stopped early with a checkpoint (SIGTERM" in text and "not resubmitting after SIGTERM" in text
     info = json.loads((only_run(repo) / "run.json").read_text())

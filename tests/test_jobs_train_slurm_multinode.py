@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from segtrain.cluster.qsub import join_overrides
-from test_jobs_train_pbs import ONE_STEP, assert_same_weights, make_repo, only_run, weights
-from test_jobs_train_slurm import LOCAL, output, pytestmark as slurm_marks, sbatch, scratch_base, wait_until_ended
+from test_jobs_train_pbs import MANY_STEPS, ONE_STEP, assert_same_weights, make_repo, only_run, weights
+from test_jobs_train_slurm import (LOCAL, cancel_mid_training, output, pytestmark as slurm_marks, sbatch,
+                                   scratch_base, wait_until_ended)
 
 
 def _nodes() -> int:
@@ -71,14 +72,29 @@ def test_the_second_node_stages_its_own_copy_through_srun_and_meets_the_first_at
     first, second = subprocess.run(["scontrol", "show", "hostnames", fields["NodeList"]], capture_output=True,
                                    text=True, check=True).stdout.split()
     text = output(repo, job_id)
-    assert f"2 nodes x 1 trainer processes" in text and f"node 1 ({second}): stage exit 0" in text
+    assert "2 nodes x 1 trainer processes" in text and f"node 1 ({second}): stage exit 0" in text
     [launch] = [line for line in text.splitlines() if line.startswith("launching:") and "--node-rank 1" in line]
-    assert f"--rdzv-endpoint {first}:" in launch and f".node1/data" in launch
+    assert f"--rdzv-endpoint {first}:" in launch and ".node1/data" in launch
 
 
 def test_two_nodes_of_one_process_train_exactly_as_one_node_of_two(two_nodes, one_node_two_processes):
-    (nodes_repo, nodes_job, _), (nproc_repo, nproc_job, fields) = two_nodes, one_node_two_processes
+    (nodes_repo, _, _), (nproc_repo, nproc_job, fields) = two_nodes, one_node_two_processes
     assert fields["JobState"] == "COMPLETED", output(nproc_repo, nproc_job)
     assert world_size(only_run(nproc_repo)) == 2
     assert_same_weights(weights(only_run(nodes_repo) / "checkpoints" / "last.pt"),
                         weights(only_run(nproc_repo) / "checkpoints" / "last.pt"))
+
+
+def test_scancel_of_a_two_node_job_stops_both_with_a_checkpoint_copies_back_and_empties_both_scratches(
+        tmp_path, small_data_ro):
+    repo = make_repo(tmp_path / "segtrain", small_data_ro)
+    overrides = [*MANY_STEPS, "train.epochs=50", "train.device=cpu"]
+    job_id = sbatch(repo, {"CONFIG": "configs/demo.yaml", "OVERRIDES": join_overrides(overrides)},
+                    {**ONE_CPU, "nodes": "2"})
+    fields, text = cancel_mid_training(repo, job_id)
+    assert fields["JobState"] == "CANCELLED", text
+    assert "training stopped early with a checkpoint (SIGTERM" in text and "not resubmitting after SIGTERM" in text
+    run = only_run(repo)
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "stopped" and info["segments"][-1]["exit_code"] == 3 and world_size(run) == 2
+    assert "copied back to" in text and list(scratch_base(repo).iterdir()) == []
