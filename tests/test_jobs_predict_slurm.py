@@ -6,7 +6,6 @@ tiny run predicts generated scenes as a Slurm job array submitted by ``scripts/s
 """
 from __future__ import annotations
 
-
 from segtrain.cluster.slurm import SLURM
 from test_jobs_predict_pbs import assert_verified, write_scenes
 from test_jobs_train_pbs import make_repo
