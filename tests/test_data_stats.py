@@ -10,6 +10,7 @@ import pytest
 
 from segtrain.cli import main
 from segtrain.config.schema import DataConfig
+from segtrain.data import stats as stats_module
 from segtrain.data.layout import read_split
 from segtrain.data.reader import SceneReader
 from segtrain.data.stats import compute_stats, load_or_compute_stats, load_stats, scan_split, write_stats
@@ -51,6 +52,13 @@ def test_percentiles_come_close_to_the_exact_ones(small_data_ro):
         exact = np.percentile(values, float(q), axis=1)
         np.testing.assert_allclose(stats.percentiles[q], exact, rtol=0.02)
     assert sample.shape[0] == 4
+
+
+def test_the_percentile_sample_stays_bounded_however_many_scenes(small_data_ro, monkeypatch):
+    # With many scenes, a floor per scene made the sample (and memory, and the percentiles' time) grow with the split.
+    monkeypatch.setattr(stats_module, "SAMPLE_PIXELS", 2_000)
+    _, sample = scan_split(small_data_ro)
+    assert sample.shape[1] <= 2 * 2_000  # each scene's share is rounded to a whole pixel step
 
 
 def test_stats_survive_a_round_trip_through_json(tmp_path, small_data_ro):

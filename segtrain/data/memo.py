@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from segtrain.fsutil import atomic_write_json
+from segtrain.fsutil import atomic_write_text
 
 RACY_S = 2.0
 Stamp = list[int]  # [size, mtime_ns]
@@ -63,8 +63,8 @@ def save_section(root: str | Path, name: str, section: dict) -> bool:
     path = memo_path(root)
     data = _read(path)
     data.update(root=str(Path(root).resolve()), **{name: section})
-    try:
-        atomic_write_json(path, data)
+    try:  # compact: the C encoder, ~20x faster than indented JSON, for a file that grows with the data set
+        atomic_write_text(path, json.dumps(data, separators=(",", ":")))
     except OSError:
         return False
     return True

@@ -110,7 +110,7 @@ def scan_split(root: str | Path, split: str = "train", nodata: Optional[float] =
                workers: int = 4) -> tuple[Stats, np.ndarray]:
     """Statistics of a split and a subsample (bands, n) of its valid pixel values (for histograms)."""
     scenes = read_split(root, split)
-    per_scene = max(10_000, SAMPLE_PIXELS // len(scenes))
+    per_scene = max(1, SAMPLE_PIXELS // len(scenes))  # the split's sample stays bounded for any number of scenes
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         scans = list(pool.map(lambda s: _scan_scene(s, nodata, per_scene), scenes))
     moments = scans[0].moments
