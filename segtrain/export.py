@@ -40,7 +40,7 @@ from torch import nn
 
 from segtrain import __version__, calibration
 from segtrain.config import to_dict, to_yaml
-from segtrain.data.stats import scale_shift
+from segtrain.data.normalization import Normalization, normalization, tails
 from segtrain.errors import UserError
 from segtrain.fsutil import atomic_open
 from segtrain.models import positive_probability
@@ -92,36 +92,42 @@ class ModelMeta:
 class DeployedModel(nn.Module):
     """Raw bands (N, C, H, W), no-data as NaN -> positive-class probability (N, 1, H, W).
 
-    The normalization is the data set's, operation for operation (``x * (1/std) - mean/std``
-    in float32, then invalid pixels set to 0), so a tile gives the network exactly the input
-    it saw in training. A pixel is invalid when any of its bands is NaN.
+    The normalization is the data set's, operation for operation (robust: clip and log-scale;
+    then ``x * (1/std) - mean/std`` in float32; invalid pixels set to 0,
+    :mod:`segtrain.data.normalization`), so a tile gives the network exactly the input it saw
+    in training. A pixel is invalid when any of its bands is NaN.
     """
 
-    def __init__(self, net: nn.Module, scale: np.ndarray, offset: np.ndarray):
+    def __init__(self, net: nn.Module, norm: Normalization):
         super().__init__()
         self.net = net
-        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).reshape(1, -1, 1, 1))
-        self.register_buffer("offset", torch.as_tensor(offset, dtype=torch.float32).reshape(1, -1, 1, 1))
+        self.robust = norm.robust
+        for name, value in norm.tensors().items():
+            self.register_buffer(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = x * self.scale - self.offset
-        invalid = torch.isnan(z).any(dim=1, keepdim=True)
+        invalid = torch.isnan(x).any(dim=1, keepdim=True)
+        if self.robust:
+            x = tails(x, self.low, self.high, self.inv_spread, self.log)
+        z = x * self.scale.reshape(1, -1, 1, 1) - self.shift.reshape(1, -1, 1, 1)
         z = torch.where(invalid, torch.zeros_like(z), z)
         return positive_probability(self.net(z))
 
 
-def normalization(trained: TrainedModel, bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per selected band (1/std, mean/std) as float32, the training data set's normalization
-    (:func:`segtrain.data.stats.scale_shift`); (1, 0) for ``data.normalize: none``."""
-    if trained.config.data.normalize == "none" or trained.stats is None:
-        return np.ones(len(bands), np.float32), np.zeros(len(bands), np.float32)
-    return scale_shift(trained.stats["mean"], trained.stats["std"], bands)
+def model_normalization(trained: TrainedModel, bands: list[int]) -> Normalization:
+    """The training data set's :class:`Normalization` of ``bands``; (1, 0) for ``data.normalize: none``."""
+    norm = None
+    if trained.stats is not None:
+        norm = normalization(trained.config.data.normalize, trained.stats, bands, source=str(trained.path))
+    if norm is None:
+        return Normalization(np.ones(len(bands), np.float32), np.zeros(len(bands), np.float32))
+    return norm
 
 
 def deploy(trained: TrainedModel) -> tuple[DeployedModel, ModelMeta]:
     """The raw-input model of a trained run (eval mode, CPU) and its metadata."""
     meta = ModelMeta.from_trained(trained)
-    model = DeployedModel(trained.model, *normalization(trained, meta.bands))
+    model = DeployedModel(trained.model, model_normalization(trained, meta.bands))
     return model.eval(), meta
 
 

@@ -134,6 +134,15 @@ def run_with_checkpoints(ctx: Ctx, run: Path, *names: str, corrupt: tuple[str, .
         path.write_bytes(path.read_bytes()[:1000])
 
 
+def old_stats_file(ctx: Ctx) -> None:
+    """Statistics as segtrain wrote them before robust normalization existed."""
+    from segtrain.data.stats import compute_stats
+
+    stats = compute_stats(ctx.data).to_dict()
+    del stats["robust"]
+    ctx.write("old.json", json.dumps(stats))
+
+
 def thesis(ctx: Ctx) -> Path:
     folder = ctx.tmp / "thesis"
     ctx.write("thesis/metrics.jsonl", '{"my": "results"}\n')
@@ -188,6 +197,11 @@ CASES = [
     C("batch-zero", lambda c: c.check("train.batch_size=0"), "train.batch_size"),
     C("overlap-too-big", lambda c: c.check("data.overlap=96"), "data.overlap"),
     C("tags-not-list", lambda c: c.check("logging.wandb.tags=lr3e4"), "logging.wandb.tags"),
+    C("normalize-unknown", lambda c: c.check("data.normalize=robst"), "data.normalize"),
+    C("band-dropout-one", lambda c: c.check("data.augment.band_dropout=1"), "data.augment.band_dropout"),
+    C("band-dropout-negative", lambda c: c.check("data.augment.band_dropout=-0.1"), "data.augment.band_dropout"),
+    C("robust-without-robust-stats", lambda c: c.train("data.normalize=robust", f"data.stats_file={c.tmp / 'old.json'}"),
+      "data.normalize", setup=old_stats_file),
     C("config-missing", lambda c: ["check", str(c.tmp / "nope.yaml")], "nope.yaml"),
     C("config-latin1", lambda c: ["check", str(c.write("l1.yaml", "run:\n  name: caf\xe9\n".encode("latin-1")))],
       "l1.yaml"),

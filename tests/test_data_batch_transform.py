@@ -12,6 +12,7 @@ from segtrain.config.schema import AugmentConfig, DataConfig
 from segtrain.data.augment import apply_augmentation
 from segtrain.data.batch_transform import TileTransform, geometry_of
 from segtrain.data.dataset import TileDataset, raw_loader
+from segtrain.data.normalization import Normalization
 from segtrain.data.stats import Stats, compute_stats
 from segtrain.train.prefetch import DeviceBatches
 
@@ -44,10 +45,10 @@ def numpy_reference(batch: dict, norm) -> dict[str, np.ndarray]:
         raw, mask, valid = apply_augmentation(geometry_of(code), batch["raw"][b].numpy(), batch["mask"][b].numpy(),
                                               batch["valid"][b].numpy())
         gain = np.float32(batch["gain"][b].item())
-        scale = gain if norm is None else norm[0][:, None, None] * gain
+        scale = gain if norm is None else norm.scale[:, None, None] * gain
         out = np.multiply(raw, scale, dtype=np.float32, order="C", casting="unsafe")
         if norm is not None:
-            out -= norm[1][:, None, None]
+            out -= norm.shift[:, None, None]
         out *= valid.astype(np.float32)
         images.append(np.nan_to_num(out))
         masks.append(mask[None].astype(np.float32))
@@ -62,7 +63,8 @@ def assert_same_bits(got: dict[str, torch.Tensor], expected: dict[str, np.ndarra
         assert got[key].cpu().contiguous().numpy().tobytes() == np.ascontiguousarray(value).tobytes(), key
 
 
-NORMS = {"stats": (np.array([0.01, 0.02, 0.003], np.float32), np.array([1.5, -0.25, 3.0], np.float32)), "none": None}
+NORMS = {"stats": Normalization(np.array([0.01, 0.02, 0.003], np.float32), np.array([1.5, -0.25, 3.0], np.float32)),
+         "none": None}
 
 
 @pytest.mark.parametrize("dtype", [torch.uint16, torch.int16, torch.uint8, torch.float32])
@@ -132,3 +134,29 @@ def test_evaluation_tiles_are_never_turned(small_data_ro, stats):
     assert batch["geometry"].eq(0).all() and batch["gain"].eq(1).all()
     off = dataclasses.replace(cfg, augment=AugmentConfig(hflip=False, vflip=False, rot90=False))
     assert not TileDataset(off, "train", training=True, seed=0, stats=stats).transform.augmented
+
+
+def test_band_dropout_zeroes_whole_bands_drawn_from_the_tile_s_seed(small_data_ro, stats):
+    base = DataConfig(root=str(small_data_ro), tile_size=32, tiles_per_epoch=64, num_workers=0)
+    plain = TileDataset(base, "train", training=True, seed=3, stats=stats)
+    dropping = TileDataset(dataclasses.replace(base, augment=AugmentConfig(band_dropout=0.4)), "train", training=True,
+                           seed=3, stats=stats)
+    for tiles in (plain, dropping):
+        tiles.set_epoch(1)
+    batch = dropping.raw_batch(range(64))
+    keep = batch["keep"]
+    assert "keep" not in plain.raw_batch([0]), "no band dropout: batches as before"
+    assert keep.shape == (64, 4)
+    assert (keep.sum(dim=1) >= 1).all(), "never every band of a tile"
+    assert 0.3 < 1 - keep.mean().item() < 0.5
+    for i in range(64):
+        with_drop, without = dropping[i], plain[i]
+        assert torch.equal(with_drop["mask"], without["mask"]), "same window and flips: the draws come after them"
+        for band in range(4):
+            expected = without["image"][band] * keep[i, band]
+            assert torch.equal(with_drop["image"][band], expected)
+    again = TileDataset(dropping.cfg, "train", training=True, seed=3, stats=stats)
+    again.set_epoch(1)
+    assert torch.equal(again.raw_batch(range(64))["keep"], keep), "the same (seed, epoch, tile), the same bands"
+    again.set_epoch(2)
+    assert not torch.equal(again.raw_batch(range(64))["keep"], keep)

@@ -50,12 +50,12 @@ def test_augmentation_moves_image_mask_and_validity_together(rot90, hflip, vflip
 def test_augmentation_draws_cover_the_eight_flips_and_turns_and_respect_the_switches():
     image = coded_tile()[0]
     rng = np.random.default_rng(0)
-    results = {apply_augmentation(draw_augmentation(rng, AugmentConfig()), image, image[0], image[0])[0].tobytes()
+    results = {apply_augmentation(draw_augmentation(rng, AugmentConfig(), 3), image, image[0], image[0])[0].tobytes()
                for _ in range(200)}
     assert len(results) == 8
     off = AugmentConfig(hflip=False, vflip=False, rot90=False, brightness=0.0)
-    assert {draw_augmentation(rng, off) for _ in range(50)} == {Augmentation()}
-    gains = [draw_augmentation(rng, AugmentConfig(brightness=0.2)).brightness for _ in range(200)]
+    assert {draw_augmentation(rng, off, 3) for _ in range(50)} == {Augmentation()}
+    gains = [draw_augmentation(rng, AugmentConfig(brightness=0.2), 3).brightness for _ in range(200)]
     assert 0.8 <= min(gains) < 0.9 and 1.1 < max(gains) <= 1.2
 
 
@@ -89,7 +89,7 @@ def test_windows_and_augmentations_are_drawn_by_numpys_generator_seeded_with_see
         scene = int(rng.choice(len(areas), p=areas / areas.sum()))
         info = tiles.infos[scene]
         y, x = (int(rng.integers(0, max(0, size - 64) + 1)) for size in (info.height, info.width))
-        aug = draw_augmentation(rng, cfg.augment)
+        aug = draw_augmentation(rng, cfg.augment, len(tiles.band_indices))
         assert [int(batch[k][i]) for k in ("scene", "y", "x", "geometry")] == [scene, y, x, geometry_code(aug)]
         assert float(batch["gain"][i]) == np.float32(aug.brightness)
 

@@ -66,6 +66,20 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(reference, small
     assert_same_weights(final_weights(run_dir), final_weights(reference))
 
 
+def test_band_dropout_and_robust_normalization_resume_exactly(reference, small_data_ro, tmp_path):
+    extra = ("train.checkpoint_every_steps=4", "data.augment.band_dropout=0.3", "data.normalize=robust")
+    whole = tmp_path / "whole"
+    code, out = train_run(whole, small_data_ro, *extra)
+    assert code == 0, out
+    stopped = tmp_path / "stopped"
+    assert interrupt(stopped, small_data_ro, 8, SIGTERM, *extra) == 3
+    code, out = train_run(stopped, small_data_ro, *extra)
+    assert code == 0 and "resuming" in out, out
+    assert_same_weights(final_weights(stopped), final_weights(whole))
+    with pytest.raises(AssertionError, match="differs"):
+        assert_same_weights(final_weights(whole), final_weights(reference))  # the options changed the training
+
+
 def test_time_limit_stops_with_a_checkpoint(small_data_ro, tmp_path):
     run_dir = tmp_path / "run"
     code, out = train_run(run_dir, small_data_ro, "train.epochs=50", flags=("--time-limit", "15"))

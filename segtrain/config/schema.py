@@ -41,6 +41,7 @@ class AugmentConfig:
     vflip: bool = True
     rot90: bool = True
     brightness: float = field(default=0.0, metadata=bounds(ge=0.0, le=1.0))  # max relative jitter
+    band_dropout: float = field(default=0.0, metadata=bounds(ge=0.0, lt=1.0))  # chance of each input band being zeroed, per tile
 
 
 @dataclass
@@ -54,7 +55,7 @@ class DataConfig:
     sampling: Literal["random", "grid"] = "random"  # how training tiles are drawn each epoch
     tiles_per_epoch: int = field(default=1000, metadata=bounds(ge=1))  # for random sampling
     min_valid_fraction: float = field(default=0.25, metadata=bounds(ge=0.0, le=1.0))
-    normalize: Literal["stats", "none"] = "stats"
+    normalize: Literal["stats", "robust", "none"] = "stats"  # robust: clip tails, log-scale skewed bands
     stats_file: Optional[str] = None  # default: <root>/stats.json
     cache: bool = False  # the PBS job converts scenes to uncompressed TIFFs on scratch before training
     num_workers: int = field(default=4, metadata=bounds(ge=0, le=64))

@@ -3,7 +3,9 @@
 An :class:`Augmentation` is drawn from a generator the data set seeds with (seed, epoch,
 item), never from global state, so a tile looks the same whatever the number of DataLoader
 workers and after a resume. Geometry (flips, quarter turns) moves the three arrays together;
-brightness is a gain on the image's raw values only (applied before normalization).
+brightness is a gain on the image's raw values only (applied before normalization); band
+dropout sets whole input bands of a tile to 0 after normalization (the band's mean), so the
+model cannot lean on one band alone.
 """
 from __future__ import annotations
 
@@ -17,18 +19,25 @@ from segtrain.data.item_random import ItemRandom
 
 @dataclass(frozen=True)
 class Augmentation:
-    """One draw: quarter turns, flips and a brightness factor."""
+    """One draw: quarter turns, flips, a brightness factor and the input bands dropped."""
     rot90: int = 0
     hflip: bool = False
     vflip: bool = False
     brightness: float = 1.0
+    dropped: tuple[bool, ...] = ()  # per selected band; empty without band dropout
 
 
-def draw_augmentation(rng: np.random.Generator | ItemRandom, cfg: AugmentConfig) -> Augmentation:
-    """Draw one augmentation; always consumes the same four values, whatever is enabled."""
+def draw_augmentation(rng: np.random.Generator | ItemRandom, cfg: AugmentConfig, bands: int) -> Augmentation:
+    """Draw one augmentation; always consumes the same four values, whatever is enabled, and
+    then, with ``band_dropout``, one per band (so tiles without it are drawn as before). A
+    draw that would drop every band drops none."""
     k, h, v, b = int(rng.integers(4)), rng.random() < 0.5, rng.random() < 0.5, rng.uniform(-1.0, 1.0)
+    dropped: tuple[bool, ...] = ()
+    if cfg.band_dropout > 0:
+        draw = tuple(rng.random() < cfg.band_dropout for _ in range(bands))
+        dropped = draw if not all(draw) else (False,) * bands
     return Augmentation(rot90=k if cfg.rot90 else 0, hflip=bool(h and cfg.hflip), vflip=bool(v and cfg.vflip),
-                        brightness=float(1.0 + b * cfg.brightness))
+                        brightness=float(1.0 + b * cfg.brightness), dropped=dropped)
 
 
 def apply_augmentation(aug: Augmentation, image: np.ndarray, mask: np.ndarray,

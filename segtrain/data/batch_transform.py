@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from segtrain.data.augment import Augmentation, apply_augmentation
+from segtrain.data.normalization import Normalization, tails
 
 _TURNS, _FLIPS = 4, 4  # geometry code = 4 * rot90 + 2 * hflip + vflip
-RAW_KEYS = ("raw", "valid", "mask", "geometry", "gain")  # what the transform reads
+RAW_KEYS = ("raw", "valid", "mask", "geometry", "gain", "keep")  # what the transform reads (keep: with band dropout)
 
 
 def geometry_code(aug: Augmentation) -> int:
@@ -41,22 +42,27 @@ class TileTransform:
     flip and turn a batch of raw tiles; returns ``image`` (B,C,T,T) float32, ``mask`` (B,1,T,T)
     float32 and ``valid`` (B,1,T,T) bool on the batch's device.
 
-    ``norm`` is (1/std, mean/std) per selected band as float32 arrays, or None.
-    ``augmented`` False skips the geometry (evaluation tiles are never flipped).
+    ``norm`` is the selected bands' :class:`Normalization` or None; a robust one clips and
+    log-scales ``gain * x`` (:func:`segtrain.data.normalization.tails`) before standardizing.
+    A batch's ``keep`` (B,C) float32, when present, zeroes the input bands a tile drew to drop
+    (``data.augment.band_dropout``). ``augmented`` False skips the geometry (evaluation tiles
+    are never flipped).
     """
 
-    def __init__(self, norm: Optional[tuple[np.ndarray, np.ndarray]], tile: int, augmented: bool):
-        self.norm = None if norm is None else tuple(np.asarray(a, np.float32).reshape(-1) for a in norm)
+    def __init__(self, norm: Optional[Normalization], tile: int, augmented: bool):
+        self.norm = norm
         self.tile = tile
         self.augmented = augmented
         self._constants: dict[torch.device, tuple[Optional[torch.Tensor], ...]] = {}
+        self._tails: dict[torch.device, Optional[dict[str, torch.Tensor]]] = {}
 
     def __call__(self, batch: dict, gather: Optional[bool] = None) -> dict[str, torch.Tensor]:
         """The finished batch; ``gather`` flips and turns by a gather (the default on GPUs)
         rather than by numpy views (the default on the CPU, where a gather is 10x slower)."""
         raw, valid, mask, gain = batch["raw"], batch["valid"], batch["mask"], batch["gain"]
         scale, shift, permutations = self._on(raw.device)
-        factor = gain[:, None] if scale is None else scale[None, :] * gain[:, None]  # float32, as numpy folds it
+        robust = self._robust_on(raw.device)
+        factor = gain[:, None] if scale is None or robust else scale[None, :] * gain[:, None]  # float32, as numpy folds it
         if permutations is None:
             image = raw.to(torch.float32).mul_(factor[:, :, None, None])
         elif not (raw.device.type != "cpu" if gather is None else gather):
@@ -65,9 +71,13 @@ class TileTransform:
             image = raw.to(torch.float32).mul_(factor[:, :, None, None])
             index = permutations.index_select(0, batch["geometry"].to(raw.device))
             image, mask, valid = (_permute(a, index) for a in (image, mask, valid))
+        if robust:
+            image = tails(image, **robust).mul_(scale[None, :, None, None])
         if shift is not None:
             image.sub_(shift[None, :, None, None])
         image.mul_(valid[:, None].to(torch.float32))
+        if "keep" in batch:
+            image.mul_(batch["keep"][:, :, None, None])
         if raw.is_floating_point():
             torch.nan_to_num_(image)  # NaN (always invalid) times 0 is still NaN
         return {"image": image, "mask": mask[:, None].to(torch.float32), "valid": valid[:, None]}
@@ -75,9 +85,17 @@ class TileTransform:
     def _on(self, device: torch.device) -> tuple[Optional[torch.Tensor], ...]:
         """(scale, shift, permutations) on ``device``, made once per device."""
         if device not in self._constants:
-            norm = [None, None] if self.norm is None else [torch.from_numpy(a).to(device) for a in self.norm]
+            norm = [None, None] if self.norm is None else [torch.from_numpy(a).to(device) for a in (self.norm.scale, self.norm.shift)]
             self._constants[device] = (*norm, _permutations(self.tile).to(device) if self.augmented else None)
         return self._constants[device]
+
+    def _robust_on(self, device: torch.device) -> Optional[dict[str, torch.Tensor]]:
+        """The clip and log parameters of a robust normalization on ``device``, else None."""
+        if device not in self._tails:
+            robust = self.norm is not None and self.norm.robust
+            self._tails[device] = ({k: v for k, v in self.norm.tensors(device).items() if k not in ("scale", "shift")}
+                                   if robust else None)
+        return self._tails[device]
 
 
 def finish(batch: dict, transform: TileTransform) -> dict:

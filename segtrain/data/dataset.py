@@ -39,8 +39,9 @@ from segtrain.data.item_random import ItemRandom, seed_words
 from segtrain.data.labels import Labels
 from segtrain.data.layout import read_split
 from segtrain.data.reader import SceneReader
+from segtrain.data.normalization import Normalization, normalization
 from segtrain.data.scene import SceneInfo, read_info, resolve_nodata, select_bands
-from segtrain.data.stats import Stats, scale_shift
+from segtrain.data.stats import Stats
 from segtrain.data.tiling import pad_tile, tile_origins
 from segtrain.errors import UserError
 
@@ -132,7 +133,8 @@ class TileDataset(torch.utils.data.Dataset):
         """Tiles ``indices`` as read, for :attr:`transform` to finish on the training device.
 
         raw (B,C,T,T) in the file's dtype, valid (B,T,T) bool, mask (B,T,T) uint8, each tile's
-        augmentation as geometry (B,) int64 and gain (B,) float32, and scene, y, x (B,) int64.
+        augmentation as geometry (B,) int64, gain (B,) float32 and, with band dropout, keep (B,C)
+        float32 (0 for a dropped band), and scene, y, x (B,) int64.
         Each window is copied once, straight into its slot of the batch (in shared memory when
         this runs in a DataLoader worker, as torch's own collation does).
         """
@@ -147,13 +149,15 @@ class TileDataset(torch.utils.data.Dataset):
         if self.training:
             for i, rng, slot in zip(indices, self._streams(indices), slots):
                 places.append(self._draw(rng, *slot) if self.random_windows else self._read(self.grid[i], *slot))
-                augs.append(draw_augmentation(rng, self.cfg.augment))
+                augs.append(draw_augmentation(rng, self.cfg.augment, len(self.band_indices)))
         else:
             places = [self._read(self.grid[i], *slot) for i, slot in zip(indices, slots)]
             augs = [Augmentation()] * n
+        keep = {"keep": torch.tensor([[not d for d in a.dropped] for a in augs], dtype=torch.float32)
+                } if self.training and self.cfg.augment.band_dropout > 0 else {}
         return {"raw": raw, "valid": valid, "mask": mask,
                 "geometry": torch.tensor([geometry_code(a) for a in augs], dtype=torch.int64),
-                "gain": torch.tensor([a.brightness for a in augs], dtype=torch.float32),
+                "gain": torch.tensor([a.brightness for a in augs], dtype=torch.float32), **keep,
                 **{key: torch.tensor([getattr(w, key) for w in places], dtype=torch.int64) for key in PLACE}}
 
     def _streams(self, indices: Sequence[int]) -> list[ItemRandom]:
@@ -259,18 +263,13 @@ def raw_loader(tiles: TileDataset, batch_size: int, finished: bool = False,
 
 
 def _normalization(data_cfg: DataConfig, stats: Optional[Stats], bands: list[int],
-                   example: SceneInfo) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """Per-band (1/std, mean/std) as (C,) float32, or None for ``data.normalize: none``."""
-    if data_cfg.normalize == "none":
-        return None
-    if stats is None:
-        raise UserError("data.normalize: is 'stats' but no statistics were given "
-                        "(run `segtrain stats DATA` or set data.normalize: none)")
-    if len(stats.mean) != example.bands:
+                   example: SceneInfo) -> Optional[Normalization]:
+    """The selected bands' :class:`Normalization`, or None for ``data.normalize: none``."""
+    if data_cfg.normalize != "none" and stats is not None and len(stats.mean) != example.bands:
         raise UserError(f"data.stats_file: the statistics describe {len(stats.mean)} bands but "
                         f"{example.path} has {example.bands}; recompute them with `segtrain stats`")
-    scale, shift = scale_shift(stats.mean, stats.std, bands)
-    return scale, shift
+    return normalization(data_cfg.normalize, None if stats is None else stats.to_dict(), bands,
+                         source=f"the statistics of {data_cfg.root}")
 
 
 def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

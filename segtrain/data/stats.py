@@ -4,7 +4,8 @@ Training normalizes with these means and standard deviations and derives ``pos_w
 from the class balance; ``segtrain stats`` writes them to ``stats.json`` together with the
 figures. Scenes are streamed in row blocks, so memory stays bounded for any scene size; means
 and variances are merged block by block in float64 (Chan et al.), so they are exact, while
-percentiles come from a deterministic subsample of at most SAMPLE_PIXELS valid pixels.
+percentiles and the robust normalization's statistics (:mod:`segtrain.data.normalization`)
+come from a deterministic subsample of at most SAMPLE_PIXELS valid pixels.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 from segtrain.config.schema import Config, DataConfig
 from segtrain.data import memo
 from segtrain.data.layout import SceneFiles, read_split
+from segtrain.data.normalization import robust_statistics
 from segtrain.data.reader import SceneReader
 from segtrain.errors import UserError
 from segtrain.fsutil import atomic_write_json
@@ -41,6 +43,7 @@ class Stats:
     scenes: list[dict] = field(default_factory=list)  # name, height, width, nodata_fraction, pos_fraction
     split: str = "train"
     valid_pixels: int = 0
+    robust: dict = field(default_factory=dict)  # per band: data.normalize: robust (segtrain.data.normalization)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,19 +96,6 @@ class _SceneScan:
         return self.height * self.width
 
 
-def scale_shift(mean: list[float], std: list[float], bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per selected band ``(1/std, mean/std)`` as float32, so that ``x * scale - shift`` normalizes.
-
-    The one definition of normalization: the training data set and the exported ONNX graph both
-    use it, so a model sees the same numbers in deployment as in training. A constant band
-    (std 0) is centred, not divided by zero.
-    """
-    mean_b = np.asarray(mean, dtype=np.float64)[bands]
-    std_b = np.asarray(std, dtype=np.float64)[bands]
-    std_b = np.where(std_b > 0, std_b, 1.0)
-    return (1 / std_b).astype(np.float32), (mean_b / std_b).astype(np.float32)
-
-
 def scan_split(root: str | Path, split: str = "train", nodata: Optional[float] = None,
                workers: int = 4) -> tuple[Stats, np.ndarray]:
     """Statistics of a split and a subsample (bands, n) of its valid pixel values (for histograms)."""
@@ -128,7 +118,7 @@ def scan_split(root: str | Path, split: str = "train", nodata: Optional[float] =
         pos_fraction=positives / moments.n, pos_weight=(moments.n - positives) / max(positives, 1),
         nodata_fraction=1 - moments.n / pixels,
         percentiles={str(q): np.percentile(sample, q, axis=1).tolist() for q in PERCENTILES},
-        scenes=table, split=split, valid_pixels=int(moments.n))
+        scenes=table, split=split, valid_pixels=int(moments.n), robust=robust_statistics(sample))
     return stats, sample
 
 
@@ -201,9 +191,11 @@ def remembered_stats(root: str | Path, split: str, nodata: Optional[float]) -> S
     record = memo.load_section(root, MEMO_SECTION).get(key) or {}
     if record.get("files") == files and all(all(pair) for pair in files.values()):
         try:
-            return Stats.from_dict(record["stats"])
+            stats = Stats.from_dict(record["stats"])
+            if stats.robust:
+                return stats
         except (UserError, KeyError):
-            pass  # written by another version: computed again
+            pass  # written by another version (e.g. before robust statistics): computed again
     stats = compute_stats(root, split, nodata)
     if all(all(pair) for pair in files.values()):
         section = memo.load_section(root, MEMO_SECTION)
