@@ -121,7 +121,8 @@ def evaluate_baselines(data: DataConfig, bands: Optional[list[int]], split: str,
     pixels, truth = sample_pixels(data, bands, seed=seed)
     models = [fit(name, pixels, truth, seed) for name in MODELS]
     val = read_split(data.root, "val") if filelist_path(data.root, "val").is_file() else []
-    found = [calibration.calibrate(h, 0, "val", default_threshold) for h in histograms(models, val, data, bands)]
+    found = [calibration.calibrate(h, 0, "val", scenes=len(val), default=default_threshold)
+             for h in histograms(models, val, data, bands)]
     out = {}
     for model, cal, hist in zip(models, found, histograms(models, read_split(data.root, split), data, bands)):
         threshold = default_threshold if cal is None else cal.threshold

@@ -239,14 +239,19 @@ def _choose_threshold(backend: TorchBackend, options: EvalOptions, cfg, run_dir:
         meta, hist = backend.meta, ProbabilityHistogram()
         score_scenes(backend, val, meta.tile_size, meta.overlap, options.batch_size, meta.threshold,
                      progress=options.progress, label="calibrate on val", hist=hist)
-        found = calibration.calibrate(hist, step, "val scenes (eval --calibrate)", cfg.train.threshold)
+        found = calibration.calibrate(hist, step, "val scenes (eval --calibrate)", scenes=len(val),
+                                      default=cfg.train.threshold)
         if found is None:
             raise UserError(f"{filelist_path(cfg.data.root, 'val')}: the val split has no positive pixel; "
                             "nothing to calibrate the threshold on")
         calibration.store(run_dir, options.checkpoint, found)
         backend.meta = dataclasses.replace(meta, threshold=found.threshold)
     entry = calibration.stored_entry(backend.trained.path, step)
-    return f"calibrated on {entry['source']}" if entry is not None else "train.threshold"
+    if entry is None:
+        return "train.threshold"
+    shrinkage = (f"; optimum {entry['optimum']:g} there, shrunk toward {entry['default_threshold']:g} for "
+                 f"{entry['scenes']} val scenes" if "optimum" in entry else "")
+    return f"calibrated on {entry['source']}{shrinkage}"
 
 
 def _baseline(cfg, meta, split: str, model_iou: float) -> dict:

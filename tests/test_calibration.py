@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from segtrain.calibration import (BINS, ProbabilityHistogram, best_threshold, calibrate, scores_at, store,
+from segtrain.calibration import (BINS, ProbabilityHistogram, best_threshold, calibrate, scores_at, shrunk, store,
                                   stored_threshold)
 from segtrain.metrics import ConfusionCounts, scores_from_counts
 
@@ -56,20 +56,20 @@ def test_a_flat_optimum_keeps_the_threshold_nearest_the_default():
 
 
 def test_no_positive_pixel_means_no_calibration():
-    assert calibrate(_hist([0.1, 0.7], [0, 0]), step=3, source="test") is None
+    assert calibrate(_hist([0.1, 0.7], [0, 0]), step=3, source="test", scenes=3) is None
 
 
 def test_calibration_reports_the_scores_at_the_default_threshold_too():
     prob = [0.6, 0.7, 0.45, 0.3, 0.2, 0.55]
     truth = [1, 1, 1, 1, 0, 0]
-    cal = calibrate(_hist(prob, truth), step=10, source="test")
-    assert cal.iou == pytest.approx(4 / 5) and 0.2 <= cal.threshold < 0.3
+    cal = calibrate(_hist(prob, truth), step=10, source="test", scenes=10**6)  # so many scenes: no shrinkage
+    assert cal.iou == pytest.approx(4 / 5) and 0.2 <= cal.threshold < 0.3 and cal.threshold == cal.optimum
     assert cal.iou_at_default == pytest.approx(2 / 5) and cal.default_threshold == 0.5
     assert cal.iou > cal.iou_at_default and cal.valid_pixels == 6
 
 
 def test_stored_threshold_applies_only_to_the_checkpoint_of_its_step(tmp_path):
-    cal = calibrate(_hist([0.31, 0.35, 0.1, 0.2], [1, 1, 0, 0]), step=40, source="test")
+    cal = calibrate(_hist([0.31, 0.35, 0.1, 0.2], [1, 1, 0, 0]), step=40, source="test", scenes=3)
     store(tmp_path, "best", cal)
     best, last = tmp_path / "checkpoints" / "best.pt", tmp_path / "checkpoints" / "last.pt"
     assert stored_threshold(best, 40) == cal.threshold
@@ -78,3 +78,17 @@ def test_stored_threshold_applies_only_to_the_checkpoint_of_its_step(tmp_path):
     (tmp_path / "calibration.json").write_text("{not json")
     assert stored_threshold(best, 40) is None
     assert json.loads(json.dumps(cal.to_dict()))["step"] == 40
+
+
+def test_a_threshold_chosen_on_few_val_scenes_is_shrunk_toward_the_default():
+    """Positives at 0.85-0.95 and negatives up to 0.8: the val optimum is 0.8, but with 3 scenes
+    behind it the threshold used goes only half-way from 0.5 (PRIOR_SCENES = 3), with 30 scenes
+    ten elevenths of the way; the IoU reported is the one at the threshold used."""
+    prob = [0.85, 0.9, 0.95, 0.3, 0.6, 0.8, 0.7, 0.55]
+    truth = [1, 1, 1, 0, 0, 0, 0, 0]
+    few = calibrate(_hist(prob, truth), step=1, source="test", scenes=3)
+    assert few.optimum == 0.8 and few.iou_at_optimum == 1.0
+    assert few.threshold == 0.65 and few.iou == pytest.approx(3 / 5)  # 0.7 and 0.8 still above it
+    many = calibrate(_hist(prob, truth), step=1, source="test", scenes=30)
+    assert many.threshold == pytest.approx(0.773) and many.iou == pytest.approx(3 / 4)
+    assert shrunk(0.2, 1) == 0.425 and shrunk(0.5, 5) == 0.5  # toward the default from below too; no move at it

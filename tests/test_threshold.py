@@ -41,7 +41,8 @@ def test_eval_uses_the_calibrated_threshold_and_reports_the_default_one_too(run_
     stored = json.loads((run_dir / "calibration.json").read_text())["best"]
     metrics = _eval(run_dir, tmp_path / "cal")
     assert metrics["threshold"] == stored["threshold"]
-    assert metrics["threshold_source"] == "calibrated on val tiles (training)"
+    assert metrics["threshold_source"] == (f"calibrated on val tiles (training); optimum {stored['optimum']:g} there, "
+                                           f"shrunk toward 0.5 for 2 val scenes")
     at_half = _eval(run_dir, tmp_path / "half", "--threshold", "0.5")
     assert at_half["threshold_source"] == "--threshold"
     assert metrics["at_default_threshold"] == {"threshold": 0.5, **{k: at_half[k] for k in (*SCORES, "accuracy")}}

@@ -33,6 +33,23 @@ def test_onecycle_rises_from_lr_over_25_then_anneals():
     assert lr_factor(100, 100, cfg) == pytest.approx(1e-4)
 
 
+def test_constant_schedule_is_flat_after_its_warm_up():
+    cfg = OptimConfig(schedule="constant", warmup_steps=2)
+    assert [lr_factor(s, 10, cfg) for s in range(5)] == [0.5, 1.0, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "demo.yaml"])
+def test_the_shipped_schedules_warm_up_to_the_lr_then_decay_to_nothing(name):
+    """The measured default (README, "How the defaults were chosen"): linear warm-up, cosine decay."""
+    optim = load_config(Path(__file__).resolve().parents[1] / "configs" / name).optim
+    total = 10 * optim.warmup_steps
+    factors = [lr_factor(s, total, optim) for s in range(total + 1)]
+    peak = factors.index(max(factors))
+    assert optim.schedule == "cosine" and peak == optim.warmup_steps - 1 and max(factors) == 1.0
+    assert all(a < b for a, b in zip(factors[:peak], factors[1:peak + 1]))
+    assert all(a >= b for a, b in zip(factors[peak:], factors[peak + 1:])) and factors[-1] == 0.0
+
+
 def test_schedule_state_round_trips_through_a_checkpoint():
     cfg = OptimConfig(lr=0.1, schedule="cosine", warmup_steps=3)
     model = torch.nn.Linear(2, 1)

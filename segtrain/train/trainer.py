@@ -485,7 +485,8 @@ class _Run:
         start = time.monotonic()
         scores, samples, hist = self._validate(want_samples=(epoch + 1) % cfg.logging.samples_every_epochs == 0 or last)
         self.budget.record_validation(time.monotonic() - start)
-        calibrated = calibration.calibrate(hist, self.pos.step, "val tiles (training)", cfg.train.threshold)
+        calibrated = calibration.calibrate(hist, self.pos.step, "val tiles (training)", scenes=len(self.val_set.files),
+                                           default=cfg.train.threshold)
         if calibrated is not None:
             scores.update(calibrated_threshold=calibrated.threshold, calibrated_iou=calibrated.iou)
         self._record({"step": self.pos.step, "epoch": epoch, "split": "val", **scores})
