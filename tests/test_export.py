@@ -132,6 +132,7 @@ def test_deployed_model_zeroes_nodata_pixels_like_the_training_data_set(run_dir)
     x = torch.full((1, len(meta.bands), 16, 16), 1500.0)
     x[0, :, :4, :4] = float("nan")
     x[0, 2, 8, 8] = float("nan")  # one NaN band makes the pixel invalid, as in SceneReader
-    zeroed = torch.where(torch.isnan(x).any(1, keepdim=True), 0.0, x * model.scale - model.offset)
+    scale, shift = model.scale.reshape(1, -1, 1, 1), model.shift.reshape(1, -1, 1, 1)
+    zeroed = torch.where(torch.isnan(x).any(1, keepdim=True), 0.0, x * scale - shift)
     with torch.no_grad():
         assert torch.equal(model(x), torch.sigmoid(model.net(zeroed)))
