@@ -26,7 +26,7 @@ demo: $(STAMP)
 ## The test suite: the fast tests here (a few minutes on 2 cores); everything, the slow
 ## end-to-end jobs included, where CI=true (as CI sets it) or with `make test CI=1`.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(if $(CI),,-m "not slow")
+	$(BIN)/python -m pytest -q -n 2 $(if $(CI),,-m "not slow")
 
 clean-demo:
 	rm -rf data/demo runs/demo*

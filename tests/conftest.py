@@ -16,6 +16,20 @@ SMALL = DemoSpec(seed=7, n_train=3, n_val=2, n_test=2, max_size=200)
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` runs the tests in two processes (pytest-xdist), a file's tests in one of them (its
+    module fixtures are made once), and every file that submits to the real Slurm in the same one: they
+    share one small cluster, and a job of one would wait in the queue behind another's."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFileSlurmTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "slurm jobs" if Path(path).name.startswith("test_jobs_") and "slurm" in path else path
+
+    return ByFileSlurmTogether(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def user_cache(tmp_path_factory) -> Path:
     """What commands remember about data sets goes to this session's folder, not the user's ~/.cache.
