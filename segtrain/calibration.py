@@ -119,8 +119,7 @@ def shrunk(optimum: float, scenes: int, default: float = 0.5) -> float:
     A threshold chosen on a few validation scenes follows those scenes: on clouds demo data the
     best threshold of single scenes ranged from 0.30 to 0.89 (issue 16). Shrinking toward the
     default by the number of scenes behind the choice is the usual empirical-Bayes estimate
-    for a mean of few noisy groups; PRIOR_SCENES is the measured compromise (README, "How the
-    defaults were chosen"): with 3 val scenes the threshold goes half-way, with 30 nine tenths.
+    for a mean of few noisy groups; PRIOR_SCENES is the measured compromise (docs/defaults.md): with 3 val scenes the threshold goes half-way, with 30 nine tenths.
     """
     weight = scenes / (scenes + PRIOR_SCENES)
     return round((default + weight * (optimum - default)) * BINS) / BINS

@@ -1,6 +1,6 @@
 """`segtrain predict`: whole scenes of any size, tiled, batched and stitched, in bounded memory.
 
-Tolerance of "stitched equals one piece" (stated in the README): over the valid pixels of a
+Tolerance of "stitched equals one piece" (stated in docs/guide/predictions.md): over the valid pixels of a
 scene, the stitched probabilities differ from the model run on the whole scene at once by at
 most 0.01 on average and 0.1 at the 99th percentile, with the training tiling (48 px tiles,
 8 px overlap for the test model). Differences sit at tile seams (less context near a tile's

@@ -40,7 +40,7 @@ def test_constant_schedule_is_flat_after_its_warm_up():
 
 @pytest.mark.parametrize("name", ["default.yaml", "demo.yaml"])
 def test_the_shipped_schedules_warm_up_to_the_lr_then_decay_to_nothing(name):
-    """The measured default (README, "How the defaults were chosen"): linear warm-up, cosine decay."""
+    """The measured default (docs/defaults.md): linear warm-up, cosine decay."""
     optim = load_config(Path(__file__).resolve().parents[1] / "configs" / name).optim
     total = 10 * optim.warmup_steps
     factors = [lr_factor(s, total, optim) for s in range(total + 1)]

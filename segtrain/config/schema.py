@@ -37,9 +37,9 @@ class ConfigError(UserError):
 @dataclass
 class AugmentConfig:
     """Seeded augmentations applied identically to image, mask and validity mask."""
-    hflip: bool = True
-    vflip: bool = True
-    rot90: bool = True
+    hflip: bool = True  # random horizontal flips
+    vflip: bool = True  # random vertical flips
+    rot90: bool = True  # random quarter turns
     brightness: float = field(default=0.0, metadata=bounds(ge=0.0, le=1.0))  # max relative jitter
     band_dropout: float = field(default=0.0, metadata=bounds(ge=0.0, lt=1.0))  # chance of each input band being zeroed, per tile
 
@@ -47,18 +47,18 @@ class AugmentConfig:
 @dataclass
 class DataConfig:
     """Where the data set lives and how tiles are cut from it."""
-    root: str = "data/demo"
+    root: str = "data/demo"  # the data set root: filelists/, scenes/, masks/ (docs/guide/data.md)
     bands: Optional[list[int]] = None  # 0-based band indices; None selects every band
     nodata: Optional[float] = None  # overrides the scene's own no-data value (TIFF tag or 0)
-    tile_size: int = field(default=256, metadata=bounds(ge=16, le=8192))
+    tile_size: int = field(default=256, metadata=bounds(ge=16, le=8192))  # tile side in pixels, for training, validation and prediction
     overlap: int = field(default=32, metadata=bounds(ge=0))  # grid tiling for val/eval/predict
     sampling: Literal["random", "grid"] = "random"  # how training tiles are drawn each epoch
     tiles_per_epoch: int = field(default=1000, metadata=bounds(ge=1))  # for random sampling
-    min_valid_fraction: float = field(default=0.25, metadata=bounds(ge=0.0, le=1.0))
+    min_valid_fraction: float = field(default=0.25, metadata=bounds(ge=0.0, le=1.0))  # a training tile with fewer valid pixels is drawn again
     normalize: Literal["stats", "robust", "none"] = "stats"  # robust: clip tails, log-scale skewed bands
     stats_file: Optional[str] = None  # default: <root>/stats.json
     cache: bool = False  # the PBS job converts scenes to uncompressed TIFFs on scratch before training
-    num_workers: int = field(default=4, metadata=bounds(ge=0, le=64))
+    num_workers: int = field(default=4, metadata=bounds(ge=0, le=64))  # data loader processes; results do not depend on it
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def check(self) -> None:
@@ -76,13 +76,13 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     """The network: the U-Net written here (``unet``) or an smp architecture by class name."""
-    arch: str = "unet"
+    arch: str = "unet"  # unet (written here) or an smp class name, e.g. Unet, FPN, DeepLabV3Plus
     encoder: str = "resnet34"  # smp encoder name (ignored by arch: unet)
     encoder_weights: Optional[str] = None  # a local .pth/.safetensors file; never downloaded
     encoder_depth: Optional[int] = field(default=None, metadata=bounds(ge=3, le=5))  # smp: encoder stages; None: smp's default
     depth: int = field(default=4, metadata=bounds(ge=1, le=6))  # unet: number of down-steps
     base_width: int = field(default=32, metadata=bounds(ge=4, le=512))  # unet: channels at full res
-    norm: Literal["batch", "group"] = "batch"
+    norm: Literal["batch", "group"] = "batch"  # unet: normalization layers
     in_channels: Optional[int] = field(default=None, metadata=bounds(ge=1))  # None: number of selected bands
     out_channels: Literal[1, 2] = 1  # 1: sigmoid logit, 2: two-class softmax
     sync_batchnorm: bool = False  # under DDP
@@ -97,13 +97,13 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     """A weighted sum of masked loss terms, e.g. ``terms: {bce: 1.0, dice: 1.0}``."""
-    terms: dict[str, float] = field(default_factory=lambda: {"bce": 1.0, "dice": 1.0})
+    terms: dict[str, float] = field(default_factory=lambda: {"bce": 1.0, "dice": 1.0})  # weights of bce, dice, focal, mse; weight 0: logged, not trained on
     pos_weight: Union[float, Literal["auto"], None] = None  # bce: weight of positives; auto from stats
-    label_smoothing: float = field(default=0.0, metadata=bounds(ge=0.0, lt=0.5))
-    dice_mode: Literal["per_sample", "per_batch"] = "per_sample"
-    dice_smooth: float = field(default=1.0, metadata=bounds(ge=0.0))
-    focal_gamma: float = field(default=2.0, metadata=bounds(ge=0.0))
-    focal_alpha: Optional[float] = field(default=0.25, metadata=bounds(ge=0.0, le=1.0))
+    label_smoothing: float = field(default=0.0, metadata=bounds(ge=0.0, lt=0.5))  # bce: targets moved this far from 0 and 1
+    dice_mode: Literal["per_sample", "per_batch"] = "per_sample"  # dice: per tile then averaged, or over the whole batch
+    dice_smooth: float = field(default=1.0, metadata=bounds(ge=0.0))  # dice: added to numerator and denominator
+    focal_gamma: float = field(default=2.0, metadata=bounds(ge=0.0))  # focal: focusing exponent
+    focal_alpha: Optional[float] = field(default=0.25, metadata=bounds(ge=0.0, le=1.0))  # focal: weight of positives; None: unweighted
 
     def check(self) -> None:
         if not self.terms:
@@ -122,66 +122,66 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     """Optimizer and learning-rate schedule."""
-    name: Literal["adam", "adamw", "sgd"] = "adamw"
-    lr: float = field(default=1e-3, metadata=bounds(gt=0.0, le=10.0))
-    weight_decay: float = field(default=1e-4, metadata=bounds(ge=0.0))
+    name: Literal["adam", "adamw", "sgd"] = "adamw"  # the optimizer
+    lr: float = field(default=1e-3, metadata=bounds(gt=0.0, le=10.0))  # peak learning rate (segtrain lr-find suggests one)
+    weight_decay: float = field(default=1e-4, metadata=bounds(ge=0.0))  # decoupled for adamw, L2 for adam and sgd
     momentum: float = field(default=0.9, metadata=bounds(ge=0.0, lt=1.0))  # sgd
-    schedule: Literal["constant", "cosine", "onecycle", "plateau"] = "cosine"
-    warmup_steps: int = field(default=0, metadata=bounds(ge=0))
-    min_lr: float = field(default=0.0, metadata=bounds(ge=0.0))
-    plateau_patience: int = field(default=3, metadata=bounds(ge=0))
-    plateau_factor: float = field(default=0.5, metadata=bounds(gt=0.0, lt=1.0))
-    grad_clip: Optional[float] = field(default=None, metadata=bounds(gt=0.0))
+    schedule: Literal["constant", "cosine", "onecycle", "plateau"] = "cosine"  # learning-rate schedule over the run's steps
+    warmup_steps: int = field(default=0, metadata=bounds(ge=0))  # linear warm-up steps; onecycle: from lr/25, and 0 means 30 % of the run
+    min_lr: float = field(default=0.0, metadata=bounds(ge=0.0))  # cosine: the learning rate at the last step
+    plateau_patience: int = field(default=3, metadata=bounds(ge=0))  # plateau: validations without improvement before the lr drops
+    plateau_factor: float = field(default=0.5, metadata=bounds(gt=0.0, lt=1.0))  # plateau: the lr is multiplied by this
+    grad_clip: Optional[float] = field(default=None, metadata=bounds(gt=0.0))  # max gradient norm; None: not clipped
 
 
 @dataclass
 class EarlyStoppingConfig:
     """Stop when the monitored validation metric has not improved for ``patience`` validations."""
-    metric: Literal["iou", "dice", "precision", "recall", "accuracy", "loss"] = "iou"
+    metric: Literal["iou", "dice", "precision", "recall", "accuracy", "loss"] = "iou"  # validation metric that picks best.pt and early stopping
     patience: Optional[int] = field(default=None, metadata=bounds(ge=1))  # None: never stop early
-    min_delta: float = field(default=0.0, metadata=bounds(ge=0.0))
+    min_delta: float = field(default=0.0, metadata=bounds(ge=0.0))  # smaller gains do not count as improvement
 
 
 @dataclass
 class TrainConfig:
     """The training loop: length, batch, device and precision, checkpoint cadence."""
-    epochs: int = field(default=50, metadata=bounds(ge=1))
+    epochs: int = field(default=50, metadata=bounds(ge=1))  # length of the run; more epochs on resume: docs/guide/training.md
     batch_size: int = field(default=16, metadata=bounds(ge=1))  # global batch, over all processes
     seed: int = field(default=0, metadata=bounds(ge=0, le=2**32 - 1))  # numpy's range; per-epoch seeds derive from it
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # ignored on CPU
     channels_last: bool = True  # CUDA only
     compile: bool = False  # torch.compile, CUDA only
     threshold: float = field(default=0.5, metadata=bounds(gt=0.0, lt=1.0))  # on probabilities
-    val_every_epochs: int = field(default=1, metadata=bounds(ge=1))
-    checkpoint_every_steps: Optional[int] = field(default=None, metadata=bounds(ge=1))
-    checkpoint_every_minutes: Optional[float] = field(default=10.0, metadata=bounds(gt=0.0))
+    val_every_epochs: int = field(default=1, metadata=bounds(ge=1))  # validation (and best.pt, calibration) cadence
+    checkpoint_every_steps: Optional[int] = field(default=None, metadata=bounds(ge=1))  # besides every epoch end
+    checkpoint_every_minutes: Optional[float] = field(default=10.0, metadata=bounds(gt=0.0))  # besides every epoch end
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass
 class WandbConfig:
     """Weights & Biases; offline by default so that runs never need an account or network."""
-    mode: Literal["offline", "online", "disabled"] = "offline"
-    project: str = "segtrain"
-    entity: Optional[str] = None
-    tags: list[str] = field(default_factory=list)
+    mode: Literal["offline", "online", "disabled"] = "offline"  # offline: no account or network; sync later
+    project: str = "segtrain"  # W&B project
+    entity: Optional[str] = None  # W&B team or user; None: the account's default
+    tags: list[str] = field(default_factory=list)  # W&B tags
     log_model: bool = False  # upload the final model as an artifact
 
 
 @dataclass
 class LoggingConfig:
     """Console, metrics.jsonl and W&B cadence."""
-    every_steps: int = field(default=20, metadata=bounds(ge=1))
-    samples_every_epochs: int = field(default=5, metadata=bounds(ge=1))
-    num_samples: int = field(default=4, metadata=bounds(ge=0, le=64))
+    every_steps: int = field(default=20, metadata=bounds(ge=1))  # console, metrics.jsonl and W&B lines
+    samples_every_epochs: int = field(default=5, metadata=bounds(ge=1))  # validation sample figures
+    num_samples: int = field(default=4, metadata=bounds(ge=0, le=64))  # tiles in each sample figure
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass
 class RunConfig:
     """Where run directories go and what they are called."""
-    root: str = "runs"
+    root: str = "runs"  # where run directories are made
     name: Optional[str] = None  # default: <config name>-<override hash>-<time>
 
 
