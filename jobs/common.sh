@@ -1,34 +1,43 @@
-# Shell functions of jobs/train.pbs, jobs/train.slurm and jobs/node.sh (sourced from the submit folder, never run).
-# The caller defines say and die, and sets SCRATCH (and SCRATCH_OWNED=1 when it made that folder).
+# The preamble and shell functions every job script shares (jobs/*.pbs, jobs/*.slurm through their scheduler's
+# part, jobs/pbs.sh or jobs/slurm.sh; and jobs/node.sh), sourced in the submit folder, never run.
+# JOB_START (when the job started, epoch seconds) is set before, as the script's first command.
 
-# The one place a job's scratch folder is chosen (jobs/train.pbs, and jobs/node.sh on the other
-# nodes, which pass the first node's scratch as $1): sets SCRATCH, and SCRATCH_OWNED=1 when it made
-# the folder. MetaCentrum's $SCRATCHDIR; on another node the first node's scratch path, which a PBS
-# site makes on every node of a job (/scratch/USER/job_ID, /var/tmp/pbs.ID), but never the first
-# node's folder itself (it holds .segtrain-job: a scratch shared between nodes, or the local runner's
-# "nodes" on one machine); else the job's own $TMPDIR; on the first node, a TMPDIR that is not the
-# job's own (a shared /tmp) gets a job folder inside it, so that cleaning up never touches anything
-# but this job's files.
-#   On Slurm, which gives no scratch folder, another node (rank $2) makes the first node's path
-# itself, so that a continued run's checkpoint lies where every rank looks for it; where it sees
-# the first node's folder (a shared file system, or the local Slurm's "nodes" on one machine) it
-# makes a folder of its own beside it. Either is this job's, removed when emptied.
-choose_scratch() {
-    local first=$1 rank=${2:-}
+declare -F say >/dev/null || say() { printf '[%s] %s\n' "$(date '+%F %T')" "$*"; }
+declare -F die >/dev/null || die() { say "error: $*"; exit 2; }
+[ -d segtrain ] && [ -d jobs ] || die "submit from the segtrain folder (this job started in $PWD)"
+SCRATCH="" SCRATCH_OWNED=""
+# A submission from inside the job (the next job of a chain) is bounded by the smallest margin the job
+# keeps at the end of its walltime (1 minute): qsub may wait for a password without a Kerberos ticket.
+SUBMIT_TIMEOUT_S=60
+
+# This job's scratch on the first node: the scheduler's choose_scratch (jobs/pbs.sh, jobs/slurm.sh) sets
+# SCRATCH (SCRATCH_OWNED=1 when it made the folder); then the job's own folders in it, and TMPDIR there
+# (a node's /tmp is small).
+enter_scratch() {
+    choose_scratch
+    [ -n "$SCRATCH" ] && [ -d "$SCRATCH" ] && [ -w "$SCRATCH" ] || die "no writable scratch ($SCRATCH_HINT)"
+    JOB_DIR=$SCRATCH/.segtrain-job
+    mkdir -p "$JOB_DIR" "$SCRATCH/tmp" || die "cannot write to scratch $SCRATCH"
+    export TMPDIR=$SCRATCH/tmp
+}
+
+# Another node's scratch (jobs/node.sh; $1 the first node's scratch path, $2 this node's rank): the site's
+# $SCRATCHDIR where it has one; else the first node's path, which a PBS site makes on every node of a job
+# and the job makes itself where no one does ($SEGTRAIN_MAKES_SCRATCH, set by jobs/slurm.sh); where this
+# node sees the first node's folder itself (it holds .segtrain-job: a scratch shared between nodes, or the
+# local runners' "nodes" on one machine), a folder of its own beside it. Sets SCRATCH, and SCRATCH_OWNED=1
+# for a folder the job made (removed once emptied).
+node_scratch() {
+    local first=$1 rank=$2
     SCRATCH="" SCRATCH_OWNED=""
     if [ -n "${SCRATCHDIR:-}" ]; then
         SCRATCH=$SCRATCHDIR
-    elif [ -n "$first" ] && [ -n "${SLURM_JOB_ID:-}" ]; then
-        SCRATCH=$first SCRATCH_OWNED=1
-        [ -e "$first/.segtrain-job" ] && SCRATCH=$first.node$rank
-        mkdir -p "$SCRATCH" 2>/dev/null || SCRATCH=""
-    elif [ -n "$first" ] && [ -d "$first" ] && [ ! -e "$first/.segtrain-job" ]; then
-        SCRATCH=$first
-    elif [ -n "${TMPDIR:-}" ] && [ -n "${PBS_JOBID:-}" ] && [[ $TMPDIR == *"$PBS_JOBID"* ]]; then
-        SCRATCH=$TMPDIR
-    elif [ -z "$first" ] && [ -n "${TMPDIR:-}" ]; then
-        SCRATCH=$(mktemp -d "$TMPDIR/segtrain.${PBS_JOBID:-job}.XXXXXX") && SCRATCH_OWNED=1 || SCRATCH=""
+    elif [ -e "$first/.segtrain-job" ]; then
+        SCRATCH=$first.node$rank SCRATCH_OWNED=1
+    elif [ -n "${SEGTRAIN_MAKES_SCRATCH:-}" ] || [ -d "$first" ]; then
+        SCRATCH=$first SCRATCH_OWNED=${SEGTRAIN_MAKES_SCRATCH:-}
     fi
+    [ -z "$SCRATCH_OWNED" ] || mkdir -p "$SCRATCH" 2>/dev/null || SCRATCH=""
     [ -n "$SCRATCH" ] && [ -d "$SCRATCH" ] && [ -w "$SCRATCH" ]
 }
 

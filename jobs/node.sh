@@ -23,7 +23,7 @@ if [ $# -ne 6 ] || [[ ! $1 =~ ^(stage|train|clean)$ ]]; then
     exit 2
 fi
 MODE=$1 RANK=$2 WORKDIR=$3 ENV_DIR=$4 FIRST_SCRATCH=$5 PLAN_WORD=$6
-SCRATCH="" STOPPED="" PY=()
+STOPPED="" PY=()
 trap 'echo "node.sh: exit status $?"' EXIT
 
 say() { printf '[%s] node %s (%s): %s\n' "$(date '+%F %T')" "$RANK" "$(hostname)" "$*"; }
@@ -32,7 +32,7 @@ die() { say "error: $*"; exit 2; }
 cd "$WORKDIR" || die "cannot enter $WORKDIR"
 . jobs/common.sh || die "cannot read jobs/common.sh in $WORKDIR"
 
-choose_scratch "$FIRST_SCRATCH" "$RANK" \
+node_scratch "$FIRST_SCRATCH" "$RANK" \
     || die "no writable scratch (SCRATCHDIR, $FIRST_SCRATCH or the job's TMPDIR); ask every chunk for scratch_local"
 [ -e "$SCRATCH/.segtrain-job" ] \
     && die "scratch $SCRATCH is the first node's (shared between nodes?): ask every chunk for scratch_local"

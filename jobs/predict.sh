@@ -1,16 +1,12 @@
 # The scheduler-neutral part of the prediction job, sourced by jobs/predict.pbs and jobs/predict.slurm
-# (never run by itself). Their preamble has entered the submit folder, read jobs/common.sh and set
-# JOB_START, JOB_ID, JOB_NAME, SCRATCH (SCRATCH_OWNED=1 when it made the folder) and SCRATCH_HINT,
-# and defined say, die, job_info and submit_next, as for jobs/train.sh.
+# (never run by itself), after the preamble jobs/train.sh describes.
 #
 # The logic is in segtrain/cluster/job/predict_steps.py; this part sets up the environment,
 # resubmits the rest after a time-limit stop, and empties scratch (it holds copies only), after a
 # qdel or scancel too: the job body runs in a child of the top shell, which PBS kills at once.
 
-[ -n "$SCRATCH" ] && [ -d "$SCRATCH" ] && [ -w "$SCRATCH" ] || die "no writable scratch ($SCRATCH_HINT)"
-WORKDIR=$PWD JOB_DIR=$SCRATCH/.segtrain-job STEP_PID="" TERMINATED="" PY=()
-mkdir -p "$JOB_DIR" "$SCRATCH/tmp" || die "cannot write to scratch $SCRATCH"
-export TMPDIR=$SCRATCH/tmp
+enter_scratch
+WORKDIR=$PWD STEP_PID="" TERMINATED="" PY=()
 
 step() { "${PY[@]}" -m segtrain.cluster.job.predict_steps "$@"; }
 
@@ -22,7 +18,6 @@ on_exit() {
     if [ "$rc" = 3 ] && [ -z "$TERMINATED" ] && [ -s "$JOB_DIR/submit.args" ]; then
         mapfile -d '' -t words <"$JOB_DIR/submit.args"
         if new_id=$(submit_next "${words[@]}"); then
-            new_id=${new_id%%;*}  # sbatch --parsable: ID or ID;cluster
             say "resubmitted the remaining scenes as $new_id"
             step record "$new_id" || say "warning: could not log $new_id"
         else

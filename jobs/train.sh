@@ -1,29 +1,23 @@
 # The scheduler-neutral part of the training job, sourced by jobs/train.pbs and jobs/train.slurm
-# (never run by itself); jobs/train.pbs has the map of its steps. Their preamble has entered the submit folder, read jobs/common.sh and set:
-#   JOB_START      when the job started (epoch seconds)
-#   JOB_ID         the scheduler's id of this job
-#   SCRATCH        this job's scratch folder (SCRATCH_OWNED=1 when the preamble made it)
-#   SCRATCH_HINT   what to ask the scheduler for when there is no scratch
-# and defined:
-#   say, die       messages
-#   job_info       prints the scheduler's description of this job (its walltime, its resources)
-#   submit_next    runs the submit command given as words, printing the new job's id
-# The Python steps (segtrain.cluster.job.steps) ask segtrain.cluster.scheduler for everything else.
+# (never run by itself); jobs/train.pbs has the map of its steps. Their preamble has entered the submit
+# folder, set JOB_START (when the job started, epoch seconds) and read the scheduler's part (jobs/pbs.sh,
+# jobs/slurm.sh, which read jobs/common.sh), which sets:
+#   JOB_ID, JOB_NAME  the scheduler's id and name of this job
+#   SCRATCH_HINT      what to ask the scheduler for when there is no scratch
+# and defines:
+#   choose_scratch    sets SCRATCH, this job's scratch folder (SCRATCH_OWNED=1 when it made the folder)
+#   job_info          prints the scheduler's description of this job (its walltime, its resources)
+#   submit_next       runs the submit command given as words, printing the new job's id
+# The Python steps (segtrain.cluster.job.steps) ask segtrain.cluster.schedulers for everything else.
 
-[ -n "$SCRATCH" ] && [ -d "$SCRATCH" ] && [ -w "$SCRATCH" ] \
-    || die "no writable scratch ($SCRATCH_HINT)"
-JOB_DIR="" PLAN="" TRAINER_PID="" TRAINER_EXIT="" TERMINATED="" TERM_AT="" WATCH_PID=""
-PY=() NODE_PIDS=()  # NODE_PIDS: the processes running jobs/node.sh on the other nodes (pbsdsh)
+enter_scratch
+PLAN=$JOB_DIR/plan.json WORKDIR=$PWD TRAINER_PID="" TRAINER_EXIT="" TERMINATED="" TERM_AT="" WATCH_PID=""
+PY=() NODE_PIDS=()  # NODE_PIDS: the processes starting jobs/node.sh on the other nodes
 NODE_GRACE_S=60  # how long the other nodes may take to follow rank 0 out
-JOB_DIR=$SCRATCH/.segtrain-job
-PLAN=$JOB_DIR/plan.json
-WORKDIR=$PWD
-mkdir -p "$JOB_DIR" "$SCRATCH/tmp" || die "cannot write to scratch $SCRATCH"
-export TMPDIR=$SCRATCH/tmp  # the node's /tmp is small
 
 step() { "${PY[@]}" -m segtrain.cluster.job.steps "$@"; }
 
-# ---- the other nodes (a job on several nodes): jobs/node.sh MODE on each, through pbsdsh,
+# ---- the other nodes (a job on several nodes): jobs/node.sh MODE on each, through pbsdsh or srun,
 # from the commands `step node-args` wrote (node-RANK.MODE.args); pbsdsh's report of how the task
 # ended goes to node-RANK.MODE.out
 start_nodes() {
@@ -44,7 +38,7 @@ nodes_running() {
     return 1
 }
 
-# SIGTERM to each pbsdsh still running (it passes the signal to its task and exits), then reap them.
+# SIGTERM to each node starter still running (pbsdsh, srun: it passes the signal to its task), then reap them.
 stop_nodes() {
     local pid
     [ ${#NODE_PIDS[@]} -gt 0 ] || return 0

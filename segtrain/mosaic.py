@@ -23,7 +23,7 @@ from segtrain.data.reader import open_raster
 from segtrain.data.scene import read_info
 from segtrain.errors import UserError
 from segtrain.overviews import OverviewTiffWriter
-from segtrain.predict import OUT_TILE
+from segtrain.tiff_writer import OUT_TILE
 
 PIXEL_SCALE, TIEPOINT, TRANSFORMATION, GEOKEYS, GEO_DOUBLES, GEO_ASCII = 33550, 33922, 34264, 34735, 34736, 34737
 GRID_TOLERANCE = 1e-6  # of a pixel

@@ -6,7 +6,7 @@ has them. Prediction produces rows top to bottom, so every level is built as the
 each level halves the rows it receives (masks by taking every second pixel, GDAL's
 ``nearest``; probabilities by the mean of the valid pixels of each 2 x 2 block, GDAL's
 ``average``) and passes them on to the next, and each level streams into a tiled, compressed
-TIFF of its own (:class:`segtrain.predict.TiledTiffWriter`, one thread each). At the end the
+TIFF of its own (:class:`segtrain.tiff_writer.TiledTiffWriter`, one thread each). At the end the
 levels are assembled into one file by copying their compressed tiles as they are (nothing is
 decoded or compressed twice): the full resolution first, then each overview as a reduced
 image (``NewSubfileType`` 1), which is GDAL's internal-overview layout and what tifffile reads
@@ -29,7 +29,7 @@ import tifffile
 
 from segtrain.data.scene import GDAL_NODATA_TAG
 from segtrain.fsutil import atomic_open
-from segtrain.predict import OUT_TILE, RowWriter, TiledTiffWriter
+from segtrain.tiff_writer import OUT_TILE, RowWriter, TiledTiffWriter
 
 
 def overview_shapes(height: int, width: int, tile: int = OUT_TILE) -> list[tuple[int, int]]:
@@ -56,7 +56,7 @@ def halve(rows: np.ndarray) -> np.ndarray:
 
 
 class OverviewTiffWriter(RowWriter):
-    """Like :class:`segtrain.predict.TiledTiffWriter` (``write`` rows, ``close``, ``abort``, a context
+    """Like :class:`segtrain.tiff_writer.TiledTiffWriter` (``write`` rows, ``close``, ``abort``, a context
     manager; atomic), plus overviews. The levels are written next to ``path`` in a temporary
     folder that is removed in every case."""
 

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from segtrain.cluster.directives import job_request, parse_qsub_args, read_directives
+from segtrain.cluster.pbs.directives import job_request, parse_qsub_args
+from segtrain.cluster.scheduler import read_directives
 from segtrain.errors import UserError
 
 SCRIPT = """#!/bin/bash
@@ -26,7 +27,7 @@ def script(tmp_path) -> Path:
 
 
 def test_directives_stop_at_the_first_executable_line(script):
-    words = read_directives(script)
+    words = read_directives(script, "#PBS")
     assert words == ["-N", "train", "-l", "select=1:ncpus=8:mem=32gb", "-l", "walltime=24:00:00", "-j", "oe"]
 
 

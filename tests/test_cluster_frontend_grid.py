@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from segtrain.cluster.frontend.grid import format_override, load_grid, manifest_point, write_manifest
+from segtrain.cluster.pbs import PBS
 from segtrain.config import load_config, parse_override
 from segtrain.errors import UserError
 
@@ -91,7 +92,7 @@ def test_manifest_gives_each_subjob_its_points_config_and_overrides(tmp_path):
     grid = load_grid(grid_file(tmp_path, "product: {optim.lr: [0.1, 0.2]}\n"))
     path = tmp_path / "manifest.json"
     write_manifest(path, grid, "configs/base.yaml", ["g-00", "g-01"], "now")
-    assert manifest_point(path, 1) == ("configs/base.yaml", ["optim.lr=0.2"])
+    assert manifest_point(path, 1, PBS.array_variable) == ("configs/base.yaml", ["optim.lr=0.2"])
     assert json.loads(path.read_text())["points"][1]["run_name"] == "g-01"
 
 
@@ -100,7 +101,7 @@ def test_manifest_refuses_a_job_that_is_not_one_of_its_subjobs(tmp_path, index, 
     grid = load_grid(grid_file(tmp_path, "product: {optim.lr: [0.1, 0.2]}\n"))
     write_manifest(tmp_path / "m.json", grid, "c.yaml", ["a", "b"], "now")
     with pytest.raises(UserError, match=message):
-        manifest_point(tmp_path / "m.json", index)
+        manifest_point(tmp_path / "m.json", index, PBS.array_variable)
 
 
 @pytest.mark.parametrize("name, points", [("loss", 9), ("lr_optim", 10)])

@@ -3,8 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from segtrain.cluster.frontend.lint import ERROR, WARNING, lint_request, lint_script, raise_errors
-from segtrain.cluster.directives import parse_qsub_args, script_request
+from segtrain.cluster.frontend.lint import ERROR, WARNING, raise_errors
+from segtrain.cluster.pbs.lint import lint_request, lint_script
+from segtrain.cluster.pbs.directives import parse_qsub_args, script_request
 from segtrain.cluster.site import METACENTRUM, OPENPBS
 from segtrain.errors import UserError
 

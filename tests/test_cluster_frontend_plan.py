@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import REPO, tree_state
 from segtrain.cli import main
-from segtrain.cluster.directives import parse_qsub_args
+from segtrain.cluster.pbs.directives import parse_qsub_args
 from segtrain.cluster.site import METACENTRUM
-from segtrain.cluster.frontend.status import read_log
+from segtrain.cluster.submissions import read_log
 from segtrain.cluster.frontend.plan import JobOptions, plan_grid
-from segtrain.cluster.qsub import decode_value, split_overrides
+from segtrain.cluster.variables import decode_value, split_overrides
 
 COMMON = ["logging.wandb.mode=disabled", "train.epochs=1"]
 
@@ -283,7 +283,7 @@ def test_status_of_the_grid_shows_every_run_done_with_its_metric(local_array):
 
     repo, result = local_array
     [grid_dir] = (repo / "runs").glob("tiny-*")
-    rows = status_rows(repo / "runs", grid_dir, qstat=None)
+    rows = status_rows(repo / "runs", grid_dir)
     assert [(r.index, r.status, r.job_id) for r in rows] == [(i, "done", f"1[{i}].local") for i in range(4)]
     assert all(r.last is not None and r.metric == "iou" for r in rows)
     assert "tiny-03  3      1[3].local  done" in result.stdout  # the table printed after the local run

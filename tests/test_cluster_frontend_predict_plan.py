@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from segtrain.cluster.directives import parse_qsub_args
+from segtrain.cluster.pbs.directives import parse_qsub_args
 from segtrain.cluster.frontend.predict_plan import ArrayOptions, collect_scenes, plan_predictions, shard_scenes
 from segtrain.cluster.frontend.predict_status import folder_status
+from segtrain.cluster.pbs import PBS
 from segtrain.cluster.job.stage import sha256_file
 from segtrain.cluster.predictions import (DONE, FAILED, PENDING, PredictSettings, remove_temporaries, scene_identity,
                                           scene_state, write_done, write_failed)
@@ -130,7 +131,7 @@ def test_status_counts_each_subjobs_scenes(trained_run_ro, scenes):
     sub = plan(trained_run_ro, work, per_job=3)
     sub.manifest.save(sub.manifest_path)
     write_failed(sub.manifest, Path(sub.manifest.shards[1][0]), "LIBDEFLATE_BAD_DATA")
-    status = folder_status(work / "preds", qstat=None)
+    status = folder_status(work / "preds", PBS)
     pending = [len(shard) for shard in sub.manifest.shards]
     pending[1] -= 1
     assert [row.counts[PENDING] for row in status.subjobs] == pending

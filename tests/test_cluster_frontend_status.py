@@ -10,15 +10,18 @@ import yaml
 
 from segtrain.cli import main
 from segtrain.cluster.job.resubmit import record_resubmission
-from segtrain.cluster.local.server import LocalServer
-from segtrain.cluster.frontend.status import (JobState, append_log, qstat_states, read_log, status_rows, summarize_run,
-                                     summary_table)
+from segtrain.cluster.pbs.local.server import LocalServer
+from segtrain.cluster.frontend.status import status_rows, summarize_run, summary_table
+from segtrain.cluster.pbs.status import qstat_states
+from segtrain.cluster.scheduler import JobState
+from segtrain.cluster.schedulers import current_job_id
+from segtrain.cluster.submissions import append_log, read_log
 from segtrain.config import load_config, to_yaml
 from segtrain.run.metrics_log import MetricsLog
 from segtrain.run.directory import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
-LOCAL_QSTAT = [sys.executable, "-m", "segtrain.cluster.local", "qstat"]
+LOCAL_QSTAT = [sys.executable, "-m", "segtrain.cluster.pbs.local", "qstat"]
 
 
 def start_run(path: Path, job_id: str, monkeypatch, metric: str = "iou", values=(0.2, 0.6, 0.5)) -> RunDir:
@@ -28,7 +31,7 @@ def start_run(path: Path, job_id: str, monkeypatch, metric: str = "iou", values=
     cfg = load_config(REPO / "configs" / "demo.yaml", [f"train.early_stopping.metric={metric}"])
     run.config.write_text(to_yaml(cfg))
     monkeypatch.setenv("PBS_JOBID", job_id)
-    run.start_segment(path.name, None)
+    run.start_segment(path.name, None, current_job_id())
     log = MetricsLog(run.metrics, None)
     for epoch, value in enumerate(values):
         log.write({"step": 4 * (epoch + 1), "epoch": epoch, "split": "train", "loss": 1.0})
@@ -112,7 +115,7 @@ def test_status_of_a_runs_folder_lists_logged_runs_then_any_others(tmp_path, mon
     start_run(runs / "b", "5.pbs", monkeypatch).end_segment("done", 0, end_step=12)
     start_run(runs / "a", "6.pbs", monkeypatch).end_segment("failed", 1, end_step=4)
     append_log(runs, [{"job_id": "6.pbs", "run": "a", "index": None}, {"job_id": "9.pbs", "run": "c", "index": None}])
-    rows = status_rows(runs, qstat=None)
+    rows = status_rows(runs)
     assert [(r.name, r.status, r.job_id) for r in rows] == [("a", "failed", "6.pbs"), ("c", "not started", "9.pbs"),
                                                              ("b", "done", "5.pbs")]
     assert summary_table(rows).splitlines()[0].split() == ["RUN", "JOB", "STATUS", "EPOCH", "STEP", "LAST", "iou",
@@ -123,7 +126,7 @@ def test_status_shows_the_share_of_its_jobs_time_each_run_spent_training(tmp_pat
     start_run(tmp_path / "a", "7.pbs", monkeypatch).end_segment("done", 0, end_step=12, report={
         "elapsed_s": 200.0, "phases_s": {"training": 150.0, "start-up": 30.0}})
     start_run(tmp_path / "b", "8.pbs", monkeypatch).end_segment("done", 0, end_step=12)  # not trained in a job
-    rows = status_rows(tmp_path, qstat=None)
+    rows = status_rows(tmp_path)
     assert [row.training_share for row in rows] == [0.75, None]
     assert [line.split()[-1] for line in summary_table(rows).splitlines()] == ["TRAINING", "75%", "-"]
 

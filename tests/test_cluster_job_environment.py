@@ -2,7 +2,7 @@
 
 import pytest
 
-from segtrain.cluster.job.environment import JobEnvironment, job_attributes, job_walltime, parse_qstat_full, require_job
+from segtrain.cluster.pbs.environment import job_attributes, job_environment, job_walltime, parse_qstat_full, require_job
 from segtrain.errors import UserError
 
 QSTAT_F = """Job Id: 12345.pbs-m1.metacentrum.cz
@@ -20,7 +20,7 @@ QSTAT_F = """Job Id: 12345.pbs-m1.metacentrum.cz
 def test_job_environment_reads_stock_openpbs_variables(tmp_path):
     nodefile = tmp_path / "nodes"
     nodefile.write_text("node1\nnode1\nnode2\n")
-    env = JobEnvironment.from_environ({
+    env = job_environment({
         "PBS_JOBID": "13[2].server", "PBS_JOBNAME": "train", "PBS_O_WORKDIR": "/w", "PBS_NODEFILE": str(nodefile),
         "NCPUS": "8", "TMPDIR": "/var/tmp/pbs.13[2].server", "PBS_ARRAY_INDEX": "2", "PBS_ARRAY_ID": "13[].server",
         "PBS_ENVIRONMENT": "PBS_BATCH",
@@ -30,7 +30,7 @@ def test_job_environment_reads_stock_openpbs_variables(tmp_path):
 
 
 def test_outside_a_job_everything_is_unset_and_require_job_says_how_to_run():
-    env = JobEnvironment.from_environ({"TMPDIR": "/tmp"})
+    env = job_environment({"TMPDIR": "/tmp"})
     assert env.job_id is None and env.workdir is None
     with pytest.raises(UserError, match="scripts/submit CONFIG --local"):
         require_job(env)

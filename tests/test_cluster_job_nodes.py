@@ -11,12 +11,14 @@ import pytest
 
 from segtrain.cluster.job.resubmit import resubmission
 from segtrain.cluster.job.steps import Plan, main, make_plan, node_commands, node_status, step_stage, trainer_args
-from segtrain.cluster.local.server import LocalServer
-from segtrain.cluster.job.nodes import (RDZV_PORT_BASE, Node, check_port_free, job_nodes, launch_flags, processes_per_node,
-                                    rendezvous_port, select_gpus, task_exit_status)
-from segtrain.cluster.directives import parse_qsub_args
+from segtrain.cluster.pbs.local.server import LocalServer
+from segtrain.cluster.job.nodes import (RDZV_PORT_BASE, check_port_free, launch_flags, processes_per_node,
+                                        rendezvous_port, select_gpus)
+from segtrain.cluster.pbs.nodes import task_exit_status
+from segtrain.cluster.scheduler import Node, job_nodes
+from segtrain.cluster.pbs.directives import parse_qsub_args
 from segtrain.cluster.site import METACENTRUM, OPENPBS
-from segtrain.cluster.qsub import decode_value, join_overrides
+from segtrain.cluster.variables import decode_value, join_overrides
 from segtrain.config import load_config
 from segtrain.errors import UserError
 from test_cluster_job_steps import job_env, workdir  # noqa: F401  (workdir is a fixture)

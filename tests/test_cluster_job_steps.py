@@ -9,8 +9,8 @@ import pytest
 from segtrain.errors import EXIT_NO_RESUBMIT
 from segtrain.cluster.job.resubmit import explain, record_resubmission, resubmission
 from segtrain.cluster.job.steps import Plan, main, make_plan, open_run_dir, staged_root, step_stage, trainer_args
-from segtrain.cluster.directives import parse_qsub_args
-from segtrain.cluster.qsub import decode_value, encode_value, join_overrides
+from segtrain.cluster.pbs.directives import parse_qsub_args
+from segtrain.cluster.variables import decode_value, encode_value, join_overrides
 from segtrain.config import load_config
 from segtrain.errors import UserError
 

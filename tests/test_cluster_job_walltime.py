@@ -1,8 +1,8 @@
 """PBS durations and the trainer's time limit."""
 import pytest
 
-from segtrain.cluster.directives import format_hms, parse_hms
-from segtrain.cluster.job.walltime import MAX_MARGIN_S, MIN_LIMIT_S, MIN_MARGIN_S, default_margin, training_time_limit
+from segtrain.cluster.walltime import format_hms, parse_hms
+from segtrain.cluster.walltime import MAX_MARGIN_S, MIN_LIMIT_S, MIN_MARGIN_S, default_margin, training_time_limit
 from segtrain.errors import UserError
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from segtrain.cluster.local.server import EXIT_WALLTIME, LocalServer
-from segtrain.cluster.local.__main__ import main
+from segtrain.cluster.pbs.local.server import EXIT_WALLTIME, LocalServer
+from segtrain.cluster.pbs.local.__main__ import main
 from segtrain.cluster.site import METACENTRUM, OPENPBS
 from segtrain.errors import UserError
 

@@ -2,9 +2,9 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from segtrain.cluster.directives import parse_qsub_args
-from segtrain.cluster.qsub import (decode_value, encode_value, job_argv, join_overrides, qsub_argv, run_qsub,
-                                     split_overrides, variable_list)
+from segtrain.cluster.pbs.directives import parse_qsub_args
+from segtrain.cluster.pbs.qsub import job_argv, qsub_argv, run_qsub, variable_list
+from segtrain.cluster.variables import decode_value, encode_value, join_overrides, split_overrides
 from segtrain.errors import UserError
 
 TRICKY = ["data.bands=[0, 1, 3]", "run.name=it's \"quoted\"", "x=a;b", "p=50%", "c=a\\b", "n=line\nbreak", "u=ü"]

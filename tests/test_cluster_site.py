@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from segtrain.cluster.directives import script_request
+from segtrain.cluster.pbs.directives import script_request
 from segtrain.cluster.site import JOB_NAME_MAX, METACENTRUM, OPENPBS, SCRIPT_SITE, Resources, get_site, job_name
 from segtrain.errors import UserError
 

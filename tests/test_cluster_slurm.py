@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 
 from segtrain.cluster.pbs import PBS
-from segtrain.cluster.qsub import decode_value
-from segtrain.cluster.scheduler import current_job_id, get_scheduler
-from segtrain.cluster.frontend.status import JobState
+from segtrain.cluster.variables import decode_value
+from segtrain.cluster.schedulers import current_job_id, get_scheduler
+from segtrain.cluster.scheduler import JobState
 from segtrain.cluster.slurm import SLURM, export_list, parse_show_job, parse_time, sacct_states, script_options
 from segtrain.errors import UserError
 

@@ -18,7 +18,7 @@ import tifffile
 
 from conftest import tree_state
 from segtrain.cluster.job.stage import sha256_file
-from segtrain.cluster.local.server import process_tree
+from segtrain.cluster.pbs.local.server import process_tree
 from segtrain.data.scene import GDAL_NODATA_TAG
 from segtrain.data.synthetic import make_scene
 from segtrain.predict import GEO_TAGS

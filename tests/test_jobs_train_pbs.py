@@ -22,8 +22,8 @@ import torch
 import yaml
 
 from segtrain.cluster.frontend.status import status_rows
-from segtrain.cluster.local.server import LocalServer
-from segtrain.cluster.qsub import qsub_argv
+from segtrain.cluster.pbs.local.server import LocalServer
+from segtrain.cluster.pbs.qsub import qsub_argv
 from segtrain.run.report import OTHER, PHASES
 
 pytestmark = pytest.mark.slow
@@ -150,7 +150,7 @@ def test_local_demo_job_ends_with_a_report_of_where_its_walltime_went(demo_job):
     phases = report["phases_s"]
     assert all(seconds >= 0 for seconds in phases.values()) and phases["start-up"] > 0 and phases["copy-back"] > 0
     assert sum(phases.values()) == pytest.approx(report["elapsed_s"])
-    [row] = status_rows(repo / "runs", qstat=None)  # segtrain runs: the training share of each run
+    [row] = status_rows(repo / "runs")  # segtrain runs: the training share of each run
     assert row.training_share == pytest.approx(phases["training"] / report["elapsed_s"])
 
 

@@ -9,8 +9,8 @@ import pytest
 from segtrain.cluster.frontend.grid import load_grid, write_manifest
 from segtrain.cluster.job.resubmit import resubmission
 from segtrain.cluster.job.steps import make_plan, open_run_dir
-from segtrain.cluster.directives import parse_qsub_args
-from segtrain.cluster.qsub import job_argv, subjob_id
+from segtrain.cluster.pbs.directives import parse_qsub_args
+from segtrain.cluster.pbs.qsub import job_argv, subjob_id
 from segtrain.errors import UserError
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segtrain.cluster.local.server import EXIT_QDEL, process_tree
+from segtrain.cluster.pbs.local.server import EXIT_QDEL, process_tree
 from test_jobs_train_pbs import (TINY, assert_same_weights, job_output, make_repo, server_of, submit, uninterrupted,
                                  wait_for_first_mirrored_checkpoint, weights)
 from test_jobs_train_pbs_multinode import ONE_NODE, job_argv, leftovers, signal_all, world_size
@@ -28,16 +28,16 @@ TEN_STEPS = TINY + ["train.epochs=1", "data.tiles_per_epoch=160", "train.checkpo
 
 
 def local_run(repo: Path, argv: list[str]) -> subprocess.Popen:
-    """``python -m segtrain.cluster.local run -- ARGV`` (a plain qsub, run here) in the background."""
+    """``python -m segtrain.cluster.pbs.local run -- ARGV`` (a plain qsub, run here) in the background."""
     env = {**os.environ, "SEGTRAIN_LOCAL_PBS": str(repo.parent / "state"), "PYTHONPATH": str(repo)}
-    return subprocess.Popen([sys.executable, "-m", "segtrain.cluster.local", "run", "--quiet", "--", *argv], cwd=repo,
+    return subprocess.Popen([sys.executable, "-m", "segtrain.cluster.pbs.local", "run", "--quiet", "--", *argv], cwd=repo,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def pbs_command(repo: Path, *words: str) -> None:
     """A PBS command (qdel, qextend) of the local server, as the user types it on the frontend."""
     env = {**os.environ, "SEGTRAIN_LOCAL_PBS": str(repo.parent / "state"), "PYTHONPATH": str(repo)}
-    subprocess.run([sys.executable, "-m", "segtrain.cluster.local", *words], env=env, check=True)
+    subprocess.run([sys.executable, "-m", "segtrain.cluster.pbs.local", *words], env=env, check=True)
 
 
 def qdel(repo: Path, job_id: str) -> None:

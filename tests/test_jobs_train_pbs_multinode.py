@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from segtrain.cluster.local.server import process_tree
-from segtrain.cluster.qsub import join_overrides, qsub_argv
+from segtrain.cluster.pbs.local.server import process_tree
+from segtrain.cluster.pbs.qsub import qsub_argv
+from segtrain.cluster.variables import join_overrides
 from test_jobs_train_pbs import (ONE_STEP, TINY, assert_same_weights, job_output, make_repo, only_run, server_of,
                                 wait_for_first_mirrored_checkpoint, weights)
 
@@ -106,7 +107,7 @@ def test_two_nodes_of_one_process_train_exactly_as_one_node_of_two(two_nodes, on
 def test_two_node_job_deleted_with_sigterm_stops_every_rank_with_a_checkpoint_and_cleans_up(tmp_path, small_data_ro):
     repo = make_repo(tmp_path / "segtrain", small_data_ro)
     env = {**os.environ, "SEGTRAIN_LOCAL_PBS": str(repo.parent / "state"), "PYTHONPATH": str(repo)}
-    proc = subprocess.Popen([sys.executable, "-m", "segtrain.cluster.local", "run", "--quiet", "--",
+    proc = subprocess.Popen([sys.executable, "-m", "segtrain.cluster.pbs.local", "run", "--quiet", "--",
                              *job_argv(TEN_STEPS, TWO_NODES)], cwd=repo, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     frozen = process_tree(wait_for_first_mirrored_checkpoint(repo, proc))  # trainers have sessions of their own

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from segtrain.cluster.frontend.status import JobState
-from segtrain.cluster.qsub import join_overrides
+from segtrain.cluster.scheduler import JobState
+from segtrain.cluster.variables import join_overrides
 from segtrain.cluster.slurm import SLURM, job_fields
 from test_jobs_train_pbs import MANY_STEPS, ONE_STEP, assert_same_weights, make_repo, only_run, uninterrupted, weights
 

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 import torch
 
-from segtrain.cluster.qsub import join_overrides
+from segtrain.cluster.variables import join_overrides
 from test_jobs_train_pbs import MANY_STEPS, ONE_STEP, assert_same_weights, make_repo, only_run, weights
 from test_jobs_train_slurm import (LOCAL, cancel_mid_training, output, pytestmark as slurm_marks, sbatch,
                                    scratch_base, wait_until_ended)

@@ -1,17 +1,19 @@
-"""Running segtrain as batch jobs on PBS Pro or Slurm, split by where the code runs.
+"""Running segtrain as batch jobs on PBS Pro or Slurm: one interface, one package per scheduler.
 
-- :mod:`.frontend`: at submit time, on the cluster's frontend or a laptop: grids of configs
-  (:mod:`.frontend.grid`), the plan of jobs to submit (:mod:`.frontend.plan`), lint of job
-  resources, status of runs, fetching results.
-- :mod:`.job`: inside a running job, called by ``jobs/train.sh`` (under ``jobs/train.pbs`` or ``jobs/train.slurm``) as
-  ``python -m segtrain.cluster.job.steps STEP``: the job's plan, staging, the walltime, the
-  nodes, and the decision to resubmit (:mod:`.job.steps`).
-- :mod:`.local`: the PBS-like stand-in that runs the very same job script on this machine.
-- Shared by all three: :mod:`.site` (a site's resource names and queues), :mod:`.directives`
-  (``#PBS`` lines, ``qsub`` options, durations) and :mod:`.qsub` (the words of a ``qsub`` call
-  and of the job's variables); :mod:`.scheduler` with :mod:`.pbs` and :mod:`.slurm`: everything
-  that differs between the two workload managers.
+- :mod:`.scheduler`: what the rest asks of a workload manager (the interface), and the facts shared by
+  both (a running job's identity, job states); :mod:`.schedulers` picks one (named, installed, running
+  this job, or :data:`~.schedulers.LOCAL` for ``--local``).
+- :mod:`.pbs` and :mod:`.slurm`: everything that differs between the two (submit words, job variables,
+  status, other nodes, scratch, lint); :mod:`.pbs.local` is PBS's stand-in that runs the very same job
+  script on this machine. Their shell halves are ``jobs/pbs.sh`` and ``jobs/slurm.sh``.
+- :mod:`.frontend`: at submit time, on the cluster's frontend or a laptop: grids of configs, the plan of
+  jobs to submit, lint of job resources, status of runs, fetching results.
+- :mod:`.job`: inside a running job, called by ``jobs/train.sh`` and ``jobs/predict.sh``: the job's plan,
+  staging, the nodes, and the decision to resubmit.
+- Shared by all: :mod:`.walltime` (durations, the margin, the trainer's time limit), :mod:`.variables`
+  (the job scripts' variables and their encoding), :mod:`.submissions` (the submissions log),
+  :mod:`.site` (a site's resource names and queues), :mod:`.predictions` (prediction manifests).
 
-The shell job script does only what shell is for (traps, ``wait``, scheduler commands); everything
+The shell job scripts do only what shell is for (traps, ``wait``, scheduler commands); everything
 that needs tests lives here.
 """

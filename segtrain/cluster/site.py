@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from segtrain.cluster.walltime import format_hms, parse_hms
 from segtrain.errors import UserError
 
 SITE_VARIABLE = "SEGTRAIN_SITE"
@@ -102,8 +103,6 @@ class Site:
 
     def sbatch_options(self, res: Resources, only: Optional[set[str]] = None) -> dict[str, str]:
         """sbatch's long options for one node's share (``only``: just these Resources fields)."""
-        from segtrain.cluster.directives import parse_hms
-
         def wanted(name: str) -> bool:
             return only is None or name in only
 
@@ -117,8 +116,6 @@ class Site:
         if wanted("nodes") and res.nodes != 1:
             options["nodes"] = str(res.nodes)
         if wanted("walltime"):
-            from segtrain.cluster.directives import format_hms
-
             options["time"] = format_hms(parse_hms(res.walltime, "walltime"))
         return options
 

@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from segtrain.cluster.frontend.status import status_report
+    from segtrain.cluster.schedulers import LOCAL, get_scheduler, job_states
 
-    print(status_report(Path(args.target) if args.target else None, args.runs, args.local))
+    scheduler = LOCAL if args.local else get_scheduler()
+    print(status_report(Path(args.target) if args.target else None, args.runs, job_states(scheduler, args.local),
+                        scheduler.status_command))
     return 0

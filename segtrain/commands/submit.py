@@ -14,7 +14,7 @@ HELP = ("submit jobs/train.pbs (PBS) or jobs/train.slurm (Slurm) for a config or
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from segtrain.cluster.scheduler import SCHEDULERS
+    from segtrain.cluster.schedulers import SCHEDULERS
     from segtrain.cluster.site import SITES
 
     parser.add_argument("target", nargs="?", help="a config file, a grid file (configs/grids/), or a run "
@@ -65,33 +65,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segtrain.cluster import qsub
-    from segtrain.cluster.directives import format_hms, parse_hms
-    from segtrain.cluster.frontend.plan import (JobOptions, choose_site, describe, dry_run_text, execute,
-                                                lint_warnings, plan_target, resource_options, run_here)
+    from segtrain.cluster.frontend.plan import (JobOptions, describe, dry_run_text, execute, lint_warnings,
+                                                plan_target, resource_options, run_here, submit_site)
     from segtrain.cluster.frontend.status import status_report, summary_table
     from segtrain.cluster.frontend.predict_status import folder_status, is_predictions_folder
+    from segtrain.cluster.schedulers import job_states, scheduler_named
+    from segtrain.cluster.walltime import format_hms, parse_hms
 
     if args.predict:
         from segtrain.cluster.frontend import predict_submit
 
         return predict_submit.run(args)
+    site = submit_site(args.site, args.scheduler, args.local, None if args.status else args.account)
+    scheduler = scheduler_named(site.scheduler)
     if args.status and args.target and is_predictions_folder(Path(args.target)):
-        scheduler = choose_site(args.site, args.scheduler or ("pbs" if args.local else None)).scheduler
-        print(folder_status(Path(args.target), qstat=None if args.local else ("qstat",), scheduler=scheduler).text())
+        print(folder_status(Path(args.target), scheduler, job_states(scheduler, args.local)).text())
         return 0
-    site = choose_site(args.site, args.scheduler or ("pbs" if args.local else None))  # --local: PBS-like
     if args.status:
-        print(status_report(Path(args.target) if args.target else None, args.runs, args.local, site.scheduler))
+        print(status_report(Path(args.target) if args.target else None, args.runs, job_states(scheduler, args.local),
+                            scheduler.status_command))
         return 0
     if not args.target:
         raise UserError("give a config file, a grid file or a run directory (or --status)")
-    if args.local and site.scheduler != "pbs":
-        raise UserError(f"--local runs the PBS job here, not on the Slurm site {site.name}; for Slurm, start one on "
-                        "this machine (scripts/slurm_local.sh start) and submit to it")
-    if args.account and site.scheduler != "slurm":
-        raise UserError(f"--account: the {site.name} site is a PBS site (sbatch -A is Slurm's)")
-    if args.nodes is not None and (args.nodes < 1 or site.scheduler != "slurm"):
+    if args.nodes is not None and (args.nodes < 1 or not scheduler.takes_nodes):
         raise UserError(f"--nodes {args.nodes}: a whole number >= 1, on Slurm; on PBS ask for chunks: "
                         "qsub -l select=N:ncpus=...:ngpus=... -l place=scatter jobs/train.pbs")
     resources = resource_options(site, args.walltime, ngpus=args.gpus, ncpus=args.ncpus, mem=args.mem,
@@ -109,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(describe(sub), flush=True)
     if not args.local:
-        ids = execute(sub, lambda argv: opts.scheduler.job_id(qsub.run_qsub(argv)))
+        ids = execute(sub, opts.scheduler.submit)
         where = os.path.relpath(sub.grid_dir or sub.runs_root)
         print(f"submitted {', '.join(ids)}; see where they stand with: scripts/submit --status {where}")
         return 0

@@ -24,16 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dist.add_argument("--nnodes", type=at_least(1), default=1, help="nodes taking part (all run this same command)")
     dist.add_argument("--node-rank", type=at_least(0), default=0, help="this node's rank; 0 hosts the rendezvous")
     dist.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous on the first node (several nodes)")
-    dist.add_argument("--rdzv-id", help="a job-wide id, the same on every node (e.g. $PBS_JOBID)")
+    dist.add_argument("--rdzv-id", help="a job-wide id, the same on every node (e.g. the job id)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from segtrain.cluster.schedulers import current_job_id
     from segtrain.errors import UserError
     from segtrain.train.trainer import TrainOptions, default_run_dir, train
 
     cfg = config_from_args(args)
     opts = TrainOptions(config_path=args.config, overrides=list(args.overrides), run_dir=args.run_dir,
-                        mirror=args.mirror, time_limit=args.time_limit, deadline_file=args.deadline_file)
+                        mirror=args.mirror, time_limit=args.time_limit, deadline_file=args.deadline_file,
+                        job_id=current_job_id())
     if (args.nproc_per_node > 1 or args.nnodes > 1) and "LOCAL_RANK" not in os.environ:
         from segtrain.preflight import check_dataset
         from segtrain.train.launch import LaunchSpec, launch

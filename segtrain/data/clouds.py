@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segtrain.data import synthetic as s
+from segtrain.data import fields as s
 
 # TOA reflectance (blue, green, red, nir) of the surfaces under the clouds.
 SURFACES = np.array([

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from segtrain.data.clouds import make_cloud_scene
+from segtrain.data.fields import NODATA, blur, footprint, more_bands, smooth_noise
 from segtrain.errors import UserError
 from segtrain.fsutil import UMASK
 
 DEFAULT_DIR = "data/demo"
 MARKER = ".segtrain-demo.json"  # parameters of a generated data set, to make re-runs idempotent
-NODATA = 0
 GDAL_NODATA_TAG = 42113
 KINDS = ("water", "clouds")
 
@@ -96,8 +97,6 @@ def make_demo_data(root: str | Path = DEFAULT_DIR, spec: DemoSpec = DemoSpec(), 
 
 
 def _write_dataset(root: Path, spec: DemoSpec) -> None:
-    from segtrain.data.clouds import make_cloud_scene
-
     generate = make_cloud_scene if spec.kind == "clouds" else make_scene
     rng = np.random.default_rng(spec.seed)
     (root / "scenes").mkdir()
@@ -139,7 +138,7 @@ def make_scene(rng: np.random.Generator, h: int, w: int, bands: int) -> tuple[np
     water = lakes > np.quantile(lakes, 1 - target * 0.8)
     water |= _river(rng, h, w)
     # Mixed pixels at shores: blend with a softened copy of the mask.
-    soft = np.clip(_blur(water.astype(np.float64), 1.0) * 1.2 - 0.1, 0, 1)
+    soft = np.clip(blur(water.astype(np.float64), 1.0) * 1.2 - 0.1, 0, 1)
     turbidity = np.clip(smooth_noise(rng, h, w, sigma=10.0) * 0.5 + 0.5, 0, 1)
     water_refl = WATER[:, None, None] + TURBID[:, None, None] * turbidity[None]
     reflectance = reflectance * (1 - soft) + water_refl * soft
@@ -156,45 +155,12 @@ def make_scene(rng: np.random.Generator, h: int, w: int, bands: int) -> tuple[np
     return image, mask
 
 
-def smooth_noise(rng: np.random.Generator, h: int, w: int, sigma: float) -> np.ndarray:
-    """White noise low-passed with a Gaussian of ``sigma`` pixels, scaled to zero mean, unit std."""
-    out = _blur(rng.normal(size=(h, w)), sigma)
-    return (out - out.mean()) / (out.std() + 1e-12)
-
-
-def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    h, w = x.shape
-    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
-    kernel = np.exp(-2 * (np.pi * sigma) ** 2 * (fy ** 2 + fx ** 2))
-    return np.fft.irfft2(np.fft.rfft2(x) * kernel, s=(h, w))
-
-
 def _river(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
     phase = rng.uniform(0, 2 * np.pi)
     centre = h * rng.uniform(0.2, 0.8) + h * 0.12 * np.sin(xx / w * rng.uniform(2, 6) + phase)
     width = rng.uniform(2, 6)
     return np.abs(yy - centre) < width
-
-
-def more_bands(rng: np.random.Generator, refl: np.ndarray, bands: int) -> np.ndarray:
-    """Fewer bands: the first ones; more: noisy mixtures of the four, like extra spectral bands."""
-    if bands <= refl.shape[0]:
-        return refl[:bands]
-    mix = rng.dirichlet(np.ones(refl.shape[0]), size=bands - refl.shape[0])
-    return np.concatenate([refl, np.einsum("kb,bhw->khw", mix, refl)])
-
-
-def footprint(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """The valid area: the whole scene, or a rotated rectangle like an orbit's swath edge."""
-    if rng.uniform() < 0.35:
-        return np.ones((h, w), dtype=bool)
-    angle = np.deg2rad(rng.uniform(8, 22) * rng.choice([-1, 1]))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    cy, cx = h / 2 + rng.uniform(-0.15, 0.15) * h, w / 2 + rng.uniform(-0.15, 0.15) * w
-    u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
-    v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
-    return (np.abs(u) < w * rng.uniform(0.4, 0.55)) & (np.abs(v) < h * rng.uniform(0.4, 0.55))
 
 
 def _write_scene(path: Path, image: np.ndarray, band_first: bool, tiled: bool) -> None:

@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from segtrain.cluster.scheduler import current_job_id
 from segtrain.fsutil import atomic_write_json
 from segtrain.errors import UserError
 
@@ -129,8 +128,8 @@ class RunDir:
         atomic_write_json(self.info_path, info)
         return info
 
-    def start_segment(self, name: str, wandb_id: Optional[str]) -> dict[str, Any]:
-        """Record that a job segment starts: one entry per process run, with the scheduler's job id."""
+    def start_segment(self, name: str, wandb_id: Optional[str], job_id: Optional[str] = None) -> dict[str, Any]:
+        """Record that a job segment starts: one entry per process run, with the scheduler's job id (None: no job)."""
         info = self.read_info()
         info.setdefault("name", name)
         info.setdefault("run_id", uuid.uuid4().hex[:12])
@@ -139,7 +138,7 @@ class RunDir:
         info["git_commit"] = git_commit()
         info["status"] = "running"
         info.setdefault("segments", []).append({
-            "job_id": current_job_id(), "host": socket.gethostname(), "started": now_iso(),
+            "job_id": job_id, "host": socket.gethostname(), "started": now_iso(),
             "ended": None, "exit_code": None, "start_step": None, "end_step": None,
         })
         atomic_write_json(self.info_path, info)

@@ -73,6 +73,7 @@ class TrainOptions:
     mirror: Optional[Path] = None
     time_limit: Optional[float] = None  # seconds from start
     deadline_file: Optional[Path] = None  # a later deadline (epoch seconds) a PBS job writes after a qextend
+    job_id: Optional[str] = None  # the scheduler's id of the job this runs in (None: none), kept in run.json
 
 
 @dataclass
@@ -273,7 +274,7 @@ class _Run:
         self.log = MetricsLog(rd.metrics, self.pos.step if self.resumed else None,
                               self.metrics_records) if self.ctx.is_main else None
         if self.ctx.is_main:
-            rd.start_segment(rd.path.name, wandb_id if cfg.logging.wandb.mode != "disabled" else None)
+            rd.start_segment(rd.path.name, wandb_id if cfg.logging.wandb.mode != "disabled" else None, self.opts.job_id)
             rd.update_segment(start_step=self.pos.step)
         self.wandb = WandbLogger(cfg.logging.wandb, rd.path, rd.path.name, wandb_id, to_dict(cfg), enabled=self.ctx.is_main)
         self.wandb_id = wandb_id

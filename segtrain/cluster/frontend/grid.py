@@ -204,12 +204,12 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-def manifest_point(path: Path, index: Optional[int]) -> tuple[str, list[str]]:
-    """The config and overrides of point ``index`` (a subjob's ``$PBS_ARRAY_INDEX``)."""
+def manifest_point(path: Path, index: Optional[int], index_variable: str) -> tuple[str, list[str]]:
+    """The config and overrides of point ``index`` (a subjob's array index, the scheduler's ``index_variable``)."""
     manifest = read_manifest(path)
     if index is None:
-        raise UserError(f"MANIFEST={path} but PBS_ARRAY_INDEX is unset: a grid's manifest is read by the "
-                        "subjobs of a job array (qsub -J)")
+        raise UserError(f"MANIFEST={path} but {index_variable} is unset: a grid's manifest is read by the "
+                        "subjobs of a job array")
     points = {p["index"]: p for p in manifest["points"]}
     if index not in points:
         raise UserError(f"{path}: no point {index} (the grid has {len(points)} points, 0..{len(points) - 1})")

@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Optional, Sequence
 
-from segtrain.cluster import qsub
-from segtrain.cluster.qsub import resolve_path
+from segtrain.cluster import variables as job_vars
 from segtrain.cluster.frontend.grid import MANIFEST_NAME, Grid, format_override, is_grid_file, load_grid, write_manifest
-from segtrain.cluster.frontend.lint import WARNING, Finding, lint_request, lint_sbatch, lint_script, raise_errors
-from segtrain.cluster.directives import format_hms, job_request, parse_hms
-from segtrain.cluster.scheduler import scheduler_named
-from segtrain.cluster.site import JOB_NAME_MAX, SCRIPT_SITE, Site, check_size, job_name
-from segtrain.cluster.frontend.status import RunSummary, append_log, log_path, summarize_run
+from segtrain.cluster.frontend.lint import WARNING, Finding, raise_errors
+from segtrain.cluster.frontend.status import RunSummary, summarize_run
+from segtrain.cluster.pbs.local.server import LocalServer, describe as describe_jobs
+from segtrain.cluster.schedulers import LOCAL, get_scheduler, scheduler_named
+from segtrain.cluster.site import JOB_NAME_MAX, SITE_VARIABLE, Site, check_size, get_site, job_name
+from segtrain.cluster.submissions import append_log, log_path
+from segtrain.cluster.variables import resolve_path
 from segtrain.config import Config, load_config
 from segtrain.errors import UserError
 from segtrain.run.directory import RunDir, create_run_dir, now_iso, run_name, unique_path
@@ -126,40 +127,29 @@ def resource_options(site: Site, walltime: Optional[str] = None, **changes: Opti
         if changes.get(key) is not None:
             changes[key] = check_size(str(changes[key]), f"--{key.replace('_', '-')}")
     changes = {key: value for key, value in changes.items() if value is not None}
-    if site.scheduler == "slurm":
-        return _sbatch_options(site, walltime, changes)
-    if changes.get("ngpus") and not site.gpu_resource:
-        raise UserError(f"--gpus: the {site.name} site profile defines no GPU resource")
-    resources = {}
-    if site is not SCRIPT_SITE or changes:
-        resources = site.resource_list(dataclasses.replace(site.defaults, **changes))
-    if walltime:
-        resources["walltime"] = format_hms(parse_hms(walltime, "--walltime"))
-    return resources
-
-
-def _sbatch_options(site: Site, walltime: Optional[str], changes: dict) -> dict[str, str]:
-    """A Slurm site's sbatch options: its profile's requests and partition (the generic profile: only the changes)."""
-    if walltime:
-        changes["walltime"] = format_hms(parse_hms(walltime, "--walltime"))
-    changes.pop("scratch", None), changes.pop("gpu_mem", None)  # Slurm sites reserve neither
-    res = dataclasses.replace(site.defaults, **changes)
-    options = site.sbatch_options(res, only=None if site.queues else set(changes))
-    queue = site.route(parse_hms(res.walltime, "walltime"), res.ngpus) if site.queues else None
-    return {**options, **({"partition": queue.name} if queue else {})}
+    return scheduler_named(site.scheduler).resource_options(site, walltime, changes)
 
 
 def choose_site(name: Optional[str], scheduler: Optional[str]) -> Site:
     """The named site (it must use ``scheduler`` when one is named), else the scheduler's default site."""
-    from segtrain.cluster.scheduler import get_scheduler
-    from segtrain.cluster.site import SITE_VARIABLE, get_site
-
     if name or os.environ.get(SITE_VARIABLE):
         site = get_site(name)
         if scheduler and scheduler != site.scheduler:
             raise UserError(f"--site {site.name} is a {site.scheduler} site, not {scheduler}")
         return site
-    return get_site("slurm") if get_scheduler(scheduler).name == "slurm" else get_site()
+    return get_site(get_scheduler(scheduler).default_site)
+
+
+def submit_site(site: Optional[str], scheduler: Optional[str], local: bool, account: Optional[str] = None) -> Site:
+    """The site of a submission (:func:`choose_site`); ``local`` runs its jobs under :data:`LOCAL`'s stand-in here."""
+    chosen = choose_site(site, scheduler or (LOCAL.name if local else None))
+    title = scheduler_named(chosen.scheduler).title
+    if local and chosen.scheduler != LOCAL.name:
+        raise UserError(f"--local runs the {LOCAL.title} job here, not on the {title} site {chosen.name}; for {title}, "
+                        f"run a {title} on this machine and submit to it")
+    if account and not scheduler_named(chosen.scheduler).takes_account:
+        raise UserError(f"--account: the {chosen.name} site is a {title} site, which takes no project account")
+    return chosen
 
 
 def plan_target(target: Path, overrides: Sequence[str], opts: JobOptions, workdir: Path, array: bool) -> Submission:
@@ -250,11 +240,11 @@ def plan_grid(path: Path, extra: Sequence[str], opts: JobOptions, workdir: Path,
 def _job_argv(opts: JobOptions, workdir: Path, config: Optional[str], overrides: Sequence[str], *,
               runs: Optional[str], run: Optional[str] = None, name: Optional[str] = None,
               manifest: Optional[str] = None, array: Optional[str] = None, nproc: Optional[int] = None) -> list[str]:
-    variables = qsub.job_variables(config, overrides, data=opts.data, runs=runs, run=run,
+    variables = job_vars.job_variables(config, overrides, data=opts.data, runs=runs, run=run,
                                    max_resubmits=opts.max_resubmits, margin=opts.margin, env=opts.env,
                                    manifest=manifest, scratch_base=site_scratch(opts.site, opts.account), nproc=nproc)
     resources = {**opts.resources, **({"account": opts.account} if opts.account else {})}
-    return opts.scheduler.submit_argv(opts.job_script, variables, name=name or opts.name or qsub.default_job_name(
+    return opts.scheduler.submit_argv(opts.job_script, variables, name=name or opts.name or job_vars.default_job_name(
         config, run), resources=resources, queue=opts.queue, array=array)
 
 
@@ -277,23 +267,9 @@ def _linted(sub: Submission, opts: JobOptions) -> Submission:
 
 
 def request_findings(opts: SubmitOptions, argv: Sequence[str], workdir: Path) -> list:
-    """Lint findings on a submit command (training or predictions): on Slurm its
-    sbatch options against the site's profile, on PBS the script and the request the server would queue."""
-    if opts.scheduler.name == "slurm":
-        options = {**opts.resources, **({"partition": opts.queue} if opts.queue else {})}
-        return lint_sbatch(options, opts.site, opts.account, where=opts.job_script)
-    request = job_request(list(argv[1:]), os.environ, workdir)
-    return lint_script(request.script) + lint_request(request, opts.site, where=opts.job_script)
-
-
-def command_lines(argv: Sequence[str], scheduler: str, workdir: Path) -> list[str]:
-    """A submit command for a dry run: the command, the directives PBS would queue, the job's variables decoded."""
-    if scheduler == "slurm":  # the job's variables from --export=ALL,NAME=value,...
-        exported = [item.partition("=") for item in argv[-2].removeprefix("--export=").split(",")[1:]]
-        return ["", qsub.display(argv), *(f"#   {name}={qsub.decode_value(value)}" for name, _, value in exported if value)]
-    request = job_request(list(argv[1:]), os.environ, workdir)
-    return ["", qsub.display(argv), *request.directives(),
-            *(f"#   {name}={qsub.decode_value(value)}" for name, value in request.variables.items())]
+    """Lint findings on a submit command (training or predictions), against the site's profile."""
+    options = {**opts.resources, **({"partition": opts.queue} if opts.queue else {})}
+    return opts.scheduler.lint(argv, options, opts.site, opts.account, opts.job_script, workdir)
 
 
 def _for_job(path: Path, workdir: Path) -> str:
@@ -320,7 +296,7 @@ def dry_run_text(sub: Submission) -> str:
     if sub.manifest:
         lines.append(f"# first the manifest {_for_job(sub.manifest, sub.workdir)} would be written")
     for argv in sub.jobs:
-        lines += command_lines(argv, sub.scheduler, sub.workdir)
+        lines += scheduler_named(sub.scheduler).dry_run_lines(argv, sub.workdir)
     lines += [f"# {finding}" for finding in sub.findings]
     return "\n".join(lines)
 
@@ -374,14 +350,7 @@ def lint_warnings(sub: Submission) -> list[str]:
 
 def run_here(sub: Submission, site: Site, echo: Optional[IO[bytes]]) -> list[RunSummary]:
     """Submit to the local PBS-like runner and run every job with its chain; each run's summary."""
-    from segtrain.cluster.local.server import LocalServer, describe as describe_jobs
-
     server = LocalServer()
-
-    def local_qsub(argv: list[str]) -> str:
-        print(f"running here, PBS-like: {qsub.display(argv)}", flush=True)
-        return server.submit(argv[1:], os.environ, sub.workdir, site=site).id
-
-    for job_id in execute(sub, local_qsub):
+    for job_id in execute(sub, lambda argv: server.submit_here(argv, sub.workdir, site)):
         print("\n".join(describe_jobs(server.run_chain(server.get(job_id), echo))), flush=True)
     return [summarize_run(run.run_dir, index=run.index) for run in sub.runs]

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from segtrain.cluster import qsub
+from segtrain.cluster import variables as qsub
 from segtrain.cluster.frontend.lint import WARNING, Finding, raise_errors
-from segtrain.cluster.frontend.plan import SubmitOptions, command_lines, request_findings, site_scratch
-from segtrain.cluster.frontend.status import append_log
+from segtrain.cluster.frontend.plan import SubmitOptions, request_findings, site_scratch
+from segtrain.cluster.schedulers import scheduler_named
+from segtrain.cluster.submissions import append_log
 from segtrain.cluster.job.predict_steps import MANIFEST, SHARD
 from segtrain.cluster.job.stage import sha256_file
 from segtrain.cluster.predictions import (DONE, FAILED, MANIFEST_PREFIX, Manifest, PredictSettings, model_file,
@@ -208,7 +209,7 @@ def dry_run_text(sub: PredictSubmission) -> str:
     if sub.argv is None:
         return "\n".join(lines + ["# nothing to predict"])
     lines.append(f"# first the manifest {_for_job(sub.manifest_path, sub.workdir)} would be written")
-    lines += command_lines(sub.argv, sub.scheduler, sub.workdir)
+    lines += scheduler_named(sub.scheduler).dry_run_lines(sub.argv, sub.workdir)
     return "\n".join(lines + [f"# {finding}" for finding in sub.findings])
 
 

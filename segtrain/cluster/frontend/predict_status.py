@@ -1,19 +1,19 @@
 """Where the predictions of a folder stand: per submission and subjob, scenes done, failed and pending.
 
 The sidecars say what is done or failed (sizes checked; the jobs check checksums); the
-submissions log says which job (or resubmitted job) has each subjob, and ``qstat`` (where there
-is one; on Slurm ``squeue``, then ``sacct`` or ``scontrol``) whether that job is queued, running or has ended.
+submissions log says which job (or resubmitted job) has each subjob, and the scheduler (where it
+answers) whether that job is queued, running or has ended.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-from segtrain.cluster.frontend.status import format_table, qstat_states, read_log
+from segtrain.cluster.frontend.status import States, format_table
 from segtrain.cluster.predictions import DONE, FAILED, PENDING, Manifest, manifests, scene_state, state_dir
-from segtrain.cluster.qsub import subjob_id
-from segtrain.cluster.slurm import SLURM
+from segtrain.cluster.scheduler import Scheduler
+from segtrain.cluster.submissions import read_log
 from segtrain.errors import UserError
 
 
@@ -30,7 +30,7 @@ def is_predictions_folder(path: Path) -> bool:
     return bool(manifests(Path(path)))
 
 
-def subjob_jobs(out: Path) -> dict[tuple[str, int], str]:
+def subjob_jobs(out: Path, scheduler: Scheduler) -> dict[tuple[str, int], str]:
     """(manifest name, subjob) -> the latest job that has it, from the submissions log."""
     jobs = {}
     for entry in read_log(state_dir(out)):
@@ -38,10 +38,8 @@ def subjob_jobs(out: Path) -> dict[tuple[str, int], str]:
         array = len(shards) > 1 and not entry.get("resubmitted_from")
         for shard in shards:
             job = entry["job_id"]
-            if array and "[]" in job:  # PBS: 12[].server
-                job = subjob_id(job, shard)
-            elif array and job.isdigit():  # Slurm: 12
-                job = SLURM.subjob_id(job, shard)
+            if array:
+                job = scheduler.subjob_id(job, shard)
             jobs[(entry.get("manifest"), shard)] = job
     return jobs
 
@@ -69,19 +67,16 @@ class FolderStatus:
         return "\n".join(lines)
 
 
-def folder_status(out: Path, qstat: Optional[Sequence[str]] = ("qstat",), scheduler: str = "pbs") -> FolderStatus:
-    """Each subjob's counts, and every scene's state under its latest manifest (job states from ``qstat``,
-    or on Slurm from :meth:`segtrain.cluster.slurm.Slurm.states`; none without either)."""
+def folder_status(out: Path, scheduler: Scheduler, states: Optional[States] = None) -> FolderStatus:
+    """Each subjob's counts, and every scene's state under its latest manifest (job states from ``states``,
+    a scheduler's; None: not asked)."""
     out = Path(out)
     paths = manifests(out)
     if not paths:
         raise UserError(f"{out}: no prediction manifests in {state_dir(out)} (not a predictions folder)")
-    jobs = subjob_jobs(out)
-    asked = scheduler == "slurm" or bool(qstat)
-    if scheduler == "slurm":
-        states = SLURM.states(sorted(set(jobs.values())))
-    else:
-        states = qstat_states(sorted(set(jobs.values())), qstat) if qstat else {}
+    jobs = subjob_jobs(out, scheduler)
+    asked = states is not None
+    known = states(sorted(set(jobs.values()))) if states else {}
     rows, scenes = [], {}
     for path in paths:
         manifest = Manifest.load(path)
@@ -92,7 +87,7 @@ def folder_status(out: Path, qstat: Optional[Sequence[str]] = ("qstat",), schedu
                 counts[state] += 1
                 scenes[str(scene)] = (state, error)
             job = jobs.get((path.name, index))
-            rows.append(SubjobStatus(path.name, index, job, _word(states.get(job)) if job and asked else "-", counts))
+            rows.append(SubjobStatus(path.name, index, job, _word(known.get(job)) if job and asked else "-", counts))
     return FolderStatus(rows, scenes)
 
 

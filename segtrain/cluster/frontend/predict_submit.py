@@ -30,13 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Plan, then print (--dry-run), submit, or run here (--local) the prediction array."""
-    from segtrain.cluster import qsub
     from segtrain.cluster.frontend.predict_plan import (DEFAULT_PER_JOB, ArrayOptions, describe, dry_run_text, execute,
                                                         lint_warnings, plan_predictions)
     from segtrain.cluster.frontend.predict_status import folder_status
-    from segtrain.cluster.directives import format_hms, parse_hms
-    from segtrain.cluster.frontend.plan import choose_site, resource_options
+    from segtrain.cluster.frontend.plan import resource_options, submit_site
+    from segtrain.cluster.pbs.local import server as local
     from segtrain.cluster.predictions import PredictSettings
+    from segtrain.cluster.walltime import format_hms, parse_hms
 
     if not args.target or not args.overrides:
         raise UserError("--predict: give a model (.onnx file or run directory) and scenes: --predict MODEL SCENES...")
@@ -51,11 +51,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--int8: {model} not found; make it with: segtrain quantize {args.target}")
     settings = PredictSettings(prob=args.prob, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                                device=args.device, checkpoint=args.checkpoint)
-    site = choose_site(args.site, args.scheduler or ("pbs" if args.local else None))  # --local: PBS-like
-    if args.local and site.scheduler != "pbs":
-        raise UserError(f"--local runs the PBS job here, not on the Slurm site {site.name}")
-    if args.account and site.scheduler != "slurm":
-        raise UserError(f"--account: the {site.name} site is a PBS site (sbatch -A is Slurm's)")
+    site = submit_site(args.site, args.scheduler, args.local, args.account)
     resources = resource_options(site, args.walltime, ngpus=args.gpus, ncpus=args.ncpus, mem=args.mem,
                                  scratch=args.scratch, gpu_mem=args.gpu_mem)
     opts = ArrayOptions(site=site, script=args.script, resources=resources,
@@ -75,20 +71,13 @@ def run(args: argparse.Namespace) -> int:
         print("nothing to predict: every scene is done")
         return 0
     if not args.local:
-        job_id = execute(sub, lambda argv: opts.scheduler.job_id(qsub.run_qsub(argv)))
+        job_id = execute(sub, opts.scheduler.submit)
         print(f"submitted {job_id}; see where it stands with: scripts/submit --status {os.path.relpath(sub.manifest.out)}")
         return 0
-    from segtrain.cluster.local import server as local
-
     server = local.LocalServer()
-
-    def local_qsub(argv: list[str]) -> str:
-        print(f"running here, PBS-like: {qsub.display(argv)}", flush=True)
-        return server.submit(argv[1:], os.environ, Path.cwd(), site=opts.site).id
-
-    job_id = execute(sub, local_qsub)
+    job_id = execute(sub, lambda argv: server.submit_here(argv, Path.cwd(), opts.site))
     echo = None if args.quiet else sys.stdout.buffer
     print("\n".join(local.describe(server.run_chain(server.get(job_id), echo))), flush=True)
-    status = folder_status(Path(sub.manifest.out), qstat=None)
+    status = folder_status(Path(sub.manifest.out), opts.scheduler)
     print(status.text())
     return 0 if status.complete else 1

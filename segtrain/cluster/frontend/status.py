@@ -1,19 +1,13 @@
-"""Where each submitted run stands: the submissions log, run directories and ``qstat``.
+"""Where each submitted run stands: the submissions log, run directories and the scheduler.
 
-The submissions log (``<runs>/submissions.jsonl``, one JSON object a line, appended after each
-qsub) maps job ids to run directories, relative to the runs folder so that it still reads after
-``fetch_results`` copied the folder to a laptop. A run's own ``run.json`` says the rest: its
-status, its job segments and the resubmissions between them; ``qstat -x`` (where there is one)
-says whether a job that has not written anything yet is queued, and whether a job whose run
-still reads "running" has in fact ended (killed: no one wrote the final status).
+The submissions log (:mod:`segtrain.cluster.submissions`) maps job ids to run directories. A run's
+own ``run.json`` says the rest: its status, its job segments and the resubmissions between them;
+the scheduler (where it answers) says whether a job that has not written anything yet is queued,
+and whether a job whose run still reads "running" has in fact ended (killed: no one wrote the
+final status).
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,22 +16,15 @@ from typing import Callable, Mapping, Optional, Sequence
 import yaml
 
 from segtrain.cluster.frontend.grid import MANIFEST_NAME, is_grid_file, load_grid, read_manifest
-from segtrain.cluster.job.environment import parse_qstat_full
+from segtrain.cluster.scheduler import ENDED_STATES, QUEUED_STATES, JobState
+from segtrain.cluster.submissions import read_log
+from segtrain.config import load_config
 from segtrain.run.metrics_log import read_metrics
 from segtrain.errors import UserError
 from segtrain.run.directory import RunDir
 from segtrain.run.report import training_share
 
-LOG_NAME = "submissions.jsonl"
-QSTAT_TIMEOUT_S = 60
-QUEUED_STATES, ENDED_STATES = set("QHWTS"), set("FXU")
-UNKNOWN = "U"  # not our letter: qstat answered "Unknown Job Id" (ended, and forgotten without job history)
-
-
-@dataclass(frozen=True)
-class JobState:
-    state: str  # qstat's job_state letter
-    exit_status: Optional[int]
+States = Callable[[Sequence[str]], Mapping[str, JobState]]  # where jobs stand, by id (a scheduler's states)
 
 
 @dataclass(frozen=True)
@@ -56,57 +43,10 @@ class RunSummary:
     training_share: Optional[float] = None  # of its jobs' elapsed time (their job reports)
 
 
-# ---- the submissions log --------------------------------------------------------------------------
-def log_path(runs_root: Path) -> Path:
-    return Path(runs_root) / LOG_NAME
-
-
-def append_log(runs_root: Path, entries: Sequence[dict]) -> None:
-    """Append entries in one write (O_APPEND: concurrent submitters never interleave within a line)."""
-    path = log_path(runs_root)
-    data = "".join(json.dumps(entry) + "\n" for entry in entries).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_log(runs_root: Path) -> list[dict]:
-    """The log's entries, oldest first; a torn last line (a submitter killed mid-write) is skipped."""
-    return list(read_metrics(log_path(runs_root)))
-
-
-# ---- qstat ----------------------------------------------------------------------------------------
-def qstat_states(job_ids: Sequence[str], qstat: Sequence[str] = ("qstat",)) -> dict[str, JobState]:
-    """States of jobs (finished ones too) from ``qstat -x -f``; empty where qstat cannot answer.
-
-    Stock OpenPBS keeps no history (``job_history_enable`` is off by default): a job that has ended is
-    then "Unknown Job Id", shown here as state ``U``, so that a run its killed job left reading
-    "running" still shows as failed.
-    """
-    if not job_ids:
-        return {}
-    try:
-        out = subprocess.run([*qstat, "-x", "-f", *job_ids], capture_output=True, text=True,
-                             timeout=QSTAT_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    states = {}
-    for job_id, attrs in parse_qstat_full(out.stdout).items():
-        status = attrs.get("Exit_status", "").strip()
-        states[job_id] = JobState(attrs.get("job_state", "?"), int(status) if status.lstrip("-").isdigit() else None)
-    for job_id in job_ids:
-        if job_id not in states and f"Unknown Job Id {job_id}" in out.stderr:
-            states[job_id] = JobState(UNKNOWN, None)
-    return states
-
-
 # ---- runs -----------------------------------------------------------------------------------------
 def summarize_run(run_dir: Path, jobs: Optional[Mapping[str, JobState]] = None, submitted_as: Optional[str] = None,
                   index: Optional[int] = None) -> RunSummary:
-    """A run's status and metrics from its directory, with qstat's word (``jobs``) on its latest job."""
+    """A run's status and metrics from its directory, with the scheduler's word (``jobs``) on its latest job."""
     run_dir, jobs = Path(run_dir), jobs or {}
     info = _info(run_dir)
     job_id, pending = latest_job(info, submitted_as)
@@ -136,7 +76,7 @@ def latest_job(info: dict, submitted_as: Optional[str] = None) -> tuple[Optional
 
 
 def _status(info: dict, pending: bool, job: Optional[JobState]) -> str:
-    if not info:  # nothing written yet: only qstat knows
+    if not info:  # nothing written yet: only the scheduler knows
         if job is None:
             return "not started"
         if job.state in QUEUED_STATES:
@@ -169,11 +109,10 @@ def grid_runs(grid_dir: Path) -> list[tuple[Optional[int], Path]]:
     return [(point["index"], grid_dir / point["run_name"]) for point in manifest["points"]]
 
 
-def status_rows(runs_root: Path, grid_dir: Optional[Path] = None, qstat: Optional[Sequence[str]] = ("qstat",),
-                states: Optional[Callable[[Sequence[str]], dict[str, JobState]]] = None) -> list[RunSummary]:
+def status_rows(runs_root: Path, grid_dir: Optional[Path] = None, states: Optional[States] = None) -> list[RunSummary]:
     """One summary per run: a grid's points (by its manifest), else every logged or found run.
 
-    Job states come from ``states`` (a scheduler's), else from ``qstat`` (None: not asked).
+    Job states come from ``states`` (a scheduler's; None: not asked).
     """
     runs_root = Path(runs_root)
     submitted = {}  # run directory -> (job id, point index), the last submission of each run
@@ -188,7 +127,7 @@ def status_rows(runs_root: Path, grid_dir: Optional[Path] = None, qstat: Optiona
         runs += [(None, path) for path in found if path not in submitted]
     latest = (latest_job(_info(path), submitted.get(path, (None, None))[0])[0] for _, path in runs)
     job_ids = sorted({job for job in latest if job})
-    jobs = states(job_ids) if states else qstat_states(job_ids, qstat) if qstat else {}
+    jobs = states(job_ids) if states else {}
     return [summarize_run(path, jobs, submitted.get(path, (None, None))[0], index) for index, path in runs]
 
 
@@ -220,32 +159,24 @@ def _number(value: Optional[float]) -> Optional[str]:
 
 
 # ---- the report of ``segtrain runs`` and ``scripts/submit --status`` ---------------------------------
-def status_report(target: Optional[Path], runs: Optional[str], local: bool, scheduler: str = "pbs") -> str:
+def status_report(target: Optional[Path], runs: Optional[str], states: Optional[States], status_command: str) -> str:
     """The status table of a grid file, a grid folder or a runs folder, with a count by status.
 
-    Job states come from the local runner's qstat, else from the scheduler: ``qstat -x`` on PBS,
-    ``squeue`` and ``sacct`` (else ``scontrol``) on Slurm.
+    Job states come from ``states`` (:func:`segtrain.cluster.schedulers.job_states`; None where
+    ``status_command`` is not installed).
     """
-    from segtrain.cluster.scheduler import scheduler_named
-
     runs_root, grid_dir = locate(target, runs)
-    program = "squeue" if scheduler == "slurm" and not local else "qstat"
-    qstat = [sys.executable, "-m", "segtrain.cluster.local", "qstat"] if local else (
-        [program] if shutil.which(program) else None)
-    states = scheduler_named(scheduler).states if qstat and program == "squeue" else None
-    summaries = status_rows(runs_root, grid_dir, qstat, states)
+    summaries = status_rows(runs_root, grid_dir, states)
     if not summaries:
         return f"no runs in {grid_dir or runs_root}"
     counts = Counter(summary.status for summary in summaries)
     return (summary_table(summaries) + f"\n{len(summaries)} runs: "
             + ", ".join(f"{n} {status}" for status, n in counts.most_common())
-            + ("" if qstat else f" (no {program} here: runs not started yet show as 'not started')"))
+            + ("" if states else f" (no {status_command} here: runs not started yet show as 'not started')"))
 
 
 def locate(target: Optional[Path], runs: Optional[str]) -> tuple[Path, Optional[Path]]:
     """(runs folder, grid folder or None) for a grid file, a grid folder or a runs folder."""
-    from segtrain.config import load_config
-
     if target is None:
         return Path(runs or "runs"), None
     if target.is_dir():

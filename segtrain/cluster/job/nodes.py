@@ -1,27 +1,16 @@
-"""A job's nodes, how many trainer processes each runs, and how the first node starts the others.
+"""A job's nodes: how many trainer processes each runs, and the launcher's flags that make them one job.
 
-PBS lists a job's hosts in ``$PBS_NODEFILE``, one line per MPI rank of each chunk (one line per
-chunk without ``mpiprocs``), so a host that holds two chunks appears twice: nodes are told apart
-by host name, in file order. The first is where PBS runs the job script; it is node rank 0, which
-hosts the rendezvous and writes the run.
-
-OpenPBS / PBS Pro's ``pbsdsh -n INDEX -- PROGRAM ARGS`` starts PROGRAM on the job's INDEX-th vnode,
-the INDEX-th line of the nodefile (``-h HOST`` is Torque's pbsdsh, not PBS Pro's). The task
-belongs to the job: PBS accounts it, sends it the job's signals (SIGTERM at the walltime or on
-qdel, on every node) and kills it when the job ends, all of which a process started by ssh
-escapes. Its arguments arrive word for word, with no shell in between; it starts in ``$HOME``
-with PBS's small task environment. pbsdsh itself exits 0 whatever its task did; with ``-v`` it
-prints the task's exit status, which is how the first node learns whether another node staged.
+The job's hosts come from its node file (:meth:`segtrain.cluster.scheduler.JobEnvironment.nodes`);
+the first is where the job script runs: node rank 0, which hosts the rendezvous and writes the run.
+How the first node starts work on the others is the scheduler's (``node_argv``).
 """
 from __future__ import annotations
 
-import re
 import socket
-from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
-from segtrain.cluster.directives import parse_select
-from segtrain.cluster.qsub import NPROC  # job variable: processes per node, whatever the GPUs (tests on CPU)
+from segtrain.cluster.pbs.directives import parse_select
+from segtrain.cluster.variables import NPROC  # job variable: processes per node, whatever the GPUs (tests on CPU)
 from segtrain.device import visible_devices
 from segtrain.errors import UserError
 
@@ -29,22 +18,6 @@ from segtrain.errors import UserError
 # below Linux's ephemeral range (32768-60999): no outgoing connection on the node is given it.
 RDZV_PORT_BASE = 29500
 RDZV_PORT_SPAN = 1000
-_EXIT_STATUS = re.compile(r"^\S*pbsdsh: task 0x[0-9A-Fa-f]+ exit status (-?\d+)\s*$", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Node:
-    """One host of the job."""
-    host: str
-    index: int  # its first line in $PBS_NODEFILE: ``pbsdsh -n INDEX`` reaches it
-
-
-def job_nodes(nodefile_text: str) -> list[Node]:
-    """The job's nodes in nodefile order, each host once."""
-    nodes: dict[str, Node] = {}
-    for index, host in enumerate(nodefile_text.split()):
-        nodes.setdefault(host, Node(host, index))
-    return list(nodes.values())
 
 
 def select_gpus(select: str) -> int:
@@ -114,14 +87,3 @@ def launch_flags(nproc_per_node: int, hosts: Sequence[str], node_rank: int, port
         words += ["--nnodes", str(len(hosts)), "--node-rank", str(node_rank),
                   "--rdzv-endpoint", f"{hosts[0]}:{port}", "--rdzv-id", rdzv_id]
     return words
-
-
-def pbsdsh_argv(index: int, program: Sequence[str]) -> list[str]:
-    """Run ``program`` on the job's vnode ``index``, reporting its exit status (``-v``)."""
-    return ["pbsdsh", "-v", "-n", str(index), "--", *program]
-
-
-def task_exit_status(pbsdsh_output: str) -> Optional[int]:
-    """The exit status ``pbsdsh -v`` reported for its task; None when it reported none (spawn failed)."""
-    found = _EXIT_STATUS.findall(pbsdsh_output)
-    return int(found[-1]) if found else None

@@ -34,15 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-from segtrain.cluster import qsub
-from segtrain.cluster.job.environment import require_job
+from segtrain.cluster import variables as qsub
 from segtrain.cluster.job.stage import copy_file, sha256_file
 from segtrain.cluster.job.steps import _count
-from segtrain.cluster.directives import format_hms, parse_hms
-from segtrain.cluster.job.walltime import default_margin
-from segtrain.cluster.scheduler import current_job_scheduler, scheduler_named
+from segtrain.cluster.schedulers import current_job_scheduler, scheduler_named
+from segtrain.cluster.submissions import append_log
+from segtrain.cluster.walltime import default_margin, format_hms, parse_hms
 from segtrain.cluster.predictions import (DONE, Manifest, PredictSettings, model_file, remove_temporaries,
                                           scene_identity, scene_state, state_dir, write_done, write_failed)
+from segtrain.run.directory import now_iso
 from segtrain.errors import EXIT_FAILED, EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR, UserError
 
 MANIFEST, SHARD = "MANIFEST", "SHARD"
@@ -95,7 +95,7 @@ def job_context(environ: Mapping[str, str], scratch: Path, job_start: float, job
     """The subjob's manifest and scenes, its deadline and resources; ``job_info``: the scheduler's
     description of the job (``qstat -f``, ``scontrol show job``)."""
     scheduler = current_job_scheduler(environ)
-    env = require_job(scheduler.job_environment(environ))
+    env = scheduler.require_job(environ)
     workdir = env.workdir.resolve()
     var = {name: qsub.decode_value(environ.get(name, "")) for name in
            (MANIFEST, SHARD, qsub.MARGIN, qsub.MAX_RESUBMITS, qsub.RESUBMITS)}
@@ -328,13 +328,11 @@ def step_run(args: argparse.Namespace) -> int:
 
 def step_record(args: argparse.Namespace) -> int:
     """Log a resubmission's job id in the predictions folder's submissions log."""
-    from segtrain.cluster.frontend.status import append_log
-    from segtrain.run.directory import now_iso
-
-    env = require_job(current_job_scheduler(os.environ).job_environment(os.environ))
+    scheduler = current_job_scheduler(os.environ)
+    env = scheduler.require_job(os.environ)
     ctx_manifest = Manifest.load(env.workdir / qsub.decode_value(os.environ.get(MANIFEST, "")))
     shard = _count({SHARD: qsub.decode_value(os.environ.get(SHARD, ""))}, SHARD, env.array_index)
-    append_log(state_dir(Path(ctx_manifest.out)), [{"at": now_iso(), "job_id": args.job_id.strip(),
+    append_log(state_dir(Path(ctx_manifest.out)), [{"at": now_iso(), "job_id": scheduler.job_id(args.job_id),
                                                     "manifest": ctx_manifest.path.name, "shards": [shard],
                                                     "resubmitted_from": env.job_id}])
     return EXIT_OK
@@ -348,7 +346,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--scratch", type=Path, required=True, help="the job's scratch folder")
     p.add_argument("--job-start", type=float, help="when the job started (epoch seconds)")
     p.add_argument("--job-info", type=Path, help="a file holding the scheduler's description of the job "
-                   "(`qstat -f $PBS_JOBID`, `scontrol show job $SLURM_JOB_ID`)")
+                   "(its walltime and resources; the job script writes it)")
     p.add_argument("--resubmit", type=Path, help="where to write the submit words (NUL-separated) of a job for the rest")
     p.set_defaults(run=step_run)
     p = sub.add_parser("record")

@@ -15,28 +15,26 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from segtrain.cluster import qsub
-from segtrain.cluster.scheduler import scheduler_named
+from segtrain.cluster import variables as qsub
+from segtrain.cluster.job.plan import Plan
+from segtrain.cluster.schedulers import scheduler_named
 from segtrain.errors import EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR
 from segtrain.run.directory import RunDir, now_iso
-
-if TYPE_CHECKING:
-    from segtrain.cluster.job.steps import Plan
 
 WALLTIME_SLACK_S = 10.0  # a SIGTERM this close to the walltime, or after it, is the walltime's
 KILLED_BY_SIGTERM = 128 + signal.SIGTERM
 
 
-def walltime_kill(plan: "Plan", terminated_at: Optional[float], walltime_s: Optional[float]) -> bool:
+def walltime_kill(plan: Plan, terminated_at: Optional[float], walltime_s: Optional[float]) -> bool:
     """Whether a SIGTERM at ``terminated_at`` (epoch seconds) was PBS ending the walltime (else qdel)."""
     if terminated_at is None or walltime_s is None:
         return False
     return terminated_at - plan.job_start >= walltime_s - WALLTIME_SLACK_S
 
 
-def continue_command(plan: "Plan") -> str:
+def continue_command(plan: Plan) -> str:
     """The command that continues the run by hand, with this job's processes and resources (not its
     walltime): ``qsub -l select=... -v RUN=...,NPROC=... jobs/train.pbs`` on PBS."""
     scheduler = scheduler_named(plan.scheduler)
@@ -45,7 +43,7 @@ def continue_command(plan: "Plan") -> str:
     return qsub.display(scheduler.submit_argv(scheduler.script, variables, resources=resources))
 
 
-def explain(code: Optional[int], terminated_at: Optional[float], plan: "Plan", walltime_s: Optional[float]) -> str:
+def explain(code: Optional[int], terminated_at: Optional[float], plan: Plan, walltime_s: Optional[float]) -> str:
     """What the trainer's exit status means for the user, and what to do next."""
     again = f"continue it with: {continue_command(plan)} (or scripts/submit {plan.run_dir})"
     if code is None:
@@ -88,7 +86,7 @@ def moved_forward(run_dir: Path, job_id: str) -> bool:
     return start is not None and end is not None and end > start
 
 
-def resubmission(plan: "Plan", code: Optional[int], terminated_at: Optional[float],
+def resubmission(plan: Plan, code: Optional[int], terminated_at: Optional[float],
                  walltime_s: Optional[float]) -> tuple[Optional[list[str]], str]:
     """The qsub words of the next job, or None and why there is none."""
     manual = continue_command(plan)

@@ -12,7 +12,7 @@
     node-plan      on another node: its copy of the plan, with its own scratch
     node-status    how the other nodes' jobs/node.sh ended, from pbsdsh's report or node.sh's (exit 1: one failed)
 
-The job's variables (``qsub -v``) are decoded here (see :mod:`segtrain.cluster.qsub`);
+The job's variables are decoded here (see :mod:`segtrain.cluster.variables`);
 argument lists go to the shell NUL-separated, read with ``mapfile -d ''``: no value is ever
 parsed by a shell.
 """
@@ -26,21 +26,19 @@ import shutil
 import sys
 import tarfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
-from urllib.parse import quote, unquote
 
-from segtrain.cluster import qsub
-from segtrain.cluster.qsub import resolve_path
+from segtrain.cluster import variables as qsub
+from segtrain.cluster.frontend.grid import manifest_point
 from segtrain.cluster.job import nodes, resubmit
-from segtrain.cluster.directives import script_request
-from segtrain.cluster.job.environment import job_attributes, require_job
-from segtrain.cluster.scheduler import current_job_scheduler, scheduler_named
-from segtrain.cluster.site import job_name
+from segtrain.cluster.job.plan import Plan
 from segtrain.cluster.job.stage import stage_dataset, sync_tree
-from segtrain.cluster.job.walltime import default_margin, training_time_limit
-from segtrain.cluster.directives import format_hms, parse_hms
+from segtrain.cluster.schedulers import current_job_scheduler, scheduler_named
+from segtrain.cluster.site import job_name
+from segtrain.cluster.submissions import append_log, read_log
+from segtrain.cluster.variables import resolve_path
+from segtrain.cluster.walltime import default_margin, format_hms, parse_hms, training_time_limit
 from segtrain.config import Config, load_config
 from segtrain.data import memo
 from segtrain.errors import EXIT_FAILED, EXIT_NO_RESUBMIT, EXIT_OK, EXIT_USER_ERROR, UserError
@@ -56,76 +54,6 @@ DEADLINE_FILE = "deadline"  # next to the plan: the trainer's deadline after a q
 PROCESSES_KEY = "processes"  # run.json: how many trainer processes wrote its checkpoint, on how many nodes
 
 
-@dataclass
-class Plan:
-    """Everything the steps of one job agree on; written once by ``plan``, completed by ``stage``."""
-    job_id: str
-    job_name: str
-    workdir: str
-    config: str  # absolute path of the config file
-    overrides: list[str]  # the user's, exactly as given
-    run_dir: str  # on storage: the run's home, and the trainer's --mirror
-    continuing: bool
-    data: str  # on storage: a data set folder or a tar archive
-    runs: str
-    scratch: str
-    job_start: float
-    walltime_s: Optional[float]
-    walltime_source: str
-    margin_s: Optional[float]
-    max_resubmits: int
-    resubmits: int
-    resources: dict[str, str] = field(default_factory=dict)  # what the job really got, as submit options
-    passed_on: dict[str, str] = field(default_factory=dict)  # variables the next job inherits as they are
-    data_root: Optional[str] = None  # on scratch, set by ``stage``
-    hosts: list[str] = field(default_factory=list)  # the job's nodes; the first runs the job script
-    host_indices: list[int] = field(default_factory=list)  # each node's first line in $PBS_NODEFILE (pbsdsh -n)
-    nproc_per_node: int = 1  # trainer processes on each node, one per GPU
-    nproc_source: str = ""
-    rdzv_port: Optional[int] = None  # several nodes: node rank 0's rendezvous port
-    node_rank: int = 0  # the node this copy of the plan is for
-    first_scratch: Optional[str] = None  # another node's copy: the first node's scratch
-    new_run_name: Optional[str] = None  # a new run: ``plan`` creates its directory under this name (or name-2...)
-    logged: bool = True  # a new run is logged next to the runs (a grid's subjobs were, by scripts/submit)
-    scheduler: str = "pbs"  # the workload manager running the job (segtrain.cluster.scheduler)
-    queue_wait_s: Optional[float] = None  # submission to start, where the scheduler says
-    marks: dict[str, float] = field(default_factory=dict)  # when each step began and ended (the job report)
-
-    @property
-    def work_run(self) -> Path:
-        return Path(self.scratch) / "runs" / Path(self.run_dir).name
-
-    @property
-    def trainer_run(self) -> Path:
-        """The run directory of every rank: rank 0 broadcasts its own, on the first node's scratch."""
-        return Path(self.first_scratch or self.scratch) / "runs" / Path(self.run_dir).name
-
-    @property
-    def work_data(self) -> Path:
-        return Path(self.scratch) / "data"
-
-    def save(self, path: Path) -> None:
-        atomic_write_json(path, dataclasses.asdict(self))
-
-    @classmethod
-    def load(cls, path: Path) -> "Plan":
-        try:
-            return cls(**json.loads(Path(path).read_text()))
-        except (OSError, ValueError, TypeError) as exc:
-            raise UserError(f"{path}: unreadable job plan: {exc}") from None
-
-    def to_word(self) -> str:
-        """The plan as one command-line word of letters, digits and ``%_.-~`` (for pbsdsh to carry)."""
-        return quote(json.dumps(dataclasses.asdict(self)), safe="")
-
-    @classmethod
-    def from_word(cls, word: str) -> "Plan":
-        try:
-            return cls(**json.loads(unquote(word)))
-        except (ValueError, TypeError) as exc:
-            raise UserError(f"the job plan given on the command line is unreadable: {exc}") from None
-
-
 # ---- plan ---------------------------------------------------------------------------------------
 def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job_start: float,
               job_info: Optional[str], scratch: Path) -> tuple[Plan, Config]:
@@ -134,24 +62,22 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     ``scratch`` is the folder the job script chose (``choose_scratch`` in jobs/common.sh).
     """
     scheduler = current_job_scheduler(environ)
-    env = require_job(scheduler.job_environment(environ))
+    env = scheduler.require_job(environ)
     workdir = env.workdir.resolve()
     if not scratch.is_dir():
         raise UserError(f"scratch folder {scratch} not found")
     var = {name: qsub.decode_value(environ.get(name, "")) for name in qsub.JOB_VARIABLES}
     overrides = qsub.split_overrides(var[qsub.OVERRIDES])
     if var[qsub.MANIFEST]:  # a subjob of a grid's job array: its point's config and overrides
-        from segtrain.cluster.frontend.grid import manifest_point
-
         manifest = _existing(workdir, var[qsub.MANIFEST], qsub.MANIFEST)
-        var[qsub.CONFIG], overrides = manifest_point(manifest, env.array_index)
+        var[qsub.CONFIG], overrides = manifest_point(manifest, env.array_index, scheduler.array_variable)
     run = _existing(workdir, var[qsub.RUN], qsub.RUN, want_dir=True) if var[qsub.RUN] else None
     info = RunDir(run).read_info() if run else {}
     config = resolve_path(workdir, var[qsub.CONFIG] or (str(run / "config.yaml") if run else DEFAULT_CONFIG))
     cfg = load_config(config, overrides)
     runs = resolve_path(workdir, var[qsub.RUNS] or cfg.run.root)
     if run is None:  # run again by the scheduler (qrerun, a requeue after a node failure): the run it started
-        run = rerun_run_dir(runs, env.job_id, _restarted(scheduler.name, job_info, env.job_id),
+        run = rerun_run_dir(runs, env.job_id, scheduler.restarted(job_info, env.job_id),
                             run_name(config, overrides, cfg.run.name))
         info = RunDir(run).read_info() if run else {}
     data_default = info.get("data_source") or cfg.data.root  # a run's config names the scratch it last used
@@ -163,7 +89,7 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     walltime_s, source = scheduler.walltime(job_info, env.job_id, script_candidates)
     resources = scheduler.granted(job_info, env.job_id)
     found = env.nodes()
-    select = resources.get("select") or _directive(script_candidates, "select")
+    select = scheduler.select(resources, script_candidates)
     nproc, nproc_source = nodes.processes_per_node(environ, select, max(len(found), 1), nodes.cuda_device_count)
     world = nproc * max(len(found), 1)
     if cfg.train.batch_size % world:
@@ -198,16 +124,6 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     return plan, cfg
 
 
-def _restarted(scheduler: str, job_info: Optional[str], job_id: str) -> bool:
-    """Whether this job may have run before under its id: PBS counts starts (``run_count`` in ``qstat -f``),
-    so a new job that happens to reuse an old id is never taken for a rerun; Slurm's requeue is told by
-    the run's record alone."""
-    if scheduler != "pbs":
-        return True
-    count = (job_attributes(job_info, job_id) if job_info else {}).get("run_count", "").strip()
-    return count.isdigit() and int(count) >= 2
-
-
 def rerun_run_dir(runs: Path, job_id: str, restarted: bool, name: str) -> Optional[Path]:
     """The run a job run again by its scheduler (PBS ``qrerun`` or ``-r y`` after a node failure, Slurm's
     requeue) started the first time, under the same job id.
@@ -218,8 +134,6 @@ def rerun_run_dir(runs: Path, job_id: str, restarted: bool, name: str) -> Option
     """
     if not restarted:
         return None
-    from segtrain.cluster.frontend.status import read_log
-
     logged = [runs / entry["run"] for entry in reversed(read_log(runs)) if entry.get("job_id") == job_id]
     for candidate in [runs / name, *logged]:
         info = RunDir(candidate).read_info() if (candidate / "run.json").is_file() else {}
@@ -234,8 +148,6 @@ def open_run_dir(plan: Plan) -> None:
     the runs, so that ``--status`` and ``segtrain runs`` see a plain ``qsub`` job at once; record in
     run.json that this job started (status "starting" until the trainer runs) and its processes (a
     continuation by hand asks for as many)."""
-    from segtrain.cluster.frontend.status import append_log, read_log
-
     if plan.new_run_name is not None:
         plan.run_dir = str(create_run_dir(Path(plan.runs), plan.new_run_name))
         plan.new_run_name = None
@@ -249,14 +161,6 @@ def open_run_dir(plan: Plan) -> None:
                     job_id=plan.job_id, jobs=info.get("jobs", []) + [{"id": plan.job_id, "started": now_iso()}],
                     **{PROCESSES_KEY: {"world": plan.nproc_per_node * nodes_n, "nodes": nodes_n,
                                        "per_node": plan.nproc_per_node, "resources": plan.resources}})
-
-
-def _directive(scripts: Sequence[Path], resource: str) -> Optional[str]:
-    """``resource`` as the first readable job script asks for it (qstat did not answer)."""
-    for script in scripts:
-        if script.is_file():
-            return script_request(script).resources.get(resource)
-    return None
 
 
 def _existing(workdir: Path, text: str, name: str, want_dir: bool = False) -> Path:
@@ -550,7 +454,8 @@ def _job_segment(info: dict, job_id: str) -> Optional[dict]:
 
 def step_record(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
-    resubmit.record_resubmission(Path(plan.run_dir), plan.job_id, args.job_id.strip())
+    job_id = scheduler_named(plan.scheduler).job_id(args.job_id)  # from what the submit command printed
+    resubmit.record_resubmission(Path(plan.run_dir), plan.job_id, job_id)
     return EXIT_OK
 
 
@@ -564,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--script", type=Path, help="the running job script ($0), for its walltime directive")
     p.add_argument("--job-start", type=float, default=None, help="when the job started (epoch seconds)")
     p.add_argument("--job-info", type=Path, help="a file holding the scheduler's description of the job "
-                   "(`qstat -f $PBS_JOBID`, `scontrol show job $SLURM_JOB_ID`)")
+                   "(its walltime and resources; the job script writes it)")
     p.set_defaults(run=step_plan)
     p = sub.add_parser("node-args")
     p.add_argument("plan", type=Path)

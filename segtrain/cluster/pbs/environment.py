@@ -1,4 +1,4 @@
-"""The PBS job a process runs in, behind one small interface (like submitit's JobEnvironment).
+"""The PBS job a process runs in (a :class:`~segtrain.cluster.scheduler.JobEnvironment`), and ``qstat -f``.
 
 Stock OpenPBS sets ``PBS_JOBID``, ``PBS_JOBNAME``, ``PBS_O_WORKDIR``, ``PBS_NODEFILE``,
 ``NCPUS``, ``TMPDIR`` and, in arrays, ``PBS_ARRAY_INDEX``; MetaCentrum adds ``SCRATCHDIR``.
@@ -11,50 +11,33 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from segtrain.cluster.job.nodes import Node, job_nodes
-from segtrain.cluster.directives import script_request
-from segtrain.cluster.directives import parse_hms
+from segtrain.cluster.pbs.directives import script_request
+from segtrain.cluster.scheduler import JobEnvironment
+from segtrain.cluster.walltime import parse_hms
 from segtrain.errors import UserError
 
 _JOB_HEADER = re.compile(r"^Job Id:\s*(\S+)\s*$")
 _ATTRIBUTE = re.compile(r"^\s+([A-Za-z_][\w.]*)\s=\s?(.*)$")
 
 
-@dataclass(frozen=True)
-class JobEnvironment:
-    """Identity and places of the current PBS job; every field is None outside a job."""
-    job_id: Optional[str] = None
-    job_name: Optional[str] = None
-    array_index: Optional[int] = None
-    workdir: Optional[Path] = None
-    nodefile: Optional[Path] = None
+def job_environment(environ: Optional[Mapping[str, str]] = None) -> JobEnvironment:
+    """The PBS job of ``environ`` (every field None outside one)."""
+    env = os.environ if environ is None else environ
 
-    @classmethod
-    def from_environ(cls, environ: Optional[Mapping[str, str]] = None) -> "JobEnvironment":
-        env = os.environ if environ is None else environ
+    def path(name: str) -> Optional[Path]:
+        return Path(env[name]) if env.get(name) else None
 
-        def path(name: str) -> Optional[Path]:
-            return Path(env[name]) if env.get(name) else None
+    def integer(name: str) -> Optional[int]:
+        value = env.get(name, "")
+        return int(value) if value.strip().lstrip("-").isdigit() else None
 
-        def integer(name: str) -> Optional[int]:
-            value = env.get(name, "")
-            return int(value) if value.strip().lstrip("-").isdigit() else None
-
-        job_id = env.get("PBS_JOBID") or None
-        return cls(
-            job_id=job_id, job_name=env.get("PBS_JOBNAME") or None, array_index=integer("PBS_ARRAY_INDEX"),
-            workdir=path("PBS_O_WORKDIR"), nodefile=path("PBS_NODEFILE"),
-        )
-
-    def nodes(self) -> list[Node]:
-        """The job's nodes in nodefile order, each host once (none outside a job)."""
-        if self.nodefile is None or not self.nodefile.is_file():
-            return []
-        return job_nodes(self.nodefile.read_text())
+    return JobEnvironment(
+        job_id=env.get("PBS_JOBID") or None, job_name=env.get("PBS_JOBNAME") or None,
+        array_index=integer("PBS_ARRAY_INDEX"), workdir=path("PBS_O_WORKDIR"), nodefile=path("PBS_NODEFILE"),
+    )
 
 
 def parse_qstat_full(text: str) -> dict[str, dict[str, str]]:

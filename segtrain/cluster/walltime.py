@@ -7,6 +7,10 @@ final checkpoint, the copy-back and the resubmission.
 """
 from __future__ import annotations
 
+import re
+
+from segtrain.errors import UserError
+
 MIN_MARGIN_S = 60.0
 MAX_MARGIN_S = 600.0
 MARGIN_FRACTION = 0.05
@@ -25,3 +29,25 @@ def training_time_limit(walltime_s: float, elapsed_s: float, margin_s: float | N
     """
     margin = default_margin(walltime_s) if margin_s is None else margin_s
     return max(walltime_s - elapsed_s - margin, MIN_LIMIT_S)
+
+
+_DURATION = re.compile(r"^\s*(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?)\s*$")
+
+
+def parse_hms(text: str, what: str = "walltime") -> float:
+    """Seconds in a PBS duration: ``SS``, ``MM:SS`` or ``HH:MM:SS`` (hours may exceed 24)."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise UserError(f"{what}: {text!r} is not a duration (expected HH:MM:SS, MM:SS or seconds)")
+    hours, minutes, seconds = match.groups()
+    if (hours is not None or minutes is not None) and float(seconds) >= 60:
+        raise UserError(f"{what}: {text!r}: seconds must be below 60 in the HH:MM:SS form")
+    if hours is not None and int(minutes) >= 60:
+        raise UserError(f"{what}: {text!r}: minutes must be below 60 in the HH:MM:SS form")
+    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds)
+
+
+def format_hms(seconds: float) -> str:
+    """``HH:MM:SS`` as PBS prints it (whole seconds, hours unbounded)."""
+    total = max(int(round(seconds)), 0)
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"

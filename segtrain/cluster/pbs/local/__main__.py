@@ -1,13 +1,13 @@
-"""``python -m segtrain.cluster.local run -- [qsub options] SCRIPT``, and the stand-ins jobs call."""
+"""``python -m segtrain.cluster.pbs.local run -- [qsub options] SCRIPT``, and the stand-ins jobs call."""
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from segtrain.cluster.local import __doc__ as LOCAL_DOC
-from segtrain.cluster.local.server import STANDINS, describe, submit_and_run
-from segtrain.cluster.local.standins import (standin_clean_scratch, standin_pbsdsh, standin_qdel, standin_qextend,
+from segtrain.cluster.pbs.local import __doc__ as LOCAL_DOC
+from segtrain.cluster.pbs.local.server import STANDINS, describe, submit_and_run
+from segtrain.cluster.pbs.local.standins import (standin_clean_scratch, standin_pbsdsh, standin_qdel, standin_qextend,
                                              standin_qrerun, standin_qstat, standin_qsub)
 from segtrain.cluster.site import get_site
 from segtrain.errors import EXIT_USER_ERROR, UserError
@@ -20,7 +20,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return {"qsub": standin_qsub, "qstat": standin_qstat, "qdel": standin_qdel, "qrerun": standin_qrerun,
                     "qextend": standin_qextend,
                     "clean_scratch": standin_clean_scratch, "pbsdsh": standin_pbsdsh}[argv[0]](argv[1:])
-        parser = argparse.ArgumentParser(prog="python -m segtrain.cluster.local", description=LOCAL_DOC.splitlines()[0])
+        parser = argparse.ArgumentParser(prog="python -m segtrain.cluster.pbs.local", description=LOCAL_DOC.splitlines()[0])
         sub = parser.add_subparsers(dest="command", required=True)
         run = sub.add_parser("run", help="qsub a job here and run it with its chain")
         run.add_argument("--site", help="metacentrum (default) or openpbs")

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from segtrain.cluster.local.server import QUEUE, LocalJob, LocalServer, process_tree
-from segtrain.cluster.directives import format_hms, parse_hms
+from segtrain.cluster.pbs.local.server import QUEUE, LocalJob, LocalServer, process_tree
+from segtrain.cluster.walltime import format_hms, parse_hms
 from segtrain.cluster.site import get_site
 from segtrain.errors import UserError
 

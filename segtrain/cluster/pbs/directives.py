@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from segtrain.cluster.scheduler import read_directives
 from segtrain.errors import UserError
 
 # qsub options that take a value, by the attribute they set here; flags take none.
@@ -140,28 +140,9 @@ def parse_qsub_args(argv: Sequence[str], environ: Optional[Mapping[str, str]] = 
     return JobRequest(script=Path(rest[0]) if rest else None, **values)
 
 
-def read_directives(script: str | Path, prefix: str = "#PBS") -> list[str]:
-    """The option words of a script's directives, up to its first executable line (as qsub reads them)."""
-    try:
-        lines = Path(script).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{script}: cannot read job script: {exc}") from None
-    words: list[str] = []
-    for number, line in enumerate(lines, 1):
-        stripped = line.strip()
-        if stripped.startswith(prefix) and (len(stripped) == len(prefix) or stripped[len(prefix)].isspace()):
-            try:
-                words += shlex.split(stripped[len(prefix):], comments=True)
-            except ValueError as exc:
-                raise UserError(f"{script}:{number}: bad directive: {exc}") from None
-        elif stripped and not stripped.startswith("#"):
-            break
-    return words
-
-
 def script_request(script: str | Path) -> JobRequest:
     """The request a script's directives alone make."""
-    return parse_qsub_args(read_directives(script), where=f"{script}: directive")
+    return parse_qsub_args(read_directives(script, "#PBS"), where=f"{script}: directive")
 
 
 def job_request(argv: Sequence[str], environ: Optional[Mapping[str, str]] = None,
@@ -215,26 +196,3 @@ def parse_variable_list(text: str, environ: Mapping[str, str], where: str = "qsu
             value = environ[name]
         out[name] = value
     return out
-
-
-# ---- durations (walltime=HH:MM:SS) ----------------------------------------------------------------
-_DURATION = re.compile(r"^\s*(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d*)?)\s*$")
-
-
-def parse_hms(text: str, what: str = "walltime") -> float:
-    """Seconds in a PBS duration: ``SS``, ``MM:SS`` or ``HH:MM:SS`` (hours may exceed 24)."""
-    match = _DURATION.match(str(text))
-    if not match:
-        raise UserError(f"{what}: {text!r} is not a duration (expected HH:MM:SS, MM:SS or seconds)")
-    hours, minutes, seconds = match.groups()
-    if (hours is not None or minutes is not None) and float(seconds) >= 60:
-        raise UserError(f"{what}: {text!r}: seconds must be below 60 in the HH:MM:SS form")
-    if hours is not None and int(minutes) >= 60:
-        raise UserError(f"{what}: {text!r}: minutes must be below 60 in the HH:MM:SS form")
-    return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds)
-
-
-def format_hms(seconds: float) -> str:
-    """``HH:MM:SS`` as PBS prints it (whole seconds, hours unbounded)."""
-    total = max(int(round(seconds)), 0)
-    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import IO, Any, Mapping, Optional, Sequence
 
 import segtrain
-from segtrain.cluster.directives import JobRequest, job_request, parse_array_range, parse_select
+from segtrain.cluster.pbs.directives import JobRequest, job_request, parse_array_range, parse_select
+from segtrain.cluster.pbs.status import qstat_states
+from segtrain.cluster.scheduler import JobState
 from segtrain.cluster.site import Site, get_site, job_name
-from segtrain.cluster.directives import format_hms, parse_hms
+from segtrain.cluster.variables import display
+from segtrain.cluster.walltime import format_hms, parse_hms
 from segtrain.errors import UserError
 from segtrain.fsutil import atomic_write_json
 
@@ -213,6 +216,11 @@ class LocalServer:
                                           array_id=job_id, array_index=index))
         return job
 
+    def submit_here(self, argv: Sequence[str], cwd: Path, site: Optional[Site] = None) -> str:
+        """A submission of ``scripts/submit --local``: the qsub words ``argv``, said and queued here; the job's id."""
+        print(f"running here, PBS-like: {display(argv)}", flush=True)
+        return self.submit(argv[1:], os.environ, cwd, site=site).id
+
     # ---- running --------------------------------------------------------------------------
     def run_chain(self, first: LocalJob, echo: Optional[IO[bytes]] = None,
                   kill_delay: Optional[float] = None) -> list[LocalJob]:
@@ -374,9 +382,9 @@ class LocalServer:
             if (name == "clean_scratch" and not site.clean_scratch) or (name == "qextend" and not site.qextend):
                 path.unlink(missing_ok=True)
                 continue
-            text = ("#!/bin/sh\n# local PBS stand-in (segtrain.cluster.local)\n"
+            text = ("#!/bin/sh\n# local PBS stand-in (segtrain.cluster.pbs.local)\n"
                     'PYTHONPATH="$SEGTRAIN_LOCAL_PYTHONPATH" exec "$SEGTRAIN_LOCAL_PYTHON" '
-                    f'-m segtrain.cluster.local {name} "$@"\n')
+                    f'-m segtrain.cluster.pbs.local {name} "$@"\n')
             if not path.is_file() or path.read_text() != text:
                 path.write_text(text)
                 path.chmod(0o755)
@@ -545,6 +553,11 @@ def submit_and_run(qsub_args: Sequence[str], site: Optional[Site] = None, echo: 
     server = LocalServer(state_dir)
     job = server.submit(qsub_args, os.environ if environ is None else environ, cwd or Path.cwd(), site=site)
     return server.run_chain(job, echo)
+
+
+def local_states(job_ids: Sequence[str]) -> dict[str, JobState]:
+    """Where jobs of this machine's runner stand (its ``qstat``)."""
+    return qstat_states(job_ids, [sys.executable, "-m", "segtrain.cluster.pbs.local", "qstat"])
 
 
 def describe(jobs: Sequence[LocalJob]) -> list[str]:

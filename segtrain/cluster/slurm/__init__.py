@@ -2,7 +2,7 @@
 
 - Submit: ``sbatch --parsable ... --export=ALL,NAME=value,... jobs/train.slurm``; it prints
   ``ID`` (or ``ID;cluster``). ``--export`` is split at commas, so values go encoded as for
-  ``qsub -v`` (:func:`segtrain.cluster.qsub.encode_value`). Every job variable is listed, empty
+  ``qsub -v`` (:func:`segtrain.cluster.variables.encode_value`). Every job variable is listed, empty
   ones too: with ``ALL`` a job also inherits its submitter's environment, and a job that
   resubmits itself must not hand on its own ``MANIFEST`` or ``RESUBMITS``.
 - A job finds ``SLURM_JOB_ID``, ``SLURM_JOB_NAME``, ``SLURM_SUBMIT_DIR`` (it starts there),
@@ -27,6 +27,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -34,8 +35,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from segtrain.cluster import qsub
-from segtrain.cluster.directives import format_hms
+from segtrain.cluster import variables as job_vars
+from segtrain.cluster.frontend.lint import ERROR, Finding, check_walltime, number
+from segtrain.cluster.scheduler import JobEnvironment, JobState, read_directives, run_submit
+from segtrain.cluster.site import Site
+from segtrain.cluster.variables import decode_value, display
+from segtrain.cluster.walltime import format_hms, parse_hms
 from segtrain.errors import UserError
 
 QUERY_TIMEOUT_S = 60
@@ -112,12 +117,20 @@ def _run(argv: Sequence[str]) -> Optional[subprocess.CompletedProcess]:
 
 class Slurm:
     name = "slurm"
+    title = "Slurm"
     script = "jobs/train.slurm"
     predict_script = "jobs/predict.slurm"
+    submit_command = "sbatch"
+    status_command = "squeue"
+    array_variable = "SLURM_ARRAY_TASK_ID"
+    default_site = "slurm"
+    takes_account = True
+    takes_nodes = True
 
-    def job_environment(self, environ: Mapping[str, str]):
-        from segtrain.cluster.job.environment import JobEnvironment
+    def in_job(self, environ: Mapping[str, str]) -> bool:
+        return bool(environ.get("SLURM_JOB_ID"))
 
+    def job_environment(self, environ: Mapping[str, str]) -> JobEnvironment:
         def integer(name: str) -> Optional[int]:
             value = environ.get(name, "").strip()
             return int(value) if value.isdigit() else None
@@ -143,6 +156,16 @@ class Slurm:
         if depend:
             argv.append(f"--dependency={depend}")
         return argv + [f"--export={export_list(variables)}", str(script)]
+
+    def require_job(self, environ: Mapping[str, str]) -> JobEnvironment:
+        env = self.job_environment(environ)
+        if not env.job_id or env.workdir is None:
+            raise UserError("not inside a Slurm job (SLURM_JOB_ID or SLURM_SUBMIT_DIR unset): submit with "
+                            "scripts/submit CONFIG --scheduler slurm")
+        return env
+
+    def submit(self, argv: Sequence[str]) -> str:
+        return self.job_id(run_submit(argv, "a Slurm login node"))
 
     def job_id(self, submit_output: str) -> str:
         lines = submit_output.strip().splitlines()
@@ -192,6 +215,13 @@ class Slurm:
             out["gpus-per-node"] = gpus.group(1)
         return out
 
+    def select(self, granted: Mapping[str, str], scripts: Sequence[Path]) -> Optional[str]:
+        return None  # nodes and GPUs per node, not chunks
+
+    def restarted(self, info_text: Optional[str], job_id: str) -> bool:
+        """A requeue keeps the id and counts nothing: the run's own record tells."""
+        return True
+
     def queue_wait(self, info_text: Optional[str], job_id: str) -> Optional[float]:
         fields = job_fields(info_text, job_id)
         try:
@@ -200,10 +230,8 @@ class Slurm:
             return None
         return max(started - queued, 0.0)
 
-    def states(self, job_ids: Sequence[str]):
+    def states(self, job_ids: Sequence[str]) -> dict[str, JobState]:
         """squeue for queued and running jobs; sacct, else scontrol, for ended ones."""
-        from segtrain.cluster.frontend.status import JobState
-
         if not job_ids or not shutil.which("squeue"):
             return {}
         states: dict[str, JobState] = {}
@@ -231,14 +259,31 @@ class Slurm:
         found = _NODE_EXIT.findall(output)
         return int(found[-1]) if found else None
 
+    def resource_options(self, site: Site, walltime: Optional[str], changes: dict) -> dict[str, str]:
+        """sbatch options: the site profile's requests and partition (the generic profile: only the changes)."""
+        if walltime:
+            changes["walltime"] = format_hms(parse_hms(walltime, "--walltime"))
+        changes.pop("scratch", None), changes.pop("gpu_mem", None)  # Slurm sites reserve neither
+        res = dataclasses.replace(site.defaults, **changes)
+        options = site.sbatch_options(res, only=None if site.queues else set(changes))
+        queue = site.route(parse_hms(res.walltime, "walltime"), res.ngpus) if site.queues else None
+        return {**options, **({"partition": queue.name} if queue else {})}
+
+    def lint(self, argv: Sequence[str], options: Mapping[str, str], site: Site, account: Optional[str],
+             where: str, workdir: Path) -> list[Finding]:
+        return lint_sbatch(dict(options), site, account, where=where)
+
+    def dry_run_lines(self, argv: Sequence[str], workdir: Path) -> list[str]:
+        """The command and the job's variables, from ``--export=ALL,NAME=value,...``."""
+        exported = [item.partition("=") for item in argv[-2].removeprefix("--export=").split(",")[1:]]
+        return ["", display(argv), *(f"#   {name}={decode_value(value)}" for name, _, value in exported if value)]
+
 
 def sacct_states(text: str, job_ids: Sequence[str]):
     """``sacct -n -P -X -o JobID,State,ExitCode`` lines (``12_2|CANCELLED by 0|0:15``) of ``job_ids``, as JobStates.
 
     A job requeued or resubmitted under the same id has a line per run: the last one is its state now.
     """
-    from segtrain.cluster.frontend.status import JobState
-
     states = {}
     for line in text.splitlines():
         job_id, state, code = (line.split("|") + ["", ""])[:3]
@@ -252,15 +297,13 @@ def export_list(variables: Mapping[str, str]) -> str:
     for name in variables:
         if not name.isidentifier():
             raise UserError(f"job variable {name!r}: not a valid variable name")
-    listed = {name: "" for name in qsub.JOB_VARIABLES if name != qsub.ENV_VARIABLE}
+    listed = {name: "" for name in job_vars.JOB_VARIABLES if name != job_vars.ENV_VARIABLE}
     listed.update({name: str(value) for name, value in variables.items() if value != "" or name in listed})
-    return ",".join(["ALL"] + [f"{name}={qsub.encode_value(value)}" for name, value in listed.items()])
+    return ",".join(["ALL"] + [f"{name}={job_vars.encode_value(value)}" for name, value in listed.items()])
 
 
 def script_options(script: str | Path) -> dict[str, str]:
     """A script's ``#SBATCH --key=value`` (and ``--key value``) directives, by long option name."""
-    from segtrain.cluster.directives import read_directives
-
     words, options, i = read_directives(script, prefix="#SBATCH"), {}, 0
     while i < len(words):
         word = words[i]
@@ -272,6 +315,22 @@ def script_options(script: str | Path) -> dict[str, str]:
             options[key] = value
         i += 1
     return options
+
+
+def lint_sbatch(options: dict[str, str], site: Site, account: Optional[str], where: str = "sbatch") -> list[Finding]:
+    """Problems of a Slurm submission against the site's profile: no account, too many GPUs, too long."""
+    findings: list[Finding] = []
+    if site.account_required and not account:
+        findings.append(Finding(ERROR, f"{where}: --account", f"{site.name} accepts no job without a project "
+                                "account: give --account (sbatch -A)"))
+    gpus = number(options.get("gpus-per-node", ""))
+    if site.gpus_per_node is not None and gpus > site.gpus_per_node:
+        findings.append(Finding(ERROR, f"{where}: GPUs", f"{gpus} GPUs on one node, but no {site.name} node has "
+                                f"more than {site.gpus_per_node}"))
+    if options.get("time"):
+        findings += check_walltime(parse_hms(options["time"], f"{where}: --time"), max(gpus, 1),
+                                    options.get("partition"), site, where)
+    return findings
 
 
 SLURM = Slurm()

@@ -35,5 +35,5 @@ The runner runs the submitted job (or its subjobs), then every job its chain sub
 State (job records, spool copies, scratch) lives in ``$SEGTRAIN_LOCAL_PBS``
 (default ``~/.cache/segtrain/local-pbs``).
 
-    python -m segtrain.cluster.local run [--site S] [--quiet] -- [qsub options] SCRIPT
+    python -m segtrain.cluster.pbs.local run [--site S] [--quiet] -- [qsub options] SCRIPT
 """
