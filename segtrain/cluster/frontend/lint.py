@@ -24,7 +24,8 @@ from typing import Optional
 
 from segtrain.cluster.site import Site
 from segtrain.cluster.variables import MARGIN
-from segtrain.cluster.walltime import default_margin, format_hms, parse_hms
+from segtrain.cluster import walltime
+from segtrain.cluster.walltime import format_hms, parse_hms
 from segtrain.errors import UserError
 
 ERROR, WARNING = "error", "warning"
@@ -42,7 +43,7 @@ class Finding:
 
 def check_margin(walltime_s: float, margin: Optional[str], where: str) -> list[Finding]:
     """A walltime no longer than the margin kept for the final checkpoint and copy-back trains nothing."""
-    margin_s = parse_hms(margin, MARGIN) if margin else default_margin(walltime_s)
+    margin_s = walltime.margin(walltime_s, parse_hms(margin, MARGIN) if margin else None)
     if walltime_s > margin_s:
         return []
     source = f"{MARGIN}={margin}" if margin else "the default: 5 %, at least 1 minute"

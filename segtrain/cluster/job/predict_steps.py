@@ -39,7 +39,8 @@ from segtrain.cluster.job.stage import copy_file, sha256_file
 from segtrain.cluster.job.steps import _count
 from segtrain.cluster.schedulers import current_job_scheduler, scheduler_named
 from segtrain.cluster.submissions import append_log
-from segtrain.cluster.walltime import default_margin, format_hms, parse_hms
+from segtrain.cluster import walltime
+from segtrain.cluster.walltime import format_hms, parse_hms
 from segtrain.cluster.predictions import (DONE, Manifest, PredictSettings, model_file, remove_temporaries,
                                           scene_identity, scene_state, state_dir, write_done, write_failed)
 from segtrain.run.directory import now_iso
@@ -107,10 +108,10 @@ def job_context(environ: Mapping[str, str], scratch: Path, job_start: float, job
     walltime_s, source = scheduler.walltime(job_info, env.job_id, [workdir / scheduler.predict_script])
     deadline = None
     if walltime_s is not None:
-        margin = parse_hms(var[qsub.MARGIN], qsub.MARGIN) if var[qsub.MARGIN] else default_margin(walltime_s)
-        deadline = job_start + walltime_s - margin
+        margin_s = walltime.margin(walltime_s, parse_hms(var[qsub.MARGIN], qsub.MARGIN) if var[qsub.MARGIN] else None)
+        deadline = walltime.deadline(job_start, walltime_s, margin_s)
         print(f"walltime {format_hms(walltime_s)} from {source}; scenes end by "
-              f"{format_hms(deadline - job_start)}, {format_hms(margin)} kept for the copy-back")
+              f"{format_hms(deadline - job_start)}, {format_hms(margin_s)} kept for the copy-back")
     return JobContext(
         manifest=manifest, shard=shard, job_id=env.job_id, job_name=env.job_name or "predict", workdir=workdir,
         scratch=scratch, deadline=deadline, resources=scheduler.granted(job_info, env.job_id),

@@ -20,18 +20,11 @@ from typing import Optional
 from segtrain.cluster import variables as qsub
 from segtrain.cluster.job.plan import Plan
 from segtrain.cluster.schedulers import scheduler_named
+from segtrain.cluster.walltime import walltime_kill
 from segtrain.errors import EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR
 from segtrain.run.directory import RunDir, now_iso
 
-WALLTIME_SLACK_S = 10.0  # a SIGTERM this close to the walltime, or after it, is the walltime's
 KILLED_BY_SIGTERM = 128 + signal.SIGTERM
-
-
-def walltime_kill(plan: Plan, terminated_at: Optional[float], walltime_s: Optional[float]) -> bool:
-    """Whether a SIGTERM at ``terminated_at`` (epoch seconds) was PBS ending the walltime (else qdel)."""
-    if terminated_at is None or walltime_s is None:
-        return False
-    return terminated_at - plan.job_start >= walltime_s - WALLTIME_SLACK_S
 
 
 def continue_command(plan: Plan) -> str:
@@ -56,7 +49,7 @@ def explain(code: Optional[int], terminated_at: Optional[float], plan: Plan, wal
     if code == EXIT_RESUMABLE:
         if terminated_at is None:
             why = "the time limit"
-        elif walltime_kill(plan, terminated_at, walltime_s):
+        elif walltime_kill(plan.job_start, terminated_at, walltime_s):
             why = "SIGTERM at the walltime"
         else:
             why = "SIGTERM: qdel or node shutdown"
@@ -93,7 +86,7 @@ def resubmission(plan: Plan, code: Optional[int], terminated_at: Optional[float]
     if terminated_at is None:
         if code != EXIT_RESUMABLE:
             return None, ""
-    elif not walltime_kill(plan, terminated_at, walltime_s):
+    elif not walltime_kill(plan.job_start, terminated_at, walltime_s):
         if code not in (EXIT_RESUMABLE, KILLED_BY_SIGTERM):
             return None, ""
         return None, f"not resubmitting after SIGTERM before the walltime (qdel?); to continue: {manual}"

@@ -38,7 +38,8 @@ from segtrain.cluster.schedulers import current_job_scheduler, scheduler_named
 from segtrain.cluster.site import job_name
 from segtrain.cluster.submissions import append_log, read_log
 from segtrain.cluster.variables import resolve_path
-from segtrain.cluster.walltime import default_margin, format_hms, parse_hms, training_time_limit
+from segtrain.cluster import walltime
+from segtrain.cluster.walltime import format_hms, parse_hms
 from segtrain.config import Config, load_config
 from segtrain.data import memo
 from segtrain.errors import EXIT_FAILED, EXIT_NO_RESUBMIT, EXIT_OK, EXIT_USER_ERROR, UserError
@@ -196,9 +197,9 @@ def step_plan(args: argparse.Namespace) -> int:
     if plan.walltime_s is None:
         print(f"warning: walltime found {plan.walltime_source}; training without a time limit")
     else:
-        margin = plan.margin_s if plan.margin_s is not None else default_margin(plan.walltime_s)
         print(f"walltime {format_hms(plan.walltime_s)} from {plan.walltime_source}; "
-              f"margin {format_hms(margin)} kept for the checkpoint and the copy-back")
+              f"margin {format_hms(walltime.margin(plan.walltime_s, plan.margin_s))} kept for the checkpoint and "
+              "the copy-back")
     if len(plan.hosts) > 1:
         print(f"{len(plan.hosts)} nodes x {plan.nproc_per_node} trainer processes ({plan.nproc_source}): "
               f"{', '.join(plan.hosts)}; rendezvous on {plan.hosts[0]}:{plan.rdzv_port}")
@@ -298,7 +299,7 @@ def trainer_args(plan: Plan, cfg: Config, now: float,
         words += ["--mirror", plan.run_dir]
     limit = None
     if plan.walltime_s is not None:
-        limit = training_time_limit(plan.walltime_s, now - plan.job_start, plan.margin_s)
+        limit = walltime.training_time_limit(plan.walltime_s, now - plan.job_start, plan.margin_s)
         words += ["--time-limit", f"{limit:.0f}"]
         if plan.node_rank == 0 and deadline_file is not None:
             words += ["--deadline-file", str(deadline_file)]
@@ -328,8 +329,7 @@ def step_deadline(args: argparse.Namespace) -> int:
     walltime_s, _ = scheduler.walltime(args.job_info.read_text(errors="replace"), plan.job_id, [])
     if walltime_s is None or walltime_s == plan.walltime_s:
         return EXIT_OK
-    margin = plan.margin_s if plan.margin_s is not None else default_margin(walltime_s)
-    deadline = plan.job_start + walltime_s - margin
+    deadline = walltime.deadline(plan.job_start, walltime_s, plan.margin_s)
     with atomic_open(args.plan.parent / DEADLINE_FILE, "w") as f:
         f.write(f"{deadline:.3f}\n")
     print(f"walltime now {format_hms(walltime_s)} (was {format_hms(plan.walltime_s or 0)}): the trainer stops by "
