@@ -21,6 +21,22 @@ enter_scratch() {
     export TMPDIR=$SCRATCH/tmp
 }
 
+# The one "next job due" protocol of training and prediction jobs: their Python step (steps finish,
+# predict_steps run) writes the next job's submit words to $JOB_DIR/submit.args when one is due. This
+# submits it (outside any container: the scheduler's commands are the host's) and records it with
+# `step record ARGS... NEW_ID`. Status 0: resubmitted; 1: none due; 2: the submission failed.
+resubmit() {
+    local words=() new_id
+    [ -s "$JOB_DIR/submit.args" ] || return 1
+    mapfile -d '' -t words <"$JOB_DIR/submit.args"
+    if ! new_id=$(submit_next "${words[@]}"); then
+        say "error: resubmission failed; continue by hand with the command above"
+        return 2
+    fi
+    say "resubmitted as $new_id"
+    step record "$@" "$new_id" || say "warning: could not record $new_id"
+}
+
 # Another node's scratch (jobs/node.sh; $1 the first node's scratch path, $2 this node's rank): the site's
 # $SCRATCHDIR where it has one; else the first node's path, which a PBS site makes on every node of a job
 # and the job makes itself where no one does ($SEGTRAIN_MAKES_SCRATCH, set by jobs/slurm.sh); where this

@@ -12,18 +12,12 @@ step() { "${PY[@]}" -m segtrain.cluster.job.predict_steps "$@"; }
 
 # Runs on every exit. Finished scenes are on storage already; scratch holds copies only.
 on_exit() {
-    local rc=$? new_id words=()
+    local rc=$?
     trap '' TERM INT
     trap - EXIT
-    if [ "$rc" = 3 ] && [ -z "$TERMINATED" ] && [ -s "$JOB_DIR/submit.args" ]; then
-        mapfile -d '' -t words <"$JOB_DIR/submit.args"
-        if new_id=$(submit_next "${words[@]}"); then
-            say "resubmitted the remaining scenes as $new_id"
-            step record "$new_id" || say "warning: could not log $new_id"
-        else
-            say "error: resubmission failed; run the command above by hand"
-            rc=1
-        fi
+    if [ "$rc" = 3 ] && [ -z "$TERMINATED" ]; then  # stopped before the walltime with scenes left
+        resubmit
+        [ $? != 2 ] || rc=1
     fi
     clean_scratch_dir || say "warning: could not clean scratch $SCRATCH"
     exit "$rc"

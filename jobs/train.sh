@@ -69,28 +69,16 @@ nodes_report() {
 # ---- 4 and 5: on every exit of the job body: success, failure, or after SIGTERM (SIGKILL follows:
 # PBS after 10 s, Slurm after KillWait)
 on_exit() {
-    local rc=$? copied=1 new_id
+    local rc=$? copied=1
     trap '' TERM INT  # a second signal must not cut the copy-back short
     trap - EXIT
     if [ -f "$PLAN" ] && [ ${#PY[@]} -gt 0 ]; then
         local how=(${TRAINER_EXIT:+--trainer-exit "$TRAINER_EXIT"} ${TERM_AT:+--terminated-at "$TERM_AT"})
         step finish "$PLAN" "${how[@]}" --job-info "$JOB_DIR/job-info.txt" --next "$JOB_DIR/submit.args"
-        case $? in
-            0) ;;
-            10) rm -f "$JOB_DIR/submit.args" ;;  # copied back; no next job
-            *) copied=0 ;;
-        esac
-        if [ "$copied" = 1 ] && [ -s "$JOB_DIR/submit.args" ]; then
-            local next_words=()
-            mapfile -d '' -t next_words <"$JOB_DIR/submit.args"
-            if new_id=$(submit_next "${next_words[@]}"); then
-                say "resubmitted as $new_id"
-                step record "$PLAN" "$new_id" || say "warning: could not record $new_id in run.json"
-                rc=3  # stopped to be continued by the next job
-            else
-                say "error: resubmission failed; continue by hand with the command above"
-                [ "$rc" = 3 ] && rc=1
-            fi
+        case $? in 0 | 10) ;; *) copied=0 ;; esac  # 10: copied back, no next job due
+        if [ "$copied" = 1 ]; then
+            resubmit "$PLAN"
+            case $? in 0) rc=3 ;; 2) [ "$rc" = 3 ] && rc=1 ;; esac  # 3: to be continued by the next job
         fi
     fi
     [ -z "$WATCH_PID" ] || kill "$WATCH_PID" 2>/dev/null
