@@ -22,6 +22,7 @@ from segtrain.cluster import variables as qsub
 from segtrain.cluster.frontend.lint import WARNING, Finding, raise_errors
 from segtrain.cluster.frontend.plan import SubmitOptions, request_findings, site_scratch
 from segtrain.cluster.schedulers import scheduler_named
+from segtrain.cluster.site import job_name
 from segtrain.cluster.submissions import append_log
 from segtrain.cluster.job.predict_steps import MANIFEST, SHARD
 from segtrain.cluster.job.stage import sha256_file
@@ -173,8 +174,6 @@ def _array_argv(opts: ArrayOptions, workdir: Path, manifest: Path, shards: int, 
         variables[qsub.SCRATCH_BASE] = site_scratch(opts.site, opts.account)
     if opts.env is not None and qsub.encode_value(opts.env) != opts.env:
         raise UserError(f"--env {opts.env!r}: the environment path may not contain commas, quotes, backslashes or %")
-    from segtrain.cluster.site import job_name
-
     resources = {**opts.resources, **({"account": opts.account} if opts.account else {})}
     return opts.scheduler.submit_argv(opts.job_script, variables, name=opts.name or job_name(f"predict-{out.name}"),
                                       resources=resources, queue=opts.queue,
