@@ -55,8 +55,8 @@ WANDB_STOP_TIMEOUT_S = 3.0  # W&B's share of the 10 s between SIGTERM and SIGKIL
 AGREE_EVERY_S = 1.0  # DDP ranks agree on stopping about this often (a SIGTERM is answered that fast)
 MAX_AGREEMENT_STEPS = 200
 # In commit order, as in the run directory: last.pt, which vouches for the others, is copied last.
-MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, calibration.FILE, f"checkpoints/{ckpt.BEST}",
-            f"checkpoints/{ckpt.LAST}"]
+MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, calibration.FILE, f"{rundir.CHECKPOINTS}/{ckpt.BEST}",
+            f"{rundir.CHECKPOINTS}/{ckpt.LAST}"]
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -157,7 +157,7 @@ class _Run:
                                 "not writing into it: choose a new or empty folder")
         if self.opts.mirror is not None and self.opts.mirror.resolve() == self.rd.path.resolve():
             raise UserError(f"--mirror {self.opts.mirror}: is the run directory itself")
-        self.rd.read_info()
+        self.rd.info.read()
         notes: list[str] = []
         if self.rd.config.exists():
             old_raw, _ = load_raw(self.rd.config)
@@ -269,13 +269,12 @@ class _Run:
     # ---- the loop -------------------------------------------------------------------------
     def execute(self) -> int:
         cfg, rd = self.cfg, self.rd
-        info = rd.read_info()
-        wandb_id = self.wandb_id or info.get("wandb_id") or new_wandb_id()
+        wandb_id = self.wandb_id or rd.info.read().get("wandb_id") or new_wandb_id()
         self.log = MetricsLog(rd.metrics, self.pos.step if self.resumed else None,
                               self.metrics_records) if self.ctx.is_main else None
         if self.ctx.is_main:
-            rd.start_segment(rd.path.name, wandb_id if cfg.logging.wandb.mode != "disabled" else None, self.opts.job_id)
-            rd.update_segment(start_step=self.pos.step)
+            rd.info.start_segment(rd.path.name, wandb_id if cfg.logging.wandb.mode != "disabled" else None,
+                                  self.opts.job_id, self.pos.step)
         self.wandb = WandbLogger(cfg.logging.wandb, rd.path, rd.path.name, wandb_id, to_dict(cfg), enabled=self.ctx.is_main)
         self.wandb_id = wandb_id
         status, code = "failed", EXIT_FAILED
@@ -313,7 +312,7 @@ class _Run:
     def _finish_files(self, status: str, code: int) -> None:
         """Record the segment's end and mirror the run; on a full disk, say so and keep going."""
         try:
-            self.rd.end_segment(status, code, end_step=self.pos.step, timing=self._timing())
+            self.rd.info.end_segment(status, code, end_step=self.pos.step, timing=self._timing())
             if self.opts.mirror:
                 ckpt.mirror_files(self.rd.path, self.opts.mirror, MIRRORED)
         except OSError as exc:
@@ -580,7 +579,7 @@ class _Run:
             # end from the previous last.pt and writes the same files again.
             seconds = ckpt.save_checkpoint(state, self.rd.checkpoints / ckpt.BEST) if best else 0.0
             seconds += ckpt.save_checkpoint(state, self.rd.checkpoints / ckpt.LAST, keep_previous=True)
-            self.rd.update_segment(end_step=self.pos.step, timing=self._timing())  # a job killed later still reports
+            self.rd.info.update_segment(end_step=self.pos.step, timing=self._timing())  # a job killed later still reports
             if self.opts.mirror:
                 ckpt.mirror_files(self.rd.path, self.opts.mirror, MIRRORED)
             self.budget.record_checkpoint(seconds)
