@@ -20,9 +20,6 @@ from segtrain.errors import UserError
 from segtrain.fsutil import atomic_write_json
 
 Status = Literal["starting", "running", "done", "stopped", "failed"]
-"""``starting``: a batch job opened the run, its trainer has not begun; ``running``: a trainer is (or
-was, when killed) in a segment; ``done``: trained to the end or stopped early by early stopping;
-``stopped``: stopped with a checkpoint to resume (time limit, signal, full disk); ``failed``."""
 
 
 class Segment(TypedDict, total=False):
@@ -47,8 +44,8 @@ class JobStart(TypedDict):
 class Processes(TypedDict):
     """The trainer processes of the run's last job: a continuation by hand asks for as many."""
     world: int  # processes in all (nodes x per_node)
-    nodes: int
-    per_node: int
+    nodes: int  # nodes of the job
+    per_node: int  # processes on each node (one per GPU)
     resources: dict[str, Any]  # what the scheduler granted (select, ngpus, walltime, ...)
 
 
@@ -64,11 +61,11 @@ class RunInfo(TypedDict, total=False):
     created: str  # ISO time of the first record
     wandb_id: Optional[str]  # the W&B run id (None while W&B is disabled)
     git_commit: Optional[str]  # the segtrain commit of the last segment (None outside a git checkout)
-    status: Status  # where the run stands (see Status)
+    status: Status  # starting (a job opened it, no trainer yet), running (or killed so), done, stopped (to resume), failed
     segments: list[Segment]  # one per trainer process run, oldest first
     job_id: str  # the batch job that opened the run last
     jobs: list[JobStart]  # every batch job that opened the run, oldest first
-    processes: Processes
+    processes: Processes  # how many trainer processes the last job ran (a checkpoint resumes on as many)
     data_source: str  # the data set's path on storage (a job trains on a copy on scratch)
     resubmissions: list[Resubmission]  # the chain of jobs that submitted each other
 

@@ -57,8 +57,8 @@ def explain(code: Optional[int], terminated_at: Optional[float], plan: Plan, wal
     if code > 128:
         name = _signal_name(code - 128)
         hint = " (out of memory? ask for more mem=; or killed by the scheduler)" if code - 128 == signal.SIGKILL else ""
-        return (f"the trainer was killed by {name}{hint}; the last mirrored checkpoint is in {RunDir(plan.run_dir).checkpoints}; "
-                f"{again}")
+        return (f"the trainer was killed by {name}{hint}; the last mirrored checkpoint is in "
+                f"{RunDir(plan.run_dir).checkpoints}; {again}")
     return (f"the trainer crashed (exit {code}; the traceback above says why); its logs and last checkpoint are in "
             f"{plan.run_dir}; {again}")
 
