@@ -50,8 +50,12 @@ class Processes(TypedDict):
 
 
 # "from" is a Python keyword: the functional form.
-Resubmission = TypedDict("Resubmission", {"from": str, "to": str, "at": str})
-Resubmission.__doc__ = "A job that submitted the next one of its chain: job ids ``from`` and ``to``, ISO time ``at``."
+Resubmission = TypedDict("Resubmission", {
+    "from": str,  # the job that submitted the next one
+    "to": str,  # the job it submitted
+    "at": str,  # ISO time
+})
+Resubmission.__doc__ = "A job of the chain that submitted the next one to continue the run."
 
 
 class RunInfo(TypedDict, total=False):
