@@ -273,7 +273,7 @@ def _log_wandb(run_dir: Path, backend: TorchBackend, metrics: dict, scores: list
     cfg = backend.trained.config
     if cfg.logging.wandb.mode == "disabled":
         return
-    run_id = RunDir(run_dir).read_info().get("wandb_id") or new_wandb_id()
+    run_id = RunDir(run_dir).info.read().get("wandb_id") or new_wandb_id()
     logger = WandbLogger(cfg.logging.wandb, run_dir, run_dir.name, run_id, to_dict(cfg))
     try:
         import wandb

@@ -20,12 +20,12 @@ def make_run(path: Path, ious: list[float], status: str = "done") -> Path:
     run = RunDir(path)
     run.create()
     run.config.write_text(to_yaml(load_config(REPO / "configs" / "demo.yaml")))
-    run.start_segment(path.name, None)
+    run.info.start_segment(path.name, None, None, 0)
     log = MetricsLog(run.metrics, None)
     for epoch, iou in enumerate(ious):
         log.write({"step": 6 * (epoch + 1), "epoch": epoch, "split": "val", "iou": iou, "loss": 1 - iou})
     log.close()
-    run.end_segment(status, 0 if status == "done" else 3, end_step=6 * len(ious))
+    run.info.end_segment(status, 0 if status == "done" else 3, end_step=6 * len(ious))
     for name in ("last.pt", "best.pt"):
         (run.checkpoints / name).write_bytes(b"weights" * 1000)
     return path

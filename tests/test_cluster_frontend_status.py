@@ -14,59 +14,58 @@ from segtrain.cluster.pbs.local.server import LocalServer
 from segtrain.cluster.frontend.status import status_rows, summarize_run, summary_table
 from segtrain.cluster.pbs.status import qstat_states
 from segtrain.cluster.scheduler import JobState
-from segtrain.cluster.schedulers import current_job_id
 from segtrain.cluster.submissions import append_log, read_log
 from segtrain.config import load_config, to_yaml
 from segtrain.run.metrics_log import MetricsLog
 from segtrain.run.directory import RunDir
+from segtrain.run.run_json import RunJson
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_QSTAT = [sys.executable, "-m", "segtrain.cluster.pbs.local", "qstat"]
 
 
-def start_run(path: Path, job_id: str, monkeypatch, metric: str = "iou", values=(0.2, 0.6, 0.5)) -> RunDir:
-    """A run directory as the trainer writes it while job ``job_id`` runs (its writers, its layout)."""
+def start_run(path: Path, job_id: str, metric: str = "iou", values=(0.2, 0.6, 0.5)) -> RunJson:
+    """A run directory as the trainer writes it while job ``job_id`` runs (its writers, its layout); its run.json."""
     run = RunDir(path)
     run.create()
     cfg = load_config(REPO / "configs" / "demo.yaml", [f"train.early_stopping.metric={metric}"])
     run.config.write_text(to_yaml(cfg))
-    monkeypatch.setenv("PBS_JOBID", job_id)
-    run.start_segment(path.name, None, current_job_id())
+    run.info.start_segment(path.name, None, job_id, 0)
     log = MetricsLog(run.metrics, None)
     for epoch, value in enumerate(values):
         log.write({"step": 4 * (epoch + 1), "epoch": epoch, "split": "train", "loss": 1.0})
         log.write({"step": 4 * (epoch + 1), "epoch": epoch, "split": "val", metric: value})
     log.close()
-    return run
+    return run.info
 
 
-def test_finished_run_shows_done_with_its_last_and_best_monitored_metric(tmp_path, monkeypatch):
-    start_run(tmp_path / "a", "7.pbs", monkeypatch).end_segment("done", 0, end_step=12)
+def test_finished_run_shows_done_with_its_last_and_best_monitored_metric(tmp_path):
+    start_run(tmp_path / "a", "7.pbs").end_segment("done", 0, end_step=12)
     summary = summarize_run(tmp_path / "a")
     assert (summary.status, summary.job_id, summary.epoch, summary.step) == ("done", "7.pbs", 2, 12)
     assert (summary.metric, summary.last, summary.best) == ("iou", 0.5, 0.6)
 
 
-def test_loss_as_the_monitored_metric_is_best_when_lowest(tmp_path, monkeypatch):
-    start_run(tmp_path / "a", "7.pbs", monkeypatch, metric="loss", values=(0.9, 0.3, 0.4))
+def test_loss_as_the_monitored_metric_is_best_when_lowest(tmp_path):
+    start_run(tmp_path / "a", "7.pbs", metric="loss", values=(0.9, 0.3, 0.4))
     assert summarize_run(tmp_path / "a").best == 0.3
 
 
-def test_stopped_run_with_a_queued_next_job_shows_resubmitted_and_that_job(tmp_path, monkeypatch):
-    start_run(tmp_path / "a", "7.pbs", monkeypatch).end_segment("stopped", 3, end_step=12)
+def test_stopped_run_with_a_queued_next_job_shows_resubmitted_and_that_job(tmp_path):
+    start_run(tmp_path / "a", "7.pbs").end_segment("stopped", 3, end_step=12)
     record_resubmission(tmp_path / "a", "7.pbs", "8.pbs")
     summary = summarize_run(tmp_path / "a", {"8.pbs": JobState("Q", None)})
     assert (summary.status, summary.job_id) == ("resubmitted", "8.pbs")
 
 
-def test_stopped_run_without_a_next_job_shows_stopped(tmp_path, monkeypatch):
-    start_run(tmp_path / "a", "7.pbs", monkeypatch).end_segment("stopped", 3, end_step=12)
+def test_stopped_run_without_a_next_job_shows_stopped(tmp_path):
+    start_run(tmp_path / "a", "7.pbs").end_segment("stopped", 3, end_step=12)
     assert summarize_run(tmp_path / "a").status == "stopped"
 
 
 @pytest.mark.parametrize("state, shown", [(JobState("R", None), "running"), (JobState("F", -29), "failed"), (None, "running")])
-def test_a_run_still_reading_running_is_failed_once_qstat_says_its_job_ended(tmp_path, monkeypatch, state, shown):
-    start_run(tmp_path / "a", "7.pbs", monkeypatch)  # killed: no final status written
+def test_a_run_still_reading_running_is_failed_once_qstat_says_its_job_ended(tmp_path, state, shown):
+    start_run(tmp_path / "a", "7.pbs")  # killed: no final status written
     assert summarize_run(tmp_path / "a", {"7.pbs": state} if state else {}).status == shown
 
 
@@ -93,15 +92,15 @@ def test_a_killed_job_shows_failed_on_a_server_without_job_history(tmp_path, mon
     server = LocalServer()
     server.configure(job_history=False)
     [job] = server.run_chain(server.submit(["job.sh"], os.environ, tmp_path))
-    start_run(tmp_path / "a", job.id, monkeypatch)  # it wrote "running", then was killed
+    start_run(tmp_path / "a", job.id)  # it wrote "running", then was killed
     assert qstat_states([job.id], LOCAL_QSTAT) == {job.id: JobState("U", None)}
     assert summarize_run(tmp_path / "a", qstat_states([job.id], LOCAL_QSTAT)).status == "failed"
 
 
-def test_a_resubmitted_job_that_started_shows_its_run_starting_not_resubmitted(tmp_path, monkeypatch):
-    start_run(tmp_path / "a", "7.pbs", monkeypatch).end_segment("stopped", 3, end_step=12)
+def test_a_resubmitted_job_that_started_shows_its_run_starting_not_resubmitted(tmp_path):
+    start_run(tmp_path / "a", "7.pbs").end_segment("stopped", 3, end_step=12)
     record_resubmission(tmp_path / "a", "7.pbs", "8.pbs")
-    RunDir(tmp_path / "a").update_info(status="starting", job_id="8.pbs", jobs=[{"id": "7.pbs"}, {"id": "8.pbs"}])
+    RunDir(tmp_path / "a").info.update(status="starting", job_id="8.pbs", jobs=[{"id": "7.pbs"}, {"id": "8.pbs"}])
     summary = summarize_run(tmp_path / "a", {"8.pbs": JobState("R", None)})
     assert (summary.status, summary.job_id) == ("starting", "8.pbs")
 
@@ -110,10 +109,10 @@ def test_qstat_missing_means_no_states(tmp_path):
     assert qstat_states(["1.pbs"], [str(tmp_path / "no-qstat")]) == {}
 
 
-def test_status_of_a_runs_folder_lists_logged_runs_then_any_others(tmp_path, monkeypatch):
+def test_status_of_a_runs_folder_lists_logged_runs_then_any_others(tmp_path):
     runs = tmp_path / "runs"
-    start_run(runs / "b", "5.pbs", monkeypatch).end_segment("done", 0, end_step=12)
-    start_run(runs / "a", "6.pbs", monkeypatch).end_segment("failed", 1, end_step=4)
+    start_run(runs / "b", "5.pbs").end_segment("done", 0, end_step=12)
+    start_run(runs / "a", "6.pbs").end_segment("failed", 1, end_step=4)
     append_log(runs, [{"job_id": "6.pbs", "run": "a", "index": None}, {"job_id": "9.pbs", "run": "c", "index": None}])
     rows = status_rows(runs)
     assert [(r.name, r.status, r.job_id) for r in rows] == [("a", "failed", "6.pbs"), ("c", "not started", "9.pbs"),
@@ -122,10 +121,10 @@ def test_status_of_a_runs_folder_lists_logged_runs_then_any_others(tmp_path, mon
                                                             "BEST", "iou", "TRAINING"]  # no grid points: no POINT column
 
 
-def test_status_shows_the_share_of_its_jobs_time_each_run_spent_training(tmp_path, monkeypatch):
-    start_run(tmp_path / "a", "7.pbs", monkeypatch).end_segment("done", 0, end_step=12, report={
+def test_status_shows_the_share_of_its_jobs_time_each_run_spent_training(tmp_path):
+    start_run(tmp_path / "a", "7.pbs").end_segment("done", 0, end_step=12, report={
         "elapsed_s": 200.0, "phases_s": {"training": 150.0, "start-up": 30.0}})
-    start_run(tmp_path / "b", "8.pbs", monkeypatch).end_segment("done", 0, end_step=12)  # not trained in a job
+    start_run(tmp_path / "b", "8.pbs").end_segment("done", 0, end_step=12)  # not trained in a job
     rows = status_rows(tmp_path)
     assert [row.training_share for row in rows] == [0.75, None]
     assert [line.split()[-1] for line in summary_table(rows).splitlines()] == ["TRAINING", "75%", "-"]

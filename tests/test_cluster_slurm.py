@@ -105,7 +105,7 @@ def test_a_requeued_job_continues_the_run_it_started_and_a_new_job_never_takes_i
     (work / "configs").mkdir(parents=True)
     (work / "configs" / "small.yaml").write_text(f"data: {{root: {small_data_ro}}}\nrun: {{root: runs, name: r1}}\n")
     (work / "runs" / "r1").mkdir(parents=True)
-    RunDir(work / "runs" / "r1").update_info(segments=[{"job_id": "41"}])
+    RunDir(work / "runs" / "r1").info.update(segments=[{"job_id": "41"}])
     env = {"SLURM_JOB_ID": "41", "SLURM_SUBMIT_DIR": str(work), "CONFIG": "configs/small.yaml"}
     plan, _ = make_plan(env, [], 0.0, SHOW_JOB, scratch=tmp_path)
     assert plan.continuing and plan.run_dir == str(work / "runs" / "r1") and plan.scheduler == "slurm"

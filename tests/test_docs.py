@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -12,8 +14,9 @@ def test_the_committed_reference_pages_match_the_cli_and_the_config_schema():
                                     f"{result.stdout}{result.stderr}")
 
 
-def test_every_config_key_has_a_meaning_in_the_reference():
-    undocumented = [line.split("|")[1].strip() for line in (REPO / "docs/reference/config.md").read_text().splitlines()
+@pytest.mark.parametrize("page", ["config.md", "run-json.md"])
+def test_every_config_and_run_json_key_has_a_meaning_in_the_reference(page):
+    undocumented = [line.split("|")[1].strip() for line in (REPO / "docs/reference" / page).read_text().splitlines()
                     if line.startswith("| `") and line.rstrip().endswith("|  |")]
     assert not undocumented, f"give these schema fields a trailing # comment: {undocumented}"
 

@@ -25,6 +25,7 @@ from segtrain.cluster.frontend.status import status_rows
 from segtrain.cluster.pbs.local.server import LocalServer
 from segtrain.cluster.pbs.qsub import qsub_argv
 from segtrain.run.report import OTHER, PHASES
+from segtrain.run.run_json import problems
 
 pytestmark = pytest.mark.slow
 
@@ -185,6 +186,13 @@ def test_run_json_lists_every_job_of_the_chain(chain):
     assert [s["job_id"] for s in info["segments"]] == ["1.local", "2.local"]
     assert [(r["from"], r["to"]) for r in info["resubmissions"]] == [("1.local", "2.local")]
     assert info["status"] == "done"
+
+
+def test_run_json_of_a_chain_holds_only_the_keys_its_schema_declares(chain):
+    repo, _ = chain
+    info = json.loads((only_run(repo) / "run.json").read_text())  # every writer: the jobs', the trainers'
+    assert problems(info) == []
+    assert {"jobs", "processes", "data_source", "resubmissions"} <= set(info) and "report" in info["segments"][0]
 
 
 # ---- failures ------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class Uploads:
 
 
 def test_segments_of_a_cleanly_resumed_run_are_uploaded_in_order_into_its_wandb_run(run):
-    info = RunDir(run).read_info()
+    info = RunDir(run).info.read()
     plan = plan_sync(run)
     assert plan.method == "segments" and "2 job segment(s) continue each other exactly" in plan.reason
     assert [p.name for p in plan.segments] == sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
@@ -100,9 +100,9 @@ def test_replay_uploads_only_records_added_since_the_last_sync(run):
 
 
 def test_a_killed_segment_means_replay_because_it_logged_steps_twice(run):
-    info = RunDir(run).read_info()
+    info = RunDir(run).info.read()
     info["segments"][0]["exit_code"] = None  # what run.json keeps when the job was SIGKILLed
-    RunDir(run).update_info(**info)
+    RunDir(run).info.update(**info)
     plan = plan_sync(run)
     assert plan.method == "replay" and "segment 1 (job None) ended with exit None" in plan.reason
     with pytest.raises(UserError, match="cannot be appended as they are: segment 1"):
@@ -123,7 +123,7 @@ def test_switching_method_after_an_upload_is_refused(run):
 
 def test_a_run_without_wandb_is_replayed_under_an_id_kept_for_the_next_sync(run):
     shutil.rmtree(run / "wandb")
-    RunDir(run).update_info(wandb_id=None)
+    RunDir(run).info.update(wandb_id=None)
     plan = plan_sync(run)
     assert plan.method == "replay" and len(plan.wandb_id) == 8
     sync_run(plan, upload_replay=Uploads(), environ=KEY)

@@ -130,6 +130,6 @@ def test_a_finished_job_run_finds_its_data_through_the_recorded_source(tmp_path)
     run.create()
     gone = str(tmp_path / "scratch" / "data")  # the staged copy, cleaned after the job
     assert locate_data(run.path, gone) == gone
-    run.update_info(data_source=str(storage))
+    run.info.update(data_source=str(storage))
     assert locate_data(run.path, gone) == str(storage)
     assert locate_data(run.path, str(storage), given="/elsewhere") == "/elsewhere"

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-import segtrain.train.trainer as trainer_module
+import segtrain.train.model_parts as model_parts
 from segtrain.config import load_config
 from segtrain.train.trainer import TrainOptions, train
 from trainutil import tiny_args
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def overflow_on_step_3(monkeypatch):
     """Models whose 3rd training forward returns inf, as an overflow would."""
-    real_build = trainer_module.build_model
+    real_build = model_parts.build_model
 
     def build_model_that_overflows_on_step_3(*args, **kwargs):
         model = real_build(*args, **kwargs)
@@ -30,7 +30,7 @@ def overflow_on_step_3(monkeypatch):
         model.register_forward_hook(poison)
         return model
 
-    monkeypatch.setattr(trainer_module, "build_model", build_model_that_overflows_on_step_3)
+    monkeypatch.setattr(model_parts, "build_model", build_model_that_overflows_on_step_3)
 
 
 def test_non_finite_loss_stops_with_a_message_naming_the_step(small_data_ro, tmp_path, overflow_on_step_3, capsys):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from segtrain.config.schema import DataConfig
 from segtrain.data.dataset import TileDataset
-from segtrain.train.trainer import sample_tiles
+from segtrain.train.validation import sample_tiles
 
 
 def test_sample_tiles_are_whole_tiles_spread_over_the_split(small_data_ro):

@@ -114,12 +114,12 @@ def bare_marks(config: Path, overrides: list[str], work: Path, device: str, ever
     cfg = load_config(config, overrides)
     run = _Run(cfg, TrainOptions(str(config), overrides, run_dir=work / "bare"), DistContext(), torch.device(device),
                check_dataset(cfg))
-    model, opt, crit = run.model, run.optimizer, run.criterion
-    run.train_set.set_epoch(0)
-    run.sampler.set_epoch(0)
+    model, opt, crit = run.parts.model, run.parts.optimizer, run.parts.criterion
+    run.data.train_set.set_epoch(0)
+    run.data.sampler.set_epoch(0)
     steps, marks, cpu = 0, [], []
-    for data in DeviceBatches(run.train_loader, run.train_set.transform, run.device, run.channels_last):
-        with run._autocast():
+    for data in DeviceBatches(run.data.train_loader, run.data.train_set.transform, run.device, run.parts.channels_last):
+        with run.parts.autocast():
             logits = model(data["image"])
         loss, _ = crit(logits.float(), data["mask"], data["valid"])
         opt.zero_grad(set_to_none=True)

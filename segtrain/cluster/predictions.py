@@ -94,8 +94,9 @@ def sidecar_path(out: Path, scene: Path) -> Path:
 def model_file(model: Path, checkpoint: str = "best") -> Path:
     """The file whose bytes are the model: the .onnx file, or a run's checkpoint."""
     from segtrain.run.checkpoint import BEST, LAST
+    from segtrain.run.directory import RunDir
 
-    return model / "checkpoints" / (BEST if checkpoint == "best" else LAST) if model.is_dir() else model
+    return RunDir(model).checkpoints / (BEST if checkpoint == "best" else LAST) if model.is_dir() else model
 
 
 def scene_identity(scene: Path) -> dict:

@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from segtrain.cluster.frontend.grid import MANIFEST_NAME
     from segtrain.cluster.frontend.status import grid_runs
+    from segtrain.run.directory import RunDir
     from segtrain.run.wandb_sync import plan_sync, require_login, sync_run
 
     if not args.dry_run:
@@ -31,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     runs: list[Path] = []
     for target in map(Path, args.targets):
         if (target / MANIFEST_NAME).is_file():
-            runs += [path for _, path in grid_runs(target) if (path / "run.json").is_file()]
-        elif (target / "run.json").is_file():
+            runs += [path for _, path in grid_runs(target) if RunDir(path).info.exists()]
+        elif RunDir(target).info.exists():
             runs.append(target)
         else:
             raise UserError(f"{target}: neither a run directory (run.json) nor a grid folder ({MANIFEST_NAME})")

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch
 
 from segtrain.errors import UserError
+from segtrain.run.directory import RunDir
 from segtrain.fsutil import fsync_dir, atomic_copy, atomic_open, write_point
 
 FORMAT = 1
@@ -134,7 +135,7 @@ def load_trained(run_dir: str | Path, which: str = "best") -> TrainedModel:
     """The ``best`` (or ``last``) model of a run; a missing or corrupt file is a UserError."""
     if which not in ("best", "last"):
         raise UserError(f"--checkpoint: expected 'best' or 'last', got {which!r}")
-    path = Path(run_dir) / "checkpoints" / (BEST if which == "best" else LAST)
+    path = RunDir(run_dir).checkpoints / (BEST if which == "best" else LAST)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found (is {run_dir} a segtrain run directory?)")
     try:

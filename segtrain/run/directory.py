@@ -3,28 +3,21 @@
     config.yaml  run.json  metrics.jsonl  curves.png  checkpoints/  samples/  logs/  eval/  export/
 
 ``run.json`` records who ran what: run and W&B ids, git commit, status and one entry per job
-segment, so a chain of resubmitted jobs can be followed back from its results.
+segment, so a chain of resubmitted jobs can be followed back from its results; its schema and
+every write of it are :mod:`segtrain.run.run_json`'s.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
-import socket
-import subprocess
-import uuid
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
-from segtrain.fsutil import atomic_write_json
 from segtrain.errors import UserError
+from segtrain.run.run_json import RunJson, now_iso  # noqa: F401  (now_iso: the time stamp of run.json and the logs)
 
-CONFIG, INFO, METRICS = "config.yaml", "run.json", "metrics.jsonl"
-RUN_NAMES = {CONFIG, INFO, METRICS, "checkpoints", "samples", "logs", "curves.png", "wandb", "eval", "export"}
-
-
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+CONFIG, INFO, METRICS, CHECKPOINTS = "config.yaml", "run.json", "metrics.jsonl", "checkpoints"
+RUN_NAMES = {CONFIG, INFO, METRICS, CHECKPOINTS, "samples", "logs", "curves.png", "wandb", "eval", "export"}
 
 
 def make_run_name(config_path: str | Path, overrides: Sequence[str], when: Optional[_dt.datetime] = None) -> str:
@@ -80,25 +73,15 @@ def create_run_dir(root: Path, name: str) -> Path:
             raise UserError(f"{path}: cannot create the run directory: {exc.strerror or exc}") from None
 
 
-def git_commit() -> Optional[str]:
-    """The commit of the segtrain checkout that runs, or None outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=5, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 class RunDir:
-    """Paths of one run directory and the read-modify-write of its ``run.json``."""
+    """Paths of one run directory, and its ``run.json`` (:attr:`info`)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.config = self.path / CONFIG
-        self.info_path = self.path / INFO
+        self.info = RunJson(self.path / INFO)
         self.metrics = self.path / METRICS
-        self.checkpoints = self.path / "checkpoints"
+        self.checkpoints = self.path / CHECKPOINTS
         self.samples = self.path / "samples"
         self.logs = self.path / "logs"
 
@@ -114,50 +97,6 @@ class RunDir:
         for folder in (self.path, self.checkpoints, self.samples, self.logs):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def read_info(self) -> dict[str, Any]:
-        if not self.info_path.exists():
-            return {}
-        try:
-            return json.loads(self.info_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{self.info_path}: unreadable run.json: {exc}") from None
-
-    def update_info(self, **fields: Any) -> dict[str, Any]:
-        info = self.read_info()
-        info.update(fields)
-        atomic_write_json(self.info_path, info)
-        return info
-
-    def start_segment(self, name: str, wandb_id: Optional[str], job_id: Optional[str] = None) -> dict[str, Any]:
-        """Record that a job segment starts: one entry per process run, with the scheduler's job id (None: no job)."""
-        info = self.read_info()
-        info.setdefault("name", name)
-        info.setdefault("run_id", uuid.uuid4().hex[:12])
-        info.setdefault("created", now_iso())
-        info["wandb_id"] = wandb_id
-        info["git_commit"] = git_commit()
-        info["status"] = "running"
-        info.setdefault("segments", []).append({
-            "job_id": job_id, "host": socket.gethostname(), "started": now_iso(),
-            "ended": None, "exit_code": None, "start_step": None, "end_step": None,
-        })
-        atomic_write_json(self.info_path, info)
-        return info
-
-    def end_segment(self, status: str, exit_code: int, **fields: Any) -> None:
-        info = self.read_info()
-        info["status"] = status
-        if info.get("segments"):
-            info["segments"][-1].update(ended=now_iso(), exit_code=exit_code)
-            info["segments"][-1].update(fields)
-        atomic_write_json(self.info_path, info)
-
-    def update_segment(self, **fields: Any) -> None:
-        info = self.read_info()
-        if info.get("segments"):
-            info["segments"][-1].update(fields)
-            atomic_write_json(self.info_path, info)
-
 
 def locate_data(run_dir: str | Path, configured: str, given: Optional[str] = None) -> str:
     """Where a finished run's data set is now.
@@ -170,5 +109,5 @@ def locate_data(run_dir: str | Path, configured: str, given: Optional[str] = Non
         return given
     if Path(configured).is_dir():
         return configured
-    source = RunDir(run_dir).read_info().get("data_source")
+    source = RunDir(run_dir).info.read().get("data_source")
     return source if source and Path(source).is_dir() else configured

@@ -116,7 +116,7 @@ def plan_sync(run_dir: Path, method: str = "auto", project: Optional[str] = None
     run_dir = Path(run_dir)
     if method not in METHODS:
         raise UserError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
-    info = RunDir(run_dir).read_info()
+    info = RunDir(run_dir).info.read()
     if not info:
         raise UserError(f"{run_dir}: not a run directory (no run.json)")
     marker = _read_marker(run_dir)
@@ -162,13 +162,13 @@ def _segments(plan: SyncPlan, folders: list[Path], marker: dict) -> None:
 
 def _replay(plan: SyncPlan, marker: dict) -> None:
     last = marker.get("last") or {"step": -1, "splits": []}
-    records = [r for r in read_metrics(plan.run_dir / "metrics.jsonl") if "step" in r and "split" in r]
+    records = [r for r in read_metrics(RunDir(plan.run_dir).metrics) if "step" in r and "split" in r]
     new = [r for r in records if r["step"] > last["step"] or (r["step"] == last["step"]
                                                              and r["split"] not in last["splits"])]
     plan.rows = [(r["step"], wandb_values(r)) for r in new]
     val_steps = {r["epoch"]: r["step"] for r in records if r["split"] == "val" and "epoch" in r}
     uploaded = set(marker.get("samples", []))
-    for figure in sorted((plan.run_dir / "samples").glob("epoch_*.png")):
+    for figure in sorted(RunDir(plan.run_dir).samples.glob("epoch_*.png")):
         epoch = figure.stem.removeprefix("epoch_")
         if figure.name not in uploaded and epoch.isdigit() and int(epoch) in val_steps:
             plan.samples.append((val_steps[int(epoch)], figure))
@@ -194,10 +194,11 @@ def _read_marker(run_dir: Path) -> dict:
 
 
 def _config(run_dir: Path) -> dict:
+    path = RunDir(run_dir).config
     try:
-        return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"{run_dir / 'config.yaml'}: unreadable config: {exc}") from None
+        raise UserError(f"{path}: unreadable config: {exc}") from None
 
 
 # ---- uploading ------------------------------------------------------------------------------------

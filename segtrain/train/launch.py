@@ -42,7 +42,7 @@ def launch(spec: LaunchSpec, run_dir: Path, worker_args: Sequence[str]) -> int:
         rdzv_configs={} if single else {"is_host": spec.node_rank == 0},
         max_restarts=0, monitor_interval=0.5, start_method="spawn",
     )
-    before = len(RunDir(run_dir).read_info().get("segments", [])) if run_dir.exists() else 0
+    before = len(RunDir(run_dir).info.read().get("segments", [])) if run_dir.exists() else 0
     try:
         elastic_launch(config, entrypoint=sys.executable)("-m", "segtrain", "train", *worker_args, "--run-dir", str(run_dir))
     except (ChildFailedError, SignalException) as exc:
@@ -58,7 +58,7 @@ def _child_code(exc: Exception) -> int:
 
 def _exit_code_from_run(run_dir: Path, before: int, fallback: int) -> int:
     """Rank 0 records the trainer's exit code in run.json; that is the launch's result."""
-    segments = RunDir(run_dir).read_info().get("segments", []) if run_dir.exists() else []
+    segments = RunDir(run_dir).info.read().get("segments", []) if run_dir.exists() else []
     if len(segments) > before and segments[-1].get("exit_code") is not None:
         return int(segments[-1]["exit_code"])
     return fallback if fallback in (EXIT_OK, EXIT_USER_ERROR, EXIT_RESUMABLE) else EXIT_FAILED

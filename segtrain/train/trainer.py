@@ -11,17 +11,12 @@ from __future__ import annotations
 import errno
 import math
 import os
-import random
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from segtrain import calibration
 from segtrain.config import Config, to_dict, to_yaml
@@ -30,33 +25,31 @@ from segtrain.config.validate import build_config
 from segtrain.device import select_device
 from segtrain.errors import EXIT_FAILED, EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR, UserError
 from segtrain.fsutil import atomic_write_text, remove_temporaries
-from segtrain.losses import build_criterion
-from segtrain.metrics import ConfusionCounts
-from segtrain.models import build_model, positive_probability
 from segtrain.preflight import DatasetSummary, check_dataset
 from segtrain.run import checkpoint as ckpt
 from segtrain.train.config_changes import check_resume_compatible
 from segtrain.run.console import Console
-from segtrain.train.distributed import (DistContext, EpochSampler, barrier, broadcast_from_main, init_distributed,
-                                        max_across_ranks, shutdown, sum_across_ranks)
+from segtrain.train.distributed import (DistContext, barrier, broadcast_from_main, init_distributed, max_across_ranks,
+                                        shutdown)
 from segtrain.train.health import NonFiniteWatch
+from segtrain.train.loaders import TrainingData, build_training_data
+from segtrain.train.model_parts import ModelParts, build_model_parts
 from segtrain.run.metrics_log import MetricsLog
-from segtrain.train.optim import Schedule, build_optimizer
 from segtrain.run.plots import plot_curves, plot_samples
-from segtrain.train.prefetch import DeviceBatches
 from segtrain.run import directory as rundir
 from segtrain.run.directory import RunDir, create_run_dir, run_name
 from segtrain.run.gpu_usage import GpuSampler
 from segtrain.run.report import TrainerClock
-from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
 from segtrain.run.wandb_log import WandbLogger, check_login, new_wandb_id, wandb_values
+from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
+from segtrain.train.validation import validate
 
 WANDB_STOP_TIMEOUT_S = 3.0  # W&B's share of the 10 s between SIGTERM and SIGKILL
 AGREE_EVERY_S = 1.0  # DDP ranks agree on stopping about this often (a SIGTERM is answered that fast)
 MAX_AGREEMENT_STEPS = 200
 # In commit order, as in the run directory: last.pt, which vouches for the others, is copied last.
-MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, calibration.FILE, f"checkpoints/{ckpt.BEST}",
-            f"checkpoints/{ckpt.LAST}"]
+MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, calibration.FILE, f"{rundir.CHECKPOINTS}/{ckpt.BEST}",
+            f"{rundir.CHECKPOINTS}/{ckpt.LAST}"]
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -107,40 +100,82 @@ def default_run_dir(cfg: Config, opts: TrainOptions) -> Path:
     return create_run_dir(Path(cfg.run.root), run_name(opts.config_path, opts.overrides, cfg.run.name))
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+@dataclass
+class _Pace:
+    """The loop's wall-clock bookkeeping, per process (never checkpointed: a resumed loop starts it afresh)."""
+    logged: tuple[float, int]  # time and step of the last logged training record, or of the epoch's start
+    agreed: tuple[float, int]  # time and step of the ranks' last agreement on stopping
+    data_s: float = 0.0  # time spent waiting for data since ``logged``
+    next_agreement: int = 0  # the step of the ranks' next agreement
 
 
 class _Run:
-    """One process's part of a run. Methods are the loop's steps, in the order they happen."""
+    """One process's part of a run: ``__init__`` sets it up (everything that can refuse the run is
+    checked before the run directory gets a first byte) and opens this segment's outputs;
+    :meth:`execute` trains. Its whole state is declared here; methods follow in the order they run."""
+
+    # what to train, where, on what
+    cfg: Config
+    opts: TrainOptions
+    ctx: DistContext
+    device: torch.device
+    rd: RunDir
+    # built at set-up (the same on a resume), then stepped by the loop
+    stats: Optional[dict]  # normalization statistics: a resumed run keeps its own (no drift)
+    data: TrainingData
+    parts: ModelParts
+    # where the run stands: checkpointed with the parts' states and the RNGs
+    pos: Position
+    early: EarlyStopping
+    # when to stop
+    budget: TimeBudget
+    signals: StopSignals  # caught while execute() runs
+    launcher_pid: Optional[int]  # torchrun's agent: a worker whose parent changed stops
+    watch: NonFiniteWatch
+    pace: _Pace
+    # this segment's outputs
+    console: Console
+    log: Optional[MetricsLog]  # metrics.jsonl (rank 0)
+    wandb_id: str  # checkpointed: every segment logs to the same W&B run
+    wandb: WandbLogger
+    clock: TrainerClock  # for the job report: where this segment's time went
+    gpu: Optional[dict]  # what the GPU did in this segment (rank 0, once it has ended)
 
     def __init__(self, cfg: Config, opts: TrainOptions, ctx: DistContext, device: torch.device, summary: DatasetSummary):
         self.cfg, self.opts, self.ctx, self.device = cfg, opts, ctx, device
         self.budget = TimeBudget(opts.time_limit, deadline_file=opts.deadline_file)
-        self.clock = TrainerClock()  # for the job report: where this segment's time went
-        self.gpu: Optional[dict] = None
+        self.clock = TrainerClock()
+        self.gpu = None
         self.launcher_pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
         self.rd = RunDir(opts.run_dir)
-        # Everything that can refuse the run is checked before its folder gets a first byte.
         state, notes = self._inspect_run_dir()  # the checkpoint to resume from: local, so it is freed after set-up
-        self.resumed = state is not None
-        self.wandb_id: Optional[str] = state.get("wandb_id") if state else None
-        self.metrics_records: Optional[int] = state.get("metrics_records") if state else None
-        self.stats = state["stats"] if state else self._stats()  # a resumed run keeps its own (no drift)
-        self._build_data(summary)
-        self._build_model(summary.in_channels)
-        self.pos = Position()
+        self.stats = state["stats"] if state else self._stats()
+        self.data = build_training_data(cfg, ctx, device, summary, self.stats)
+        self.parts = build_model_parts(cfg, ctx, device, summary.in_channels, cfg.train.epochs * self.data.n_batches,
+                                       self.early_mode, self.stats)
+        self.pos = Position(**state["position"]) if state is not None else Position()
         self.early = EarlyStopping(cfg.train.early_stopping.metric, cfg.train.early_stopping.patience,
                                    cfg.train.early_stopping.min_delta)
         if state is not None:
             notes.append(self._restore(state))
         notes += [f"removed {path}, left by a write that was killed" for path in self._create_run_dir()]
-        self.console = Console(cfg.train.epochs * self.n_batches, enabled=ctx.is_main,
+        self.console = Console(cfg.train.epochs * self.data.n_batches, enabled=ctx.is_main,
                                log_path=self.rd.logs / "train.log" if ctx.is_main else None)
         for note in notes:
             self.console.message(note)
+        # This segment's outputs: metrics.jsonl cut back to the checkpoint, run.json's new segment, W&B.
+        self.wandb_id = (state.get("wandb_id") if state else None) or self.rd.info.read().get("wandb_id") or new_wandb_id()
+        self.log = MetricsLog(self.rd.metrics, self.pos.step if state else None,
+                              state.get("metrics_records") if state else None) if ctx.is_main else None
+        if ctx.is_main:
+            self.rd.info.start_segment(self.rd.path.name, self.wandb_id if cfg.logging.wandb.mode != "disabled" else None,
+                                       opts.job_id, self.pos.step)
+        self.wandb = WandbLogger(cfg.logging.wandb, self.rd.path, self.rd.path.name, self.wandb_id, to_dict(cfg),
+                                 enabled=ctx.is_main)
+        self.signals = StopSignals()
+        self.watch = NonFiniteWatch(device)
+        now = time.monotonic()
+        self.pace = _Pace(logged=(now, self.pos.step), agreed=(now, self.pos.step))
 
     # ---- set-up ---------------------------------------------------------------------------
     def _inspect_run_dir(self) -> tuple[Optional[dict], list[str]]:
@@ -157,7 +192,7 @@ class _Run:
                                 "not writing into it: choose a new or empty folder")
         if self.opts.mirror is not None and self.opts.mirror.resolve() == self.rd.path.resolve():
             raise UserError(f"--mirror {self.opts.mirror}: is the run directory itself")
-        self.rd.read_info()
+        self.rd.info.read()
         notes: list[str] = []
         if self.rd.config.exists():
             old_raw, _ = load_raw(self.rd.config)
@@ -185,81 +220,17 @@ class _Run:
         stats = training_stats(self.cfg)
         return stats.to_dict() if stats is not None else None
 
-    def _build_data(self, summary: DatasetSummary) -> None:
-        from segtrain.data.dataset import TileDataset, raw_loader
-        from segtrain.data.stats import Stats
-
-        cfg, ctx = self.cfg, self.ctx
-        if cfg.train.batch_size % ctx.world_size:
-            raise UserError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the {ctx.world_size} processes")
-        self.per_batch = cfg.train.batch_size // ctx.world_size
-        stats = Stats.from_dict(self.stats) if self.stats is not None else None
-        self.train_set = TileDataset(cfg.data, "train", training=True, seed=cfg.train.seed, stats=stats, infos=summary.infos)
-        self.val_set = TileDataset(cfg.data, "val", training=False, seed=cfg.train.seed, stats=stats, infos=summary.infos)
-        self.train_set.set_epoch(0)
-        self.sampler = EpochSampler(len(self.train_set), shuffle=True, seed=cfg.train.seed, ctx=ctx)
-        self.n_batches = self.sampler.epoch_length // self.per_batch
-        if self.n_batches == 0:
-            raise UserError(f"train.batch_size: {cfg.train.batch_size} is larger than the {len(self.train_set)} tiles of an epoch")
-        loader_args = dict(num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda",
-                           persistent_workers=False, finished=self.device.type == "cpu")  # CPU: the workers finish
-        self.train_loader = raw_loader(self.train_set, self.per_batch, sampler=self.sampler, drop_last=True,
-                                       generator=torch.Generator(), **loader_args)
-        # Finding the validation tiles reads the validity of every one of them (seconds to minutes):
-        # it runs in a thread while training starts, and the loader is made when first needed.
-        pool = ThreadPoolExecutor(max_workers=1)
-        self._val_grid = pool.submit(lambda: self.val_set.grid)
-        pool.shutdown(wait=False)  # the thread ends with its task
-        self._val_loader: Optional[DataLoader] = None
-        self._loader_args = loader_args
-
-    @property
-    def val_loader(self) -> DataLoader:
-        if self._val_loader is None:
-            from segtrain.data.dataset import raw_loader
-
-            self._val_grid.result()
-            # Validation tiles are split between ranks without padding, so no pixel is counted twice.
-            val_indices = list(range(self.ctx.rank, len(self.val_set), self.ctx.world_size))
-            self._val_loader = raw_loader(self.val_set, self.per_batch, sampler=val_indices, **self._loader_args)
-        return self._val_loader
-
-    def _build_model(self, in_channels: int) -> None:
-        cfg = self.cfg
-        seed_everything(cfg.train.seed)
-        self.in_channels = in_channels
-        model = build_model(cfg.model, in_channels)
-        if cfg.model.sync_batchnorm and self.ctx.distributed:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.raw_model = model.to(self.device)
-        self.cuda = self.device.type == "cuda"
-        self.channels_last = self.cuda and cfg.train.channels_last
-        if self.channels_last:
-            self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
-        self.model = self.raw_model
-        if self.ctx.distributed:
-            ids = [self.device.index] if self.cuda else None
-            self.model = torch.nn.parallel.DistributedDataParallel(self.raw_model, device_ids=ids)
-        if cfg.train.compile and self.cuda:
-            self.model = torch.compile(self.model)
-        pos_weight = self.stats.get("pos_weight") if self.stats else None
-        self.criterion = build_criterion(cfg.loss, cfg.model.out_channels, pos_weight=pos_weight).to(self.device)
-        self.optimizer = build_optimizer(cfg.optim, self.raw_model.parameters())
-        self.schedule = Schedule(cfg.optim, self.optimizer, cfg.train.epochs * self.n_batches, self.early_mode)
-        self.amp_dtype = _amp_dtype(cfg.train.amp, self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-
     @property
     def early_mode(self) -> str:
         return "min" if self.cfg.train.early_stopping.metric == "loss" else "max"
 
     def _restore(self, state: dict) -> str:
-        self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.scaler.load_state_dict(state["scaler"])
+        """Load the parts' states and this rank's RNGs from the checkpoint (the position is read with it)."""
+        self.parts.raw_model.load_state_dict(state["model"])
+        self.parts.optimizer.load_state_dict(state["optimizer"])
+        self.parts.schedule.load_state_dict(state["schedule"])
+        self.parts.scaler.load_state_dict(state["scaler"])
         self.early.load_state_dict(state["early_stopping"])
-        self.pos = Position(**state["position"])
         if state.get("world_size", 1) != self.ctx.world_size:
             raise UserError(f"{self.rd.checkpoints}: checkpoint was written by {state.get('world_size', 1)} processes; "
                             f"resume it with the same number (now {self.ctx.world_size}) for an exact continuation")
@@ -268,21 +239,12 @@ class _Run:
 
     # ---- the loop -------------------------------------------------------------------------
     def execute(self) -> int:
-        cfg, rd = self.cfg, self.rd
-        info = rd.read_info()
-        wandb_id = self.wandb_id or info.get("wandb_id") or new_wandb_id()
-        self.log = MetricsLog(rd.metrics, self.pos.step if self.resumed else None,
-                              self.metrics_records) if self.ctx.is_main else None
-        if self.ctx.is_main:
-            rd.start_segment(rd.path.name, wandb_id if cfg.logging.wandb.mode != "disabled" else None, self.opts.job_id)
-            rd.update_segment(start_step=self.pos.step)
-        self.wandb = WandbLogger(cfg.logging.wandb, rd.path, rd.path.name, wandb_id, to_dict(cfg), enabled=self.ctx.is_main)
-        self.wandb_id = wandb_id
+        """Train to the end, or until a reason to stop; record how the segment ended. The exit code."""
         status, code = "failed", EXIT_FAILED
         sampler = GpuSampler(self.device).start() if self.ctx.is_main else None
         # The signals are caught over the wrap-up too: PBS's walltime SIGTERM can land while a time-limit
         # stop is exiting, and must not kill the trainer between its checkpoint and its final record.
-        with StopSignals() as self.signals:
+        with self.signals:
             try:
                 code = self._epochs()
                 status = "done" if code == EXIT_OK else "stopped"
@@ -298,7 +260,7 @@ class _Run:
                     raise
                 # Like a signal: every write is atomic, so the last checkpoint that completed is intact.
                 self.console.message(f"stopping at step {self.pos.step}: disk full ({exc.filename or exc}); the last "
-                                     f"complete checkpoint is kept in {rd.checkpoints}; free space and resume to continue")
+                                     f"complete checkpoint is kept in {self.rd.checkpoints}; free space and resume to continue")
                 status, code = "stopped", EXIT_RESUMABLE
                 return code
             finally:
@@ -310,36 +272,22 @@ class _Run:
                     self.log.close()
                     self._finish_files(status, code)
 
-    def _finish_files(self, status: str, code: int) -> None:
-        """Record the segment's end and mirror the run; on a full disk, say so and keep going."""
-        try:
-            self.rd.end_segment(status, code, end_step=self.pos.step, timing=self._timing())
-            if self.opts.mirror:
-                ckpt.mirror_files(self.rd.path, self.opts.mirror, MIRRORED)
-        except OSError as exc:
-            if exc.errno not in DISK_FULL:
-                raise
-            self.console.message(f"warning: could not record the end of this segment: {exc}")
-
-    def _timing(self) -> dict[str, Any]:
-        """This segment's figures for the job report (run.json, with the segment)."""
-        return {**self.clock.to_dict(), "gpu": self.gpu}
-
     def _epochs(self) -> int:
         cfg, pos = self.cfg, self.pos
-        self.console.message(f"run {self.rd.path}: {self.n_batches} steps/epoch x {cfg.train.epochs} epochs, "
+        self.console.message(f"run {self.rd.path}: {self.data.n_batches} steps/epoch x {cfg.train.epochs} epochs, "
                              f"batch {cfg.train.batch_size} on {self.ctx.world_size} x {self.device.type}, "
-                             f"{sum(p.numel() for p in self.raw_model.parameters()) / 1e6:.2f} M parameters")
+                             f"{sum(p.numel() for p in self.parts.raw_model.parameters()) / 1e6:.2f} M parameters")
+        data, pace = self.data, self.pace
         last_checkpoint = time.monotonic()
-        self.watch, self._agreed, self._next_agreement = NonFiniteWatch(self.device), (last_checkpoint, pos.step), 0
-        batches = self._to_device(self.train_loader, self.train_set)
+        pace.agreed, pace.next_agreement = (last_checkpoint, pos.step), 0
+        batches = self.parts.inputs(data.train_loader, data.train_set)
         while pos.epoch < cfg.train.epochs:
-            self.train_set.set_epoch(pos.epoch)
-            self.sampler.set_epoch(pos.epoch, start=pos.batch * self.per_batch)
-            self.train_loader.generator.manual_seed(cfg.train.seed * 100_003 + pos.epoch)
-            self.model.train()
+            data.train_set.set_epoch(pos.epoch)
+            data.sampler.set_epoch(pos.epoch, start=pos.batch * data.per_batch)
+            data.train_loader.generator.manual_seed(cfg.train.seed * 100_003 + pos.epoch)
+            self.parts.model.train()
             waited = time.monotonic()
-            self._logged, self._data_s = (waited, pos.step), 0.0
+            pace.logged, pace.data_s = (waited, pos.step), 0.0
             for batch in batches:
                 data_s = time.monotonic() - waited
                 self.clock.step(data_s)
@@ -348,10 +296,10 @@ class _Run:
                 pos.batch += 1
                 pos.step += 1
                 self.budget.record_step(time.monotonic() - step_start + data_s)
-                self._data_s += data_s
+                pace.data_s += data_s
                 if pos.step % cfg.logging.every_steps == 0:
                     self._log_train(values)
-                stop, checkpoint_due = self._decide(last_checkpoint, validation_next=pos.batch == self.n_batches)
+                stop, checkpoint_due = self._decide(last_checkpoint, validation_next=pos.batch == data.n_batches)
                 if stop or checkpoint_due:
                     self._check_finite()
                 if stop:
@@ -382,20 +330,21 @@ class _Run:
     def _train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """One optimizer step; its loss terms and gradient norm stay on the device (no host sync)."""
         image, target, valid = batch["image"], batch["mask"], batch["valid"]
-        with self._autocast():
-            logits = self.model(image)
-        loss, parts = self.criterion(logits.float(), target, valid)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
+        parts = self.parts
+        with parts.autocast():
+            logits = parts.model(image)
+        loss, terms = parts.criterion(logits.float(), target, valid)
+        parts.optimizer.zero_grad(set_to_none=True)
+        parts.scaler.scale(loss).backward()
+        parts.scaler.unscale_(parts.optimizer)
         clip = self.cfg.optim.grad_clip or math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
-        if not self.scaler.is_enabled():  # the fp16 scaler skips steps with non-finite gradients itself
+        grad_norm = torch.nn.utils.clip_grad_norm_(parts.raw_model.parameters(), clip)
+        if not parts.scaler.is_enabled():  # the fp16 scaler skips steps with non-finite gradients itself
             self.watch.record(self.pos.step + 1, loss, grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.schedule.step()
-        return {"loss": loss.detach(), **{f"loss/{k}": v.detach() for k, v in parts.items()}, "grad_norm": grad_norm}
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+        parts.schedule.step()
+        return {"loss": loss.detach(), **{f"loss/{k}": v.detach() for k, v in terms.items()}, "grad_norm": grad_norm}
 
     def _check_finite(self) -> None:
         """Fail on a non-finite step since the last check, before anything is written from it.
@@ -407,15 +356,6 @@ class _Run:
             noticed = f", noticed after step {self.pos.step}" if self.pos.step != step else ""
             raise TrainingFailed(f"non-finite loss or gradient at step {step} (epoch {self.pos.epoch}){noticed}; "
                                  f"the last good checkpoint is in {self.rd.checkpoints}")
-
-    def _to_device(self, loader: DataLoader, tiles) -> DeviceBatches:
-        """The loader's raw batches as network input on the training device (one batch ahead on CUDA)."""
-        return DeviceBatches(loader, tiles.transform, self.device, self.channels_last)
-
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _decide(self, last_checkpoint: float, validation_next: bool) -> tuple[Optional[str], bool]:
         """After a step: the reason to stop now (or None) and whether a periodic checkpoint is due,
@@ -431,8 +371,8 @@ class _Run:
         """
         every_steps, every_min = self.cfg.train.checkpoint_every_steps, self.cfg.train.checkpoint_every_minutes
         due = bool(every_steps and self.pos.step % every_steps == 0)
-        waits_anyway = self.pos.batch in (0, self.n_batches) or self.pos.step % self.cfg.logging.every_steps == 0
-        if self.ctx.distributed and self.pos.step < self._next_agreement and not waits_anyway:
+        waits_anyway = self.pos.batch in (0, self.data.n_batches) or self.pos.step % self.cfg.logging.every_steps == 0
+        if self.ctx.distributed and self.pos.step < self.pace.next_agreement and not waits_anyway:
             return None, due
         steps = self._steps_to_next_agreement()
         # The time limit is rank 0's to judge: only its node has the deadline file a qextend rewrites.
@@ -442,15 +382,15 @@ class _Run:
             reason = "launcher gone"
         due_by_time = bool(every_min and time.monotonic() - last_checkpoint >= every_min * 60)
         stop, due_by_time, fewest = max_across_ranks([reason is not None, due_by_time, -steps], self.ctx, self.device)
-        self._next_agreement = self.pos.step - fewest
+        self.pace.next_agreement = self.pos.step - fewest
         return (reason or "stop on another rank") if stop else None, due or bool(due_by_time)
 
     def _steps_to_next_agreement(self) -> int:
         """About AGREE_EVERY_S seconds of steps at the pace since the last agreement (1 for one process)."""
         if not self.ctx.distributed:
             return 1
-        now, (then, step) = time.monotonic(), self._agreed
-        self._agreed = (now, self.pos.step)
+        now, (then, step) = time.monotonic(), self.pace.agreed
+        self.pace.agreed = (now, self.pos.step)
         pace = (now - then) / max(1, self.pos.step - step)
         return max(1, min(MAX_AGREEMENT_STEPS, int(AGREE_EVERY_S / max(pace, 1e-6))))
 
@@ -458,15 +398,15 @@ class _Run:
         """Log the step's values (the one host sync of a logged step) and the pace since the last log."""
         self._check_finite()
         numbers = dict(zip(values, torch.stack([v.float() for v in values.values()]).tolist()))
-        now, (then, step) = time.monotonic(), self._logged
+        now, (then, step) = time.monotonic(), self.pace.logged
         seconds = max(now - then, 1e-9)
-        tiles_s = self.per_batch * self.ctx.world_size * (self.pos.step - step) / seconds
-        lr = self.optimizer.param_groups[0]["lr"]
+        tiles_s = self.data.per_batch * self.ctx.world_size * (self.pos.step - step) / seconds
+        lr = self.parts.optimizer.param_groups[0]["lr"]
         record = {"step": self.pos.step, "epoch": self.pos.epoch, "split": "train", **numbers, "lr": lr,
-                  "tiles_per_s": tiles_s, "data_wait": min(1.0, self._data_s / seconds), "time": now - self.budget.start}
-        self._logged, self._data_s = (now, self.pos.step), 0.0
-        if self.scaler.is_enabled():
-            record["loss_scale"] = float(self.scaler.get_scale())
+                  "tiles_per_s": tiles_s, "data_wait": min(1.0, self.pace.data_s / seconds), "time": now - self.budget.start}
+        self.pace.logged, self.pace.data_s = (now, self.pos.step), 0.0
+        if self.parts.scaler.is_enabled():
+            record["loss_scale"] = float(self.parts.scaler.get_scale())
         self._record(record)
         self.console.progress(self.pos.step, self.pos.epoch, {"loss": numbers["loss"], "lr": lr,
                                                                "tiles/s": round(tiles_s, 1),
@@ -484,9 +424,10 @@ class _Run:
         if (epoch + 1) % cfg.train.val_every_epochs and not last:
             return False, False
         start = time.monotonic()
-        scores, samples, hist = self._validate(want_samples=(epoch + 1) % cfg.logging.samples_every_epochs == 0 or last)
+        scores, samples, hist = validate(self.parts, self.data, cfg, self.ctx,
+                                         want_samples=(epoch + 1) % cfg.logging.samples_every_epochs == 0 or last)
         self.budget.record_validation(time.monotonic() - start)
-        calibrated = calibration.calibrate(hist, self.pos.step, "val tiles (training)", scenes=len(self.val_set.files),
+        calibrated = calibration.calibrate(hist, self.pos.step, "val tiles (training)", scenes=len(self.data.val_set.files),
                                            default=cfg.train.threshold)
         if calibrated is not None:
             scores.update(calibrated_threshold=calibrated.threshold, calibrated_iou=calibrated.iou)
@@ -496,7 +437,7 @@ class _Run:
         if calibrated is not None and self.ctx.is_main:  # for the checkpoints written next, at this step
             for name in ("last", "best") if improved else ("last",):
                 calibration.store(self.rd.path, name, calibrated)
-        self.schedule.validated(monitored)
+        self.parts.schedule.validated(monitored)
         self.console.message(f"epoch {epoch} validation: " + "  ".join(f"{k} {scores[k]:.4f}" for k in
                              ("loss", "iou", "dice", "precision", "recall")) + ("  (best)" if improved else "")
                              + (f"  | iou {calibrated.iou:.4f} at calibrated threshold {calibrated.threshold:g}"
@@ -507,51 +448,6 @@ class _Run:
                 plot_samples(samples, self.rd.samples / f"epoch_{epoch:04d}.png", f"{self.rd.path.name}, epoch {epoch}")
                 self.wandb.log_samples(samples, self.pos.step, epoch)
         return improved, self.early.should_stop
-
-    @torch.no_grad()
-    def _validate(self, want_samples: bool) -> tuple[dict[str, float], list[dict[str, np.ndarray]],
-                                                     calibration.ProbabilityHistogram]:
-        """Loss and confusion counts over the whole validation split (summed over ranks), samples, and
-        the histogram of probabilities that calibrates the threshold."""
-        loader = self.val_loader  # waits for the tiles to be found; len(self.val_set) is safe after it
-        self.model.eval()
-        counts = ConfusionCounts(device=self.device)
-        hist = calibration.ProbabilityHistogram(device=self.device)
-        totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # valid-pixel-weighted loss, valid pixels
-        sample_ids = sample_tiles(self.val_set, self.cfg.logging.num_samples)
-        samples = []
-        seen = 0
-        for batch in self._to_device(loader, self.val_set):
-            image, target, valid = batch["image"], batch["mask"], batch["valid"]
-            with self._autocast():
-                logits = self.model(image)
-            logits = logits.float()
-            loss, _ = self.criterion(logits, target, valid)
-            prob = positive_probability(logits)
-            counts.update(prob, target, valid, threshold=self.cfg.train.threshold)
-            hist.update(prob, target, valid)
-            n_valid = valid.sum().double()
-            totals += torch.stack([loss.double() * n_valid, n_valid])
-            if want_samples and self.ctx.is_main:
-                samples += self._pick_samples(batch, prob, sample_ids, seen)
-            seen += len(image)
-        sum_across_ranks(counts.state, self.ctx)
-        sum_across_ranks(totals, self.ctx)
-        sum_across_ranks(hist.state, self.ctx)
-        self.model.train()
-        scores = counts.compute()
-        scores["loss"] = float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
-        return scores, samples, hist
-
-    def _pick_samples(self, batch: dict, prob: torch.Tensor, wanted: set, offset: int) -> list[dict[str, np.ndarray]]:
-        out = []
-        for i in range(len(prob)):
-            if offset + i in wanted:
-                valid = batch["valid"][i, 0].cpu().numpy()
-                p = prob[i, 0].cpu().numpy()
-                out.append({"image": batch["image"][i].cpu().numpy(), "truth": batch["mask"][i, 0].cpu().numpy(), "valid": valid,
-                            "prob": p, "pred": (p >= self.cfg.train.threshold) & valid})
-        return out
 
     # ---- checkpoints ----------------------------------------------------------------------
     def _checkpoint(self, best: bool = False) -> None:
@@ -565,13 +461,14 @@ class _Run:
             rngs = [None] * self.ctx.world_size
             torch.distributed.all_gather_object(rngs, rng)
         if self.ctx.is_main:
+            parts = self.parts
             state = {
-                "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+                "model": parts.raw_model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+                "schedule": parts.schedule.state_dict(), "scaler": parts.scaler.state_dict(),
                 "early_stopping": self.early.state_dict(), "position": vars(self.pos).copy(),
                 "rng": rngs if self.ctx.distributed else rng, "world_size": self.ctx.world_size,
                 "wandb_id": self.wandb_id, "config": to_dict(self.cfg), "stats": self.stats,
-                "in_channels": self.in_channels, "best_metric": self.early.best,
+                "in_channels": parts.in_channels, "best_metric": self.early.best,
                 "metrics_records": len(self.log.history),  # on resume, metrics.jsonl is cut back to these
             }
             self.log.sync()
@@ -580,7 +477,7 @@ class _Run:
             # end from the previous last.pt and writes the same files again.
             seconds = ckpt.save_checkpoint(state, self.rd.checkpoints / ckpt.BEST) if best else 0.0
             seconds += ckpt.save_checkpoint(state, self.rd.checkpoints / ckpt.LAST, keep_previous=True)
-            self.rd.update_segment(end_step=self.pos.step, timing=self._timing())  # a job killed later still reports
+            self.rd.info.update_segment(end_step=self.pos.step, timing=self._timing())  # a job killed later still reports
             if self.opts.mirror:
                 ckpt.mirror_files(self.rd.path, self.opts.mirror, MIRRORED)
             self.budget.record_checkpoint(seconds)
@@ -594,22 +491,17 @@ class _Run:
             if self.cfg.logging.wandb.log_model and best.exists():
                 self.wandb.log_model(best, self.rd.path.name)
 
+    def _finish_files(self, status: str, code: int) -> None:
+        """Record the segment's end and mirror the run; on a full disk, say so and keep going."""
+        try:
+            self.rd.info.end_segment(status, code, end_step=self.pos.step, timing=self._timing())
+            if self.opts.mirror:
+                ckpt.mirror_files(self.rd.path, self.opts.mirror, MIRRORED)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            self.console.message(f"warning: could not record the end of this segment: {exc}")
 
-def sample_tiles(val_set, n: int) -> set[int]:
-    """``n`` validation tiles spread evenly over the split for the sample figures: whole tiles,
-    not the padded ones at scene borders (the last grid tile is always a padded corner), unless
-    there are too few whole ones."""
-    t = val_set.tile
-    whole = [i for i, w in enumerate(val_set.grid)
-             if w.y + t <= val_set.infos[w.scene].height and w.x + t <= val_set.infos[w.scene].width]
-    pool = whole if len(whole) >= n else list(range(len(val_set)))
-    return {pool[j] for j in np.linspace(0, len(pool) - 1, min(n, len(pool)), dtype=int)}
-
-
-def _amp_dtype(choice: str, device: torch.device) -> Optional[torch.dtype]:
-    """bf16 where the GPU supports it, else fp16 (with a grad scaler); never on CPU."""
-    if device.type != "cuda" or choice == "off":
-        return None
-    if choice == "fp16" or (choice == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
+    def _timing(self) -> dict[str, Any]:
+        """This segment's figures for the job report (run.json, with the segment)."""
+        return {**self.clock.to_dict(), "gpu": self.gpu}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from segtrain.errors import UserError
+from segtrain.run.directory import RunDir
 
 CHECKPOINTS = ("none", "best", "all")
 PARTIAL_DIR = ".rsync-partial"
@@ -79,7 +80,7 @@ def runs_brought(dst: Path, files: Sequence[str]) -> list[Path]:
         for folder in (dst / rel).parents:
             if folder == dst or dst not in folder.parents:
                 break
-            if (folder / "run.json").is_file():
+            if RunDir(folder).info.exists():
                 runs.add(folder)
                 break
     return sorted(runs)

@@ -155,7 +155,7 @@ def submit_site(site: Optional[str], scheduler: Optional[str], local: bool, acco
 def plan_target(target: Path, overrides: Sequence[str], opts: JobOptions, workdir: Path, array: bool) -> Submission:
     """What ``scripts/submit TARGET`` means: continue a run directory, run a grid file, or run a config."""
     if target.is_dir():
-        if not (target / "config.yaml").is_file():
+        if not RunDir(target).config.is_file():
             raise UserError(f"{target}: a folder but not a run directory (no config.yaml)")
         if overrides:
             raise UserError(f"{target}: a run continues with its own config.yaml; overrides are not taken")
@@ -186,11 +186,11 @@ def plan_config(config: Path, overrides: Sequence[str], opts: JobOptions, workdi
 def plan_continue(run_dir: Path, opts: JobOptions, workdir: Path) -> Submission:
     """Another job for an existing run (its own config.yaml; its data set as run.json recorded it), with as
     many trainer processes, nodes and GPUs as wrote its checkpoint (unless resources are given)."""
-    load_config(run_dir / "config.yaml")  # a config that no longer loads fails here, not in the queue
+    load_config(RunDir(run_dir).config)  # a config that no longer loads fails here, not in the queue
     run_dir = run_dir.absolute()
     in_grid = (run_dir.parent / MANIFEST_NAME).is_file()
     runs_root = run_dir.parent.parent if in_grid else run_dir.parent  # where the run's submissions are logged
-    recorded = RunDir(run_dir).read_info().get("processes") or {}
+    recorded = RunDir(run_dir).info.read().get("processes") or {}
     kept = ("select", "place", "nodes")  # where the processes ran: PBS's chunks, Slurm's nodes
     resources = {k: v for k, v in (recorded.get("resources") or {}).items() if k in kept}
     resources = {**resources, **opts.resources}

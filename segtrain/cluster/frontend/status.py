@@ -21,7 +21,7 @@ from segtrain.cluster.submissions import read_log
 from segtrain.config import load_config
 from segtrain.run.metrics_log import read_metrics
 from segtrain.errors import UserError
-from segtrain.run.directory import RunDir
+from segtrain.run.directory import INFO, RunDir
 from segtrain.run.report import training_share
 
 States = Callable[[Sequence[str]], Mapping[str, JobState]]  # where jobs stand, by id (a scheduler's states)
@@ -50,7 +50,7 @@ def summarize_run(run_dir: Path, jobs: Optional[Mapping[str, JobState]] = None, 
     run_dir, jobs = Path(run_dir), jobs or {}
     info = _info(run_dir)
     job_id, pending = latest_job(info, submitted_as)
-    metric, records = _monitored_metric(run_dir), list(read_metrics(run_dir / "metrics.jsonl"))
+    metric, records = _monitored_metric(run_dir), list(read_metrics(RunDir(run_dir).metrics))
     val = [r[metric] for r in records if r.get("split") == "val" and isinstance(r.get(metric), (int, float))]
     best = (min(val) if metric == "loss" else max(val)) if val else None
     return RunSummary(
@@ -62,7 +62,8 @@ def summarize_run(run_dir: Path, jobs: Optional[Mapping[str, JobState]] = None, 
 
 
 def _info(run_dir: Path) -> dict:
-    return RunDir(run_dir).read_info() if (run_dir / "run.json").is_file() else {}
+    info = RunDir(run_dir).info
+    return info.read() if info.exists() else {}
 
 
 def latest_job(info: dict, submitted_as: Optional[str] = None) -> tuple[Optional[str], bool]:
@@ -92,7 +93,7 @@ def _status(info: dict, pending: bool, job: Optional[JobState]) -> str:
 
 def _monitored_metric(run_dir: Path) -> str:
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        config = yaml.safe_load(RunDir(run_dir).config.read_text())
         return config["train"]["early_stopping"]["metric"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return "iou"
@@ -100,7 +101,7 @@ def _monitored_metric(run_dir: Path) -> str:
 
 def run_dirs_under(root: Path) -> list[Path]:
     """Run directories (holding a run.json) in ``root`` and in its grid folders, by path."""
-    return sorted(p.parent for p in list(root.glob("*/run.json")) + list(root.glob("*/*/run.json")))
+    return sorted(p.parent for p in list(root.glob(f"*/{INFO}")) + list(root.glob(f"*/*/{INFO}")))
 
 
 def grid_runs(grid_dir: Path) -> list[tuple[Optional[int], Path]]:

@@ -22,7 +22,7 @@ from segtrain.cluster.job.plan import Plan
 from segtrain.cluster.schedulers import scheduler_named
 from segtrain.cluster.walltime import walltime_kill
 from segtrain.errors import EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERROR
-from segtrain.run.directory import RunDir, now_iso
+from segtrain.run.directory import RunDir
 
 KILLED_BY_SIGTERM = 128 + signal.SIGTERM
 
@@ -57,8 +57,8 @@ def explain(code: Optional[int], terminated_at: Optional[float], plan: Plan, wal
     if code > 128:
         name = _signal_name(code - 128)
         hint = " (out of memory? ask for more mem=; or killed by the scheduler)" if code - 128 == signal.SIGKILL else ""
-        return (f"the trainer was killed by {name}{hint}; the last mirrored checkpoint is in {plan.run_dir}/checkpoints; "
-                f"{again}")
+        return (f"the trainer was killed by {name}{hint}; the last mirrored checkpoint is in "
+                f"{RunDir(plan.run_dir).checkpoints}; {again}")
     return (f"the trainer crashed (exit {code}; the traceback above says why); its logs and last checkpoint are in "
             f"{plan.run_dir}; {again}")
 
@@ -72,7 +72,7 @@ def _signal_name(number: int) -> str:
 
 def moved_forward(run_dir: Path, job_id: str) -> bool:
     """Whether this job's segment of the run (run.json on storage) checkpointed past where it started."""
-    segments = [s for s in RunDir(run_dir).read_info().get("segments", []) if s.get("job_id") == job_id]
+    segments = [s for s in RunDir(run_dir).info.read().get("segments", []) if s.get("job_id") == job_id]
     if not segments:
         return False
     start, end = segments[-1].get("start_step"), segments[-1].get("end_step")
@@ -110,6 +110,4 @@ def resubmission(plan: Plan, code: Optional[int], terminated_at: Optional[float]
 
 def record_resubmission(run_dir: Path, from_job: str, to_job: str) -> None:
     """Append ``{from, to, at}`` to run.json's ``resubmissions`` (atomically; other keys kept)."""
-    run = RunDir(run_dir)
-    done = run.read_info().get("resubmissions", [])
-    run.update_info(resubmissions=done + [{"from": from_job, "to": to_job, "at": now_iso()}])
+    RunDir(run_dir).info.add_resubmission(from_job, to_job)

@@ -46,13 +46,13 @@ from segtrain.errors import EXIT_FAILED, EXIT_NO_RESUBMIT, EXIT_OK, EXIT_USER_ER
 from segtrain.fsutil import atomic_open, atomic_write_json
 from segtrain.run import report as job_report
 from segtrain.run.directory import RunDir, create_run_dir, now_iso, run_name, unique_path
+from segtrain.run.run_json import job_segment
 
 DEFAULT_CONFIG = "configs/default.yaml"
 DEFAULT_MAX_RESUBMITS = 10
 NODE_SCRIPT = "jobs/node.sh"
 NODE_MODES = ("stage", "train", "clean")  # what node.sh does on another node
 DEADLINE_FILE = "deadline"  # next to the plan: the trainer's deadline after a qextend (epoch seconds)
-PROCESSES_KEY = "processes"  # run.json: how many trainer processes wrote its checkpoint, on how many nodes
 
 
 # ---- plan ---------------------------------------------------------------------------------------
@@ -73,14 +73,14 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         manifest = _existing(workdir, var[qsub.MANIFEST], qsub.MANIFEST)
         var[qsub.CONFIG], overrides = manifest_point(manifest, env.array_index, scheduler.array_variable)
     run = _existing(workdir, var[qsub.RUN], qsub.RUN, want_dir=True) if var[qsub.RUN] else None
-    info = RunDir(run).read_info() if run else {}
-    config = resolve_path(workdir, var[qsub.CONFIG] or (str(run / "config.yaml") if run else DEFAULT_CONFIG))
+    info = RunDir(run).info.read() if run else {}
+    config = resolve_path(workdir, var[qsub.CONFIG] or (str(RunDir(run).config) if run else DEFAULT_CONFIG))
     cfg = load_config(config, overrides)
     runs = resolve_path(workdir, var[qsub.RUNS] or cfg.run.root)
     if run is None:  # run again by the scheduler (qrerun, a requeue after a node failure): the run it started
         run = rerun_run_dir(runs, env.job_id, scheduler.restarted(job_info, env.job_id),
                             run_name(config, overrides, cfg.run.name))
-        info = RunDir(run).read_info() if run else {}
+        info = RunDir(run).info.read() if run else {}
     data_default = info.get("data_source") or cfg.data.root  # a run's config names the scratch it last used
     data = _existing(workdir, var[qsub.DATA] or data_default, qsub.DATA if var[qsub.DATA] else "data.root")
     if not data.is_dir() and not _is_archive(data):
@@ -99,9 +99,9 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     poll = environ.get(qsub.WALLTIME_POLL, "").strip()
     if poll and not (poll.isdigit() and int(poll) > 0):
         raise UserError(f"{qsub.WALLTIME_POLL}={poll}: expected a whole number of seconds > 0")
-    continuing = run is not None and (any((run / name).exists() for name in ("config.yaml", "checkpoints"))
+    continuing = run is not None and (RunDir(run).config.exists() or RunDir(run).checkpoints.exists()
                                       or bool(info.get("segments")))
-    recorded = info.get(PROCESSES_KEY) or {}
+    recorded = info.get("processes") or {}
     if continuing and recorded.get("world") not in (None, world):
         raise UserError(f"{qsub.RUN}={run}: its checkpoint was written by {recorded['world']} processes "
                         f"({recorded.get('nodes')} node(s) x {recorded.get('per_node')}), this job has {world} "
@@ -137,7 +137,7 @@ def rerun_run_dir(runs: Path, job_id: str, restarted: bool, name: str) -> Option
         return None
     logged = [runs / entry["run"] for entry in reversed(read_log(runs)) if entry.get("job_id") == job_id]
     for candidate in [runs / name, *logged]:
-        info = RunDir(candidate).read_info() if (candidate / "run.json").is_file() else {}
+        info = RunDir(candidate).info.read() if RunDir(candidate).info.exists() else {}
         started = [job.get("id") for job in info.get("jobs", [])] + [s.get("job_id") for s in info.get("segments", [])]
         if job_id in started:
             return candidate
@@ -155,13 +155,9 @@ def open_run_dir(plan: Plan) -> None:
         if plan.logged and not any(entry.get("job_id") == plan.job_id for entry in read_log(Path(plan.runs))):
             append_log(Path(plan.runs), [{"at": now_iso(), "job_id": plan.job_id, "array_id": None,
                                           "run": Path(plan.run_dir).name, "grid": None, "index": None}])
-    run = RunDir(plan.run_dir)
-    info = run.read_info()
     nodes_n = max(len(plan.hosts), 1)
-    run.update_info(name=info.get("name", run.path.name), created=info.get("created", now_iso()), status="starting",
-                    job_id=plan.job_id, jobs=info.get("jobs", []) + [{"id": plan.job_id, "started": now_iso()}],
-                    **{PROCESSES_KEY: {"world": plan.nproc_per_node * nodes_n, "nodes": nodes_n,
-                                       "per_node": plan.nproc_per_node, "resources": plan.resources}})
+    RunDir(plan.run_dir).info.job_started(plan.job_id, {"world": plan.nproc_per_node * nodes_n, "nodes": nodes_n,
+                                                        "per_node": plan.nproc_per_node, "resources": plan.resources})
 
 
 def _existing(workdir: Path, text: str, name: str, want_dir: bool = False) -> Path:
@@ -252,7 +248,7 @@ def step_stage(args: argparse.Namespace) -> int:
                             f"path differs between nodes ({plan.scratch} here), so a run cannot be continued on "
                             "several nodes; continue it on one")
     if plan.node_rank == 0:  # the other nodes write nothing that reaches storage
-        _record_data_source(plan.work_run, plan.data)
+        RunDir(plan.work_run).info.keep_data_source(plan.data)
     if cfg.data.cache:
         from segtrain.data.cache import build_cache
 
@@ -275,13 +271,6 @@ def staged_root(staged: Path) -> Path:
     if len(subfolders) == 1 and (subfolders[0] / "filelists").is_dir():
         return subfolders[0]
     raise UserError(f"{staged}: the staged data set has no filelists/ folder (nor one top-level folder with it)")
-
-
-def _record_data_source(work_run: Path, data: str) -> None:
-    """Keep the data set's storage path in run.json, so ``RUN=...`` alone can continue a run."""
-    run = RunDir(work_run)
-    if run.read_info().get("data_source") != data:
-        run.update_info(data_source=data)
 
 
 # ---- train-args ---------------------------------------------------------------------------------
@@ -435,21 +424,11 @@ def step_finish(args: argparse.Namespace) -> int:
 def finish_report(plan: Plan, copied: Mapping[str, float], keep_in: Optional[Path]) -> str:
     """The job report's block, from the steps' marks and the figures the trainer left in run.json on scratch;
     kept with this job's segment in ``keep_in``'s run.json (on storage) as well."""
-    segment = _job_segment(RunDir(plan.work_run).read_info(), plan.job_id) or {}
+    segment = job_segment(RunDir(plan.work_run).info.read(), plan.job_id) or {}
     report = job_report.job_report(plan.job_id, {**plan.marks, **copied}, segment.get("timing"), plan.queue_wait_s)
     if keep_in is not None and segment:
-        run = RunDir(keep_in)
-        info = run.read_info()
-        kept = _job_segment(info, plan.job_id)
-        if kept is not None:
-            kept["report"] = report
-            atomic_write_json(run.info_path, info)
+        RunDir(keep_in).info.keep_report(plan.job_id, report)
     return job_report.format_report(report)
-
-
-def _job_segment(info: dict, job_id: str) -> Optional[dict]:
-    """The last segment of run.json ``info`` that job ``job_id`` trained (None: its trainer never started one)."""
-    return next((s for s in reversed(info.get("segments", [])) if s.get("job_id") == job_id), None)
 
 
 def step_record(args: argparse.Namespace) -> int:
