@@ -123,6 +123,32 @@ def all_nan(ctx: Ctx) -> None:
         replace_scene(scene, np.full((4,) + tifffile.imread(ctx.data / "masks" / scene.name).shape, np.nan, np.float32))
 
 
+def all_zero(ctx: Ctx) -> None:
+    """Every scene all 0, the no-data value of integer scenes: no valid pixel anywhere."""
+    for scene in (ctx.data / "scenes").iterdir():
+        replace_scene(scene, np.zeros((4,) + tifffile.imread(ctx.data / "masks" / scene.name).shape, np.uint16))
+
+
+def stats_file(ctx: Ctx, split: str = "train") -> None:
+    """``stats.json`` as `segtrain stats` writes it, of the data set as it is now."""
+    from segtrain.data.stats import compute_stats, write_stats
+
+    write_stats(compute_stats(ctx.data, split), ctx.tmp / "stats.json")
+
+
+def stats_then_zeroed(ctx: Ctx) -> None:
+    stats_file(ctx)
+    all_zero(ctx)
+
+
+def stats_then_cropped(ctx: Ctx) -> None:
+    """A stats file, then the first train scene and its mask cut smaller (the scenes were re-made)."""
+    stats_file(ctx)
+    height, width = tifffile.imread(ctx.mask()).shape
+    replace_scene(ctx.scene(), np.full((4, height - 8, width), 100, np.uint16))
+    replace_scene(ctx.mask(), np.zeros((height - 8, width), np.uint8))
+
+
 def run_with_checkpoints(ctx: Ctx, run: Path, *names: str, corrupt: tuple[str, ...] = ()) -> None:
     """A copy of the trained run, its checkpoints reduced to ``names``, those in ``corrupt`` truncated."""
     shutil.copytree(ctx.run, run)
@@ -254,6 +280,13 @@ CASES = [
     C("train-stats-not-stats", lambda c: c.train(f"data.stats_file={c.tmp}/stats.json"), "stats.json",
       setup=lambda c: c.write("stats.json", '{"mean": "x"}')),
     C("train-nan-scenes", lambda c: c.train(), "no valid pixels", setup=all_nan),
+    C("train-stats-file-of-scenes-now-all-nodata", lambda c: c.train(f"data.stats_file={c.tmp}/stats.json"),
+      "no valid pixels", setup=stats_then_zeroed),
+    C("train-no-stats-needed-all-nodata", lambda c: c.train("data.normalize=none"), "no valid pixels", setup=all_zero),
+    C("train-stats-file-of-other-scenes", lambda c: c.train(f"data.stats_file={c.tmp}/stats.json"),
+      "stats.json: describes other scenes", setup=lambda c: stats_file(c, "val")),
+    C("train-stats-file-of-other-sizes", lambda c: c.train(f"data.stats_file={c.tmp}/stats.json"),
+      "stats.json: describes scene_", setup=stats_then_cropped),
     C("train-run-dir-is-file", lambda c: c.train(run=c.write("afile", "x")), "afile"),
     C("train-runs-folder-not-writable", lambda c: c.train(run=Path("/sys/segtrain-test/run")), "/sys/segtrain-test"),
     C("train-mirror-is-file", lambda c: c.train("--mirror", str(c.write("mfile", "x"))), "mfile"),

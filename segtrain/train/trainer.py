@@ -128,7 +128,7 @@ class _Run:
         self.resumed = state is not None
         self.wandb_id: Optional[str] = state.get("wandb_id") if state else None
         self.metrics_records: Optional[int] = state.get("metrics_records") if state else None
-        self.stats = state["stats"] if state else self._stats()  # a resumed run keeps its own (no drift)
+        self.stats = state["stats"] if state else self._stats(summary)  # a resumed run keeps its own (no drift)
         self._build_data(summary)
         self._build_model(summary.in_channels)
         self.pos = Position()
@@ -178,11 +178,11 @@ class _Run:
         barrier(self.ctx)
         return removed
 
-    def _stats(self) -> Optional[dict]:
+    def _stats(self, summary: DatasetSummary) -> Optional[dict]:
         """Normalization statistics of a new run (None when nothing needs them)."""
         from segtrain.data.stats import training_stats
 
-        stats = training_stats(self.cfg)
+        stats = training_stats(self.cfg, summary.infos)
         return stats.to_dict() if stats is not None else None
 
     def _build_data(self, summary: DatasetSummary) -> None:
