@@ -160,6 +160,31 @@ def run_with_checkpoints(ctx: Ctx, run: Path, *names: str, corrupt: tuple[str, .
         path.write_bytes(path.read_bytes()[:1000])
 
 
+def other_models_checkpoint(ctx: Ctx, name: str, relabel: bool = True, **changes: object) -> None:
+    """A copy of the trained run whose checkpoint ``name`` holds the model of another config (``section__key``:
+    value), as when a checkpoint of another run was copied in; ``relabel=False`` keeps the run's config in
+    it (weights that do not match their own checkpoint's config)."""
+    import copy
+
+    from segtrain.config import build_config
+    from segtrain.models import build_model
+    from segtrain.run.checkpoint import load_checkpoint, save_checkpoint
+
+    run_with_checkpoints(ctx, trained(ctx), "last.pt", "last.prev.pt", "best.pt")
+    path = trained(ctx) / "checkpoints" / name
+    state = load_checkpoint(path)
+    config = copy.deepcopy(state["config"])
+    for key, value in changes.items():
+        section, option = key.split("__")
+        config[section][option] = value
+    cfg = build_config(config)
+    in_channels = len(cfg.data.bands) if cfg.data.bands else state["in_channels"]
+    model = build_model(cfg.model, in_channels)
+    del state["format"]
+    save_checkpoint({**state, **({"config": config, "in_channels": in_channels} if relabel else {}),
+                     "model": model.state_dict()}, path)
+
+
 def old_stats_file(ctx: Ctx) -> None:
     """Statistics as segtrain wrote them before robust normalization existed."""
     from segtrain.data.stats import compute_stats
@@ -304,6 +329,12 @@ CASES = [
       setup=lambda c: run_with_checkpoints(c, trained(c), "best.pt")),
     C("train-resume-changed-model", lambda c: c.train("model.base_width=16", run=trained(c)), "model.base_width",
       setup=lambda c: run_with_checkpoints(c, trained(c), "last.pt", "last.prev.pt", "best.pt")),
+    C("train-resume-last-of-another-width", lambda c: c.train(run=trained(c)),
+      "last.pt: does not fit: model.base_width is 4 in the checkpoint but 8 in the config",
+      setup=lambda c: other_models_checkpoint(c, "last.pt", model__base_width=4)),
+    C("train-resume-last-of-other-bands", lambda c: c.train(run=trained(c)),
+      "last.pt: does not fit: data.bands is [0, 1, 2] in the checkpoint but None in the config",
+      setup=lambda c: other_models_checkpoint(c, "last.pt", data__bands=[0, 1, 2])),
     C("train-time-limit-negative", lambda c: c.train("--time-limit", "-5"), "--time-limit"),
     C("train-time-limit-nan", lambda c: c.train("--time-limit", "nan"), "--time-limit"),
     C("train-nproc-zero", lambda c: c.train("--nproc-per-node", "0"), "--nproc-per-node"),
@@ -330,6 +361,18 @@ CASES = [
     C("eval-not-a-run", lambda c: ["eval", str(c.data), "--device", "cpu", "--quiet"], "checkpoint not found"),
     C("eval-corrupt-best", lambda c: ["eval", str(trained(c)), "--device", "cpu", "--quiet"], "best.pt",
       setup=lambda c: run_with_checkpoints(c, trained(c), "last.pt", "best.pt", corrupt=("best.pt",))),
+    C("eval-best-of-another-architecture", lambda c: ["eval", str(trained(c)), "--device", "cpu", "--quiet", "--no-wandb"],
+      "model.arch is 'Unet' in the checkpoint but 'unet'", setup=lambda c: other_models_checkpoint(c, "best.pt", model__arch="Unet",
+                                                                         model__encoder="resnet18")),
+    C("predict-best-of-another-depth", lambda c: ["predict", str(trained(c)), str(c.scene("test")), "--out",
+                                                  str(c.tmp / "o"), "--device", "cpu", "--quiet"],
+      "model.depth is 3 in the checkpoint but 2", setup=lambda c: other_models_checkpoint(c, "best.pt", model__depth=3)),
+    C("export-best-of-another-width", lambda c: ["export", str(trained(c))], "model.base_width is 16",
+      setup=lambda c: other_models_checkpoint(c, "best.pt", model__base_width=16)),
+    C("quantize-last-of-another-norm", lambda c: ["quantize", str(trained(c)), "--checkpoint", "last", "--quiet"],
+      "model.norm is 'group' in the checkpoint", setup=lambda c: other_models_checkpoint(c, "last.pt", model__norm="group")),
+    C("eval-best-whose-weights-are-not-its-configs", lambda c: ["eval", str(trained(c)), "--device", "cpu", "--quiet"],
+      "best.pt: does not fit: tensor ", setup=lambda c: other_models_checkpoint(c, "best.pt", False, model__base_width=4)),
     C("predict-scene-missing", lambda c: ["predict", str(trained(c)), str(c.tmp / "gone.tif"), "--out", str(c.tmp / "o"),
                                           "--device", "cpu"], "gone.tif", setup=lambda c: shutil.copytree(c.run, trained(c))),
     C("predict-model-missing", lambda c: ["predict", str(c.tmp / "m.onnx"), str(c.scene("test")), "--out",

@@ -35,6 +35,7 @@ from segtrain.metrics import ConfusionCounts
 from segtrain.models import build_model, positive_probability
 from segtrain.preflight import DatasetSummary, check_dataset
 from segtrain.run import checkpoint as ckpt
+from segtrain.run.checkpoint_fit import check_fits
 from segtrain.train.config_changes import check_resume_compatible
 from segtrain.run.console import Console
 from segtrain.train.distributed import (DistContext, EpochSampler, barrier, broadcast_from_main, init_distributed,
@@ -162,7 +163,8 @@ class _Run:
         if self.rd.config.exists():
             old_raw, _ = load_raw(self.rd.config)
             notes += check_resume_compatible(build_config(old_raw), self.cfg, self.rd.config)
-        state = ckpt.load_latest(self.rd.checkpoints, warn=notes.append) if self.rd.checkpoints.exists() else None
+        found = ckpt.load_latest(self.rd.checkpoints, warn=notes.append) if self.rd.checkpoints.exists() else None
+        state, self.resume_from = found if found is not None else (None, None)
         return state, notes
 
     def _create_run_dir(self) -> list[Path]:
@@ -254,6 +256,7 @@ class _Run:
         return "min" if self.cfg.train.early_stopping.metric == "loss" else "max"
 
     def _restore(self, state: dict) -> str:
+        check_fits(state, self.resume_from, self.cfg, "the config", model=self.raw_model, in_channels=self.in_channels)
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
