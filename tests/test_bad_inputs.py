@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import struct
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Ctx:
     tmp: Path
     data: Path
     run: Path
+    undo: list[Callable[[], object]] = field(default_factory=list)  # run after the case (a folder made read-only)
 
     @property
     def cfg(self) -> Path:
@@ -147,6 +149,41 @@ def stats_then_cropped(ctx: Ctx) -> None:
     height, width = tifffile.imread(ctx.mask()).shape
     replace_scene(ctx.scene(), np.full((4, height - 8, width), 100, np.uint16))
     replace_scene(ctx.mask(), np.zeros((height - 8, width), np.uint8))
+
+
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_IMMUTABLE_FL = 0x80086601, 0x40086602, 0x10  # linux/fs.h, 64-bit
+
+
+def set_immutable(path: Path, on: bool) -> None:
+    """What ``chattr +i`` / ``-i`` does, through the ioctl itself (no tool on PATH needed)."""
+    import array
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        flags = array.array("l", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        flags[0] = flags[0] | FS_IMMUTABLE_FL if on else flags[0] & ~FS_IMMUTABLE_FL
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags)
+    finally:
+        os.close(fd)
+
+
+def read_only_folder(ctx: Ctx) -> Path:
+    """A folder nobody may write into, the test's user included. Permission bits (0o555) do that for a
+    user; root bypasses them, so as root the folder is made immutable (FS_IMMUTABLE_FL, as ``chattr +i``:
+    the kernel then refuses root's writes with EPERM). Skipped where neither works."""
+    folder = ctx.tmp / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    ctx.undo.append(lambda: folder.chmod(0o755))
+    if os.access(folder, os.W_OK):
+        try:
+            set_immutable(folder, True)
+        except OSError as exc:
+            pytest.skip(f"cannot make a read-only folder here as root (immutable flag: {exc.strerror})")
+        ctx.undo.insert(0, lambda: set_immutable(folder, False))
+    return folder
 
 
 def run_with_checkpoints(ctx: Ctx, run: Path, *names: str, corrupt: tuple[str, ...] = ()) -> None:
@@ -315,6 +352,10 @@ CASES = [
     C("train-run-dir-is-file", lambda c: c.train(run=c.write("afile", "x")), "afile"),
     C("train-runs-folder-not-writable", lambda c: c.train(run=Path("/sys/segtrain-test/run")), "/sys/segtrain-test"),
     C("train-mirror-is-file", lambda c: c.train("--mirror", str(c.write("mfile", "x"))), "mfile"),
+    C("train-mirror-in-a-read-only-folder", lambda c: c.train("--mirror", str(c.tmp / "read-only" / "mirror")),
+      "read-only/mirror: ", setup=read_only_folder),
+    C("train-mirror-is-a-read-only-folder", lambda c: c.train("--mirror", str(c.tmp / "read-only")),
+      "read-only is not writable", setup=read_only_folder),
     C("train-run-dir-not-a-run", lambda c: c.train(run=thesis(c)), "thesis"),
     C("train-mirror-not-a-run", lambda c: c.train("--mirror", str(thesis(c))), "thesis"),
     C("train-corrupt-run-json", lambda c: c.train(run=trained(c)), "run.json",
@@ -411,6 +452,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, tmp_path, small_
         code = main(argv)
     except SystemExit as exc:  # argparse
         code = exc.code
+    finally:
+        for undo in ctx.undo:
+            undo()
     out, err = capsys.readouterr()
     assert code == 2, f"exit {code}\n{out}\n{err}"
     assert err.endswith("\n") and err.count("\n") == 1, f"not one line:\n{err}"

@@ -158,6 +158,9 @@ class _Run:
                                 "not writing into it: choose a new or empty folder")
         if self.opts.mirror is not None and self.opts.mirror.resolve() == self.rd.path.resolve():
             raise UserError(f"--mirror {self.opts.mirror}: is the run directory itself")
+        for flag, path in (("--run-dir", self.rd.path), ("--mirror", self.opts.mirror)):
+            if path is not None and self.ctx.is_main:  # only the first process writes
+                rundir.refuse_unwritable(path, flag)
         self.rd.read_info()
         notes: list[str] = []
         if self.rd.config.exists():
