@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -186,6 +187,18 @@ def read_only_folder(ctx: Ctx) -> Path:
     return folder
 
 
+def empty_scene(ctx: Ctx) -> None:
+    """The first train scene and its mask with 0 rows, their zero-byte data inside the file (as writers that
+    put the data before their tags lay it out; tifffile points it past the end)."""
+    width = tifffile.imread(ctx.mask()).shape[1]
+    for path, array in ((ctx.scene(), np.zeros((4, 0, width), np.uint16)), (ctx.mask(), np.zeros((0, width), np.uint8))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tifffile: "writing zero-size array to nonconformant TIFF"
+            replace_scene(path, array)
+        with path.open("ab") as f:
+            f.write(bytes(64))
+
+
 def run_with_checkpoints(ctx: Ctx, run: Path, *names: str, corrupt: tuple[str, ...] = ()) -> None:
     """A copy of the trained run, its checkpoints reduced to ``names``, those in ``corrupt`` truncated."""
     shutil.copytree(ctx.run, run)
@@ -328,6 +341,13 @@ CASES = [
     C("scene-not-tiff", lambda c: c.check(), "corrupt", setup=lambda c: c.scene().write_text("hello")),
     C("scene-other-bands", lambda c: c.check(), "bands",
       setup=lambda c: replace_scene(c.scene(), np.ones((2,) + tifffile.imread(c.mask()).shape, np.uint16))),
+    C("scene-complex", lambda c: c.check(), "complex64",
+      setup=lambda c: replace_scene(c.scene(), np.ones((4,) + tifffile.imread(c.mask()).shape, np.complex64))),
+    C("scene-no-rows", lambda c: c.check(), "has no pixels", setup=empty_scene),
+    C("predict-complex-scene", lambda c: ["predict", str(trained(c)), str(c.scene("test")), "--out", str(c.tmp / "o"),
+                                          "--device", "cpu", "--quiet"], "complex64",
+      setup=lambda c: (shutil.copytree(c.run, trained(c)),
+                       replace_scene(c.scene("test"), np.ones((4,) + tifffile.imread(c.mask("test")).shape, np.complex64)))),
     C("bands-out-of-range", lambda c: c.check("data.bands=[9]"), "data.bands"),
     C("in-channels-mismatch", lambda c: c.check("model.in_channels=2"), "model.in_channels"),
     C("tile-much-larger-than-scenes", lambda c: c.check("data.tile_size=1024", "data.overlap=8"), "data.tile_size"),
