@@ -446,6 +446,10 @@ CASES = [
     C("grid-not-a-key", lambda c: grid(c, "product:\n  lr: [1, 2]\n"), "lr"),
     C("grid-both-product-and-zip", lambda c: grid(c, "product:\n  optim.lr: [1]\nzip:\n  optim.lr: [2]\n"), "optim.lr"),
     C("grid-unknown-top-key", lambda c: grid(c, "prodcut:\n  optim.lr: [1]\n"), "prodcut"),
+    C("grid-same-point-twice", lambda c: grid(c, "points: [{optim.lr: 0.1}, {optim.lr: 0.1}]\n"), "repeats point 0"),
+    C("grid-point-repeats-the-shared-overrides", lambda c: grid(c, "overrides: [train.epochs=2]\npoints: [{}, {train.epochs: 2}]\n"),
+      "point 1 (train.epochs=2) repeats point 0"),
+    C("grid-same-number-written-twice", lambda c: grid(c, "product:\n  optim.lr: [0.001, 1.0e-3]\n"), "repeats point 0"),
     C("grid-unknown-config-key", lambda c: grid(c, "product:\n  optim.rl: [0.1, 0.2]\n"), "optim.rl"),
 ]
 
