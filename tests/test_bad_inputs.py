@@ -256,6 +256,10 @@ def grid(ctx: Ctx, body: str) -> list[str]:
     return ["submit", str(ctx.tmp / "grid.yaml"), "--dry-run", "--no-check"]
 
 
+def submit(ctx: Ctx, *flags: str) -> list[str]:
+    return ["submit", str(ctx.cfg), "--no-check", *(() if "--local" in flags else ("--dry-run",)), *flags]
+
+
 def trained(ctx: Ctx) -> Path:
     return ctx.tmp / "run"
 
@@ -439,6 +443,15 @@ CASES = [
     C("predict-model-missing", lambda c: ["predict", str(c.tmp / "m.onnx"), str(c.scene("test")), "--out",
                                           str(c.tmp / "o")], "m.onnx"),
     # ---- grids ------------------------------------------------------------------------------------
+    # ---- scripts/submit --name: what qsub -N (PBS) would refuse, refused before submitting -------------
+    C("submit-name-leaves-the-folder", lambda c: submit(c, "--name", "../x/y"), "--name '../x/y'"),
+    C("submit-local-name-leaves-the-folder", lambda c: submit(c, "--local", "--name", "../x/y"), "--name '../x/y'"),
+    C("submit-name-starts-with-a-digit", lambda c: submit(c, "--name", "1st-try"), "--name '1st-try'"),
+    C("submit-name-with-a-space", lambda c: submit(c, "--name", "my run"), "--name 'my run'"),
+    C("submit-name-non-ascii", lambda c: submit(c, "--name", "cafe\u0301"), "starts with a letter"),
+    C("submit-name-too-long", lambda c: submit(c, "--name", "a" * 231), "at most 230 characters"),
+    C("submit-predict-name-with-a-slash", lambda c: ["submit", "--predict", str(c.run), str(c.scene("test")), "--out",
+                                                     str(c.tmp / "p"), "--name", "a/b", "--dry-run"], "--name 'a/b'"),
     C("grid-set-value", lambda c: grid(c, "product:\n  optim.lr: [!!set {0.1, 0.2}]\n"), "optim.lr"),
     C("grid-date-for-a-number", lambda c: grid(c, "product:\n  optim.lr: [2024-01-01]\n"), "optim.lr"),
     C("grid-nan-value", lambda c: grid(c, "product:\n  optim.lr: [.nan]\n"), "optim.lr"),

@@ -71,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
     from segtrain.cluster.frontend.predict_status import folder_status, is_predictions_folder
     from segtrain.cluster.schedulers import job_states, scheduler_named
     from segtrain.cluster.walltime import format_hms, parse_hms
+    from segtrain.cluster.job_name import check_job_name
 
+    if args.name is not None:
+        check_job_name(args.name)
     if args.predict:
         from segtrain.cluster.frontend import predict_submit
 
