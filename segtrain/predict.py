@@ -30,7 +30,7 @@ import tifffile
 import torch
 
 from segtrain.data.reader import SceneReader
-from segtrain.data.scene import read_info
+from segtrain.data.scene import check_scene_dtype, read_info
 from segtrain.data.stitching import blend_window
 from segtrain.data.tiling import axis_origins, cut_tile
 from segtrain.device import select_device
@@ -113,6 +113,7 @@ def open_scene(scene: str | Path, meta: ModelMeta, mask: str | Path | None = Non
     """A reader of the bands the model needs; a scene with other bands than the training scenes
     is a UserError naming it (a 3-band scene for a 4-band model would give plausible nonsense)."""
     info = read_info(scene)
+    check_scene_dtype(info)
     if meta.scene_bands is not None and info.bands != meta.scene_bands:
         raise UserError(f"{scene}: has {info.bands} bands, but the model was trained on {meta.scene_bands}-band "
                         f"scenes (it reads bands {meta.bands})")

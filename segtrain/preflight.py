@@ -24,7 +24,7 @@ import tifffile
 from segtrain.config import Config
 from segtrain.data import memo
 from segtrain.data.layout import REQUIRED_SPLITS, SPLITS, SceneFiles, filelist_path, read_split
-from segtrain.data.scene import SceneInfo, decode_all, read_info, select_bands
+from segtrain.data.scene import SceneInfo, check_scene_dtype, decode_all, read_info, select_bands
 from segtrain.errors import UserError
 
 MEMO_SECTION = "checked"
@@ -158,6 +158,7 @@ def _remembered(record: Optional[dict], files: SceneFiles, scene_stamp: Optional
 
 def _check_pair(files: SceneFiles) -> SceneInfo:
     scene = read_info(files.scene)
+    check_scene_dtype(scene)
     decode_all(scene)
     mask = read_info(files.mask)
     if mask.bands != 1:

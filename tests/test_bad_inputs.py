@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -32,6 +34,7 @@ class Ctx:
     tmp: Path
     data: Path
     run: Path
+    undo: list[Callable[[], object]] = field(default_factory=list)  # run after the case (a folder made read-only)
 
     @property
     def cfg(self) -> Path:
@@ -123,6 +126,79 @@ def all_nan(ctx: Ctx) -> None:
         replace_scene(scene, np.full((4,) + tifffile.imread(ctx.data / "masks" / scene.name).shape, np.nan, np.float32))
 
 
+def all_zero(ctx: Ctx) -> None:
+    """Every scene all 0, the no-data value of integer scenes: no valid pixel anywhere."""
+    for scene in (ctx.data / "scenes").iterdir():
+        replace_scene(scene, np.zeros((4,) + tifffile.imread(ctx.data / "masks" / scene.name).shape, np.uint16))
+
+
+def stats_file(ctx: Ctx, split: str = "train") -> None:
+    """``stats.json`` as `segtrain stats` writes it, of the data set as it is now."""
+    from segtrain.data.stats import compute_stats, write_stats
+
+    write_stats(compute_stats(ctx.data, split), ctx.tmp / "stats.json")
+
+
+def stats_then_zeroed(ctx: Ctx) -> None:
+    stats_file(ctx)
+    all_zero(ctx)
+
+
+def stats_then_cropped(ctx: Ctx) -> None:
+    """A stats file, then the first train scene and its mask cut smaller (the scenes were re-made)."""
+    stats_file(ctx)
+    height, width = tifffile.imread(ctx.mask()).shape
+    replace_scene(ctx.scene(), np.full((4, height - 8, width), 100, np.uint16))
+    replace_scene(ctx.mask(), np.zeros((height - 8, width), np.uint8))
+
+
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_IMMUTABLE_FL = 0x80086601, 0x40086602, 0x10  # linux/fs.h, 64-bit
+
+
+def set_immutable(path: Path, on: bool) -> None:
+    """What ``chattr +i`` / ``-i`` does, through the ioctl itself (no tool on PATH needed)."""
+    import array
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        flags = array.array("l", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        flags[0] = flags[0] | FS_IMMUTABLE_FL if on else flags[0] & ~FS_IMMUTABLE_FL
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags)
+    finally:
+        os.close(fd)
+
+
+def read_only_folder(ctx: Ctx) -> Path:
+    """A folder nobody may write into, the test's user included. Permission bits (0o555) do that for a
+    user; root bypasses them, so as root the folder is made immutable (FS_IMMUTABLE_FL, as ``chattr +i``:
+    the kernel then refuses root's writes with EPERM). Skipped where neither works."""
+    folder = ctx.tmp / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    ctx.undo.append(lambda: folder.chmod(0o755))
+    if os.access(folder, os.W_OK):
+        try:
+            set_immutable(folder, True)
+        except OSError as exc:
+            pytest.skip(f"cannot make a read-only folder here as root (immutable flag: {exc.strerror})")
+        ctx.undo.insert(0, lambda: set_immutable(folder, False))
+    return folder
+
+
+def empty_scene(ctx: Ctx) -> None:
+    """The first train scene and its mask with 0 rows, their zero-byte data inside the file (as writers that
+    put the data before their tags lay it out; tifffile points it past the end)."""
+    width = tifffile.imread(ctx.mask()).shape[1]
+    for path, array in ((ctx.scene(), np.zeros((4, 0, width), np.uint16)), (ctx.mask(), np.zeros((0, width), np.uint8))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tifffile: "writing zero-size array to nonconformant TIFF"
+            replace_scene(path, array)
+        with path.open("ab") as f:
+            f.write(bytes(64))
+
+
 def run_with_checkpoints(ctx: Ctx, run: Path, *names: str, corrupt: tuple[str, ...] = ()) -> None:
     """A copy of the trained run, its checkpoints reduced to ``names``, those in ``corrupt`` truncated."""
     shutil.copytree(ctx.run, run)
@@ -132,6 +208,31 @@ def run_with_checkpoints(ctx: Ctx, run: Path, *names: str, corrupt: tuple[str, .
     for name in corrupt:
         path = run / "checkpoints" / name
         path.write_bytes(path.read_bytes()[:1000])
+
+
+def other_models_checkpoint(ctx: Ctx, name: str, relabel: bool = True, **changes: object) -> None:
+    """A copy of the trained run whose checkpoint ``name`` holds the model of another config (``section__key``:
+    value), as when a checkpoint of another run was copied in; ``relabel=False`` keeps the run's config in
+    it (weights that do not match their own checkpoint's config)."""
+    import copy
+
+    from segtrain.config import build_config
+    from segtrain.models import build_model
+    from segtrain.run.checkpoint import load_checkpoint, save_checkpoint
+
+    run_with_checkpoints(ctx, trained(ctx), "last.pt", "last.prev.pt", "best.pt")
+    path = trained(ctx) / "checkpoints" / name
+    state = load_checkpoint(path)
+    config = copy.deepcopy(state["config"])
+    for key, value in changes.items():
+        section, option = key.split("__")
+        config[section][option] = value
+    cfg = build_config(config)
+    in_channels = len(cfg.data.bands) if cfg.data.bands else state["in_channels"]
+    model = build_model(cfg.model, in_channels)
+    del state["format"]
+    save_checkpoint({**state, **({"config": config, "in_channels": in_channels} if relabel else {}),
+                     "model": model.state_dict()}, path)
 
 
 def old_stats_file(ctx: Ctx) -> None:
@@ -153,6 +254,10 @@ def thesis(ctx: Ctx) -> Path:
 def grid(ctx: Ctx, body: str) -> list[str]:
     ctx.write("grid.yaml", f"base: {DEMO}\n{body}")
     return ["submit", str(ctx.tmp / "grid.yaml"), "--dry-run", "--no-check"]
+
+
+def submit(ctx: Ctx, *flags: str) -> list[str]:
+    return ["submit", str(ctx.cfg), "--no-check", *(() if "--local" in flags else ("--dry-run",)), *flags]
 
 
 def trained(ctx: Ctx) -> Path:
@@ -240,6 +345,13 @@ CASES = [
     C("scene-not-tiff", lambda c: c.check(), "corrupt", setup=lambda c: c.scene().write_text("hello")),
     C("scene-other-bands", lambda c: c.check(), "bands",
       setup=lambda c: replace_scene(c.scene(), np.ones((2,) + tifffile.imread(c.mask()).shape, np.uint16))),
+    C("scene-complex", lambda c: c.check(), "complex64",
+      setup=lambda c: replace_scene(c.scene(), np.ones((4,) + tifffile.imread(c.mask()).shape, np.complex64))),
+    C("scene-no-rows", lambda c: c.check(), "has no pixels", setup=empty_scene),
+    C("predict-complex-scene", lambda c: ["predict", str(trained(c)), str(c.scene("test")), "--out", str(c.tmp / "o"),
+                                          "--device", "cpu", "--quiet"], "complex64",
+      setup=lambda c: (shutil.copytree(c.run, trained(c)),
+                       replace_scene(c.scene("test"), np.ones((4,) + tifffile.imread(c.mask("test")).shape, np.complex64)))),
     C("bands-out-of-range", lambda c: c.check("data.bands=[9]"), "data.bands"),
     C("in-channels-mismatch", lambda c: c.check("model.in_channels=2"), "model.in_channels"),
     C("tile-much-larger-than-scenes", lambda c: c.check("data.tile_size=1024", "data.overlap=8"), "data.tile_size"),
@@ -254,9 +366,20 @@ CASES = [
     C("train-stats-not-stats", lambda c: c.train(f"data.stats_file={c.tmp}/stats.json"), "stats.json",
       setup=lambda c: c.write("stats.json", '{"mean": "x"}')),
     C("train-nan-scenes", lambda c: c.train(), "no valid pixels", setup=all_nan),
+    C("train-stats-file-of-scenes-now-all-nodata", lambda c: c.train(f"data.stats_file={c.tmp}/stats.json"),
+      "no valid pixels", setup=stats_then_zeroed),
+    C("train-no-stats-needed-all-nodata", lambda c: c.train("data.normalize=none"), "no valid pixels", setup=all_zero),
+    C("train-stats-file-of-other-scenes", lambda c: c.train(f"data.stats_file={c.tmp}/stats.json"),
+      "stats.json: describes other scenes", setup=lambda c: stats_file(c, "val")),
+    C("train-stats-file-of-other-sizes", lambda c: c.train(f"data.stats_file={c.tmp}/stats.json"),
+      "stats.json: describes scene_", setup=stats_then_cropped),
     C("train-run-dir-is-file", lambda c: c.train(run=c.write("afile", "x")), "afile"),
     C("train-runs-folder-not-writable", lambda c: c.train(run=Path("/sys/segtrain-test/run")), "/sys/segtrain-test"),
     C("train-mirror-is-file", lambda c: c.train("--mirror", str(c.write("mfile", "x"))), "mfile"),
+    C("train-mirror-in-a-read-only-folder", lambda c: c.train("--mirror", str(c.tmp / "read-only" / "mirror")),
+      "read-only/mirror: ", setup=read_only_folder),
+    C("train-mirror-is-a-read-only-folder", lambda c: c.train("--mirror", str(c.tmp / "read-only")),
+      "read-only is not writable", setup=read_only_folder),
     C("train-run-dir-not-a-run", lambda c: c.train(run=thesis(c)), "thesis"),
     C("train-mirror-not-a-run", lambda c: c.train("--mirror", str(thesis(c))), "thesis"),
     C("train-corrupt-run-json", lambda c: c.train(run=trained(c)), "run.json",
@@ -271,6 +394,12 @@ CASES = [
       setup=lambda c: run_with_checkpoints(c, trained(c), "best.pt")),
     C("train-resume-changed-model", lambda c: c.train("model.base_width=16", run=trained(c)), "model.base_width",
       setup=lambda c: run_with_checkpoints(c, trained(c), "last.pt", "last.prev.pt", "best.pt")),
+    C("train-resume-last-of-another-width", lambda c: c.train(run=trained(c)),
+      "last.pt: does not fit: model.base_width is 4 in the checkpoint but 8 in the config",
+      setup=lambda c: other_models_checkpoint(c, "last.pt", model__base_width=4)),
+    C("train-resume-last-of-other-bands", lambda c: c.train(run=trained(c)),
+      "last.pt: does not fit: data.bands is [0, 1, 2] in the checkpoint but None in the config",
+      setup=lambda c: other_models_checkpoint(c, "last.pt", data__bands=[0, 1, 2])),
     C("train-time-limit-negative", lambda c: c.train("--time-limit", "-5"), "--time-limit"),
     C("train-time-limit-nan", lambda c: c.train("--time-limit", "nan"), "--time-limit"),
     C("train-nproc-zero", lambda c: c.train("--nproc-per-node", "0"), "--nproc-per-node"),
@@ -297,11 +426,32 @@ CASES = [
     C("eval-not-a-run", lambda c: ["eval", str(c.data), "--device", "cpu", "--quiet"], "checkpoint not found"),
     C("eval-corrupt-best", lambda c: ["eval", str(trained(c)), "--device", "cpu", "--quiet"], "best.pt",
       setup=lambda c: run_with_checkpoints(c, trained(c), "last.pt", "best.pt", corrupt=("best.pt",))),
+    C("eval-best-of-another-architecture", lambda c: ["eval", str(trained(c)), "--device", "cpu", "--quiet", "--no-wandb"],
+      "model.arch is 'Unet' in the checkpoint but 'unet'", setup=lambda c: other_models_checkpoint(c, "best.pt", model__arch="Unet",
+                                                                         model__encoder="resnet18")),
+    C("predict-best-of-another-depth", lambda c: ["predict", str(trained(c)), str(c.scene("test")), "--out",
+                                                  str(c.tmp / "o"), "--device", "cpu", "--quiet"],
+      "model.depth is 3 in the checkpoint but 2", setup=lambda c: other_models_checkpoint(c, "best.pt", model__depth=3)),
+    C("export-best-of-another-width", lambda c: ["export", str(trained(c))], "model.base_width is 16",
+      setup=lambda c: other_models_checkpoint(c, "best.pt", model__base_width=16)),
+    C("quantize-last-of-another-norm", lambda c: ["quantize", str(trained(c)), "--checkpoint", "last", "--quiet"],
+      "model.norm is 'group' in the checkpoint", setup=lambda c: other_models_checkpoint(c, "last.pt", model__norm="group")),
+    C("eval-best-whose-weights-are-not-its-configs", lambda c: ["eval", str(trained(c)), "--device", "cpu", "--quiet"],
+      "best.pt: does not fit: tensor ", setup=lambda c: other_models_checkpoint(c, "best.pt", False, model__base_width=4)),
     C("predict-scene-missing", lambda c: ["predict", str(trained(c)), str(c.tmp / "gone.tif"), "--out", str(c.tmp / "o"),
                                           "--device", "cpu"], "gone.tif", setup=lambda c: shutil.copytree(c.run, trained(c))),
     C("predict-model-missing", lambda c: ["predict", str(c.tmp / "m.onnx"), str(c.scene("test")), "--out",
                                           str(c.tmp / "o")], "m.onnx"),
     # ---- grids ------------------------------------------------------------------------------------
+    # ---- scripts/submit --name: what qsub -N (PBS) would refuse, refused before submitting -------------
+    C("submit-name-leaves-the-folder", lambda c: submit(c, "--name", "../x/y"), "--name '../x/y'"),
+    C("submit-local-name-leaves-the-folder", lambda c: submit(c, "--local", "--name", "../x/y"), "--name '../x/y'"),
+    C("submit-name-starts-with-a-digit", lambda c: submit(c, "--name", "1st-try"), "--name '1st-try'"),
+    C("submit-name-with-a-space", lambda c: submit(c, "--name", "my run"), "--name 'my run'"),
+    C("submit-name-non-ascii", lambda c: submit(c, "--name", "cafe\u0301"), "starts with a letter"),
+    C("submit-name-too-long", lambda c: submit(c, "--name", "a" * 231), "at most 230 characters"),
+    C("submit-predict-name-with-a-slash", lambda c: ["submit", "--predict", str(c.run), str(c.scene("test")), "--out",
+                                                     str(c.tmp / "p"), "--name", "a/b", "--dry-run"], "--name 'a/b'"),
     C("grid-set-value", lambda c: grid(c, "product:\n  optim.lr: [!!set {0.1, 0.2}]\n"), "optim.lr"),
     C("grid-date-for-a-number", lambda c: grid(c, "product:\n  optim.lr: [2024-01-01]\n"), "optim.lr"),
     C("grid-nan-value", lambda c: grid(c, "product:\n  optim.lr: [.nan]\n"), "optim.lr"),
@@ -309,6 +459,11 @@ CASES = [
     C("grid-not-a-key", lambda c: grid(c, "product:\n  lr: [1, 2]\n"), "lr"),
     C("grid-both-product-and-zip", lambda c: grid(c, "product:\n  optim.lr: [1]\nzip:\n  optim.lr: [2]\n"), "optim.lr"),
     C("grid-unknown-top-key", lambda c: grid(c, "prodcut:\n  optim.lr: [1]\n"), "prodcut"),
+    C("grid-same-point-twice", lambda c: grid(c, "points: [{optim.lr: 0.1}, {optim.lr: 0.1}]\n"), "repeats point 0"),
+    C("grid-point-repeats-the-shared-overrides", lambda c: grid(c, "overrides: [train.epochs=2]\npoints: [{}, {train.epochs: 2}]\n"),
+      "point 1 (train.epochs=2) repeats point 0"),
+    C("grid-point-sets-the-base-value", lambda c: grid(c, "points: [{}, {optim.lr: 0.003}]\n"),
+      "point 1 (optim.lr=0.003) repeats point 0"),
     C("grid-unknown-config-key", lambda c: grid(c, "product:\n  optim.rl: [0.1, 0.2]\n"), "optim.rl"),
 ]
 
@@ -335,6 +490,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, tmp_path, small_
         code = main(argv)
     except SystemExit as exc:  # argparse
         code = exc.code
+    finally:
+        for undo in ctx.undo:
+            undo()
     out, err = capsys.readouterr()
     assert code == 2, f"exit {code}\n{out}\n{err}"
     assert err.endswith("\n") and err.count("\n") == 1, f"not one line:\n{err}"

@@ -55,7 +55,6 @@ def test_a_grid_with_no_axes_is_the_base_config_alone(tmp_path):
     ("product: {optim.lr: [1]}\nzip: {optim.lr: [2]}\n", "both product and zip"),
     ("product: {lr: [1]}\n", "section.key"),
     ("points: [{run.name: x}]\n", "set by the submission"),
-    ("points: [{optim.lr: 1}, {optim.lr: 1}]\n", "point 1 .* repeats point 0"),
     ("points: optim.lr\n", "list of mappings"),
     ("sweep: {}\n", "unknown key 'sweep'"),
     ("overrides: [epochs]\n", "expected section.key=value"),

@@ -57,6 +57,16 @@ def test_output_file_is_named_like_pbs_and_stderr_goes_to_its_own_file_without_j
     assert (workdir / "named.o1").read_text() == "out\n" and (workdir / "named.e1").read_text() == "err\n"
 
 
+@pytest.mark.parametrize("name", ["../x/y", "/tmp/x", "1st", "a b", "a" * 231])
+def test_a_job_name_qsub_would_refuse_is_refused_and_nothing_is_written(server, workdir, tmp_path, name):
+    """The output file is <name>.o<seq> in the submit folder: ``-N ../x/y`` wrote it outside."""
+    script = job_script(workdir, "echo out\n")
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(UserError, match="qsub: -N"):
+        run(server, workdir, ["-N", name, script])
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_ncpus_follows_the_select_statement_capped_at_this_machine(server, workdir):
     script = job_script(workdir, 'echo "$NCPUS $OMP_NUM_THREADS"\n')
     [job] = run(server, workdir, ["-l", "select=1:ncpus=64:mem=1gb", script])

@@ -100,3 +100,37 @@ def test_floats_keep_every_bit(tmp_path: Path):
     (tmp_path / "config.yaml").write_text(to_yaml(cfg))
     again = load_config(tmp_path / "config.yaml")
     assert again.optim.lr == lr and again.optim.min_lr == 5e-324
+
+
+# Every class of character that YAML reads otherwise than as itself unless escaped (PyYAML reads YAML 1.1):
+CHARACTER_CLASSES = {
+    "line breaks": "\n\r\x85\u2028\u2029",  # NEL, LINE and PARAGRAPH SEPARATOR fold like a newline
+    "byte-order mark": "\ufeff",
+    "C0 controls and DEL": "".join(map(chr, range(0x20))) + "\x7f",
+    "C1 controls": "".join(map(chr, range(0x80, 0xa0))),
+    "non-characters": "\ufffe\uffff",
+}
+SPECIAL = "".join(CHARACTER_CLASSES.values())
+SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)  # what a non-UTF-8 argv byte becomes
+SPECIAL_TEXT = st.lists(st.one_of(st.sampled_from(SPECIAL), SURROGATES, st.sampled_from(["\r\n", " ", "a", "ü", "😀"]),
+                                  st.text(max_size=3)), min_size=1, max_size=8).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=SPECIAL_TEXT, tag=SPECIAL_TEXT, project=SPECIAL_TEXT)
+def test_strings_with_characters_yaml_treats_specially_read_back_exactly(name, tag, project, tmp_path_factory):
+    """A run trained with run.name '\\x85a' wrote a config.yaml that read back as ' a'."""
+    cfg = accepted({"logging": {"wandb": {"tags": [tag], "project": project}}, "run": {"name": name}})
+    path = tmp_path_factory.mktemp("cfg") / "config.yaml"
+    path.write_text(to_yaml(cfg), encoding="utf-8")
+    again = load_config(path)
+    assert (again.run.name, again.logging.wandb.tags, again.logging.wandb.project) == (name, [tag], project)
+    assert again == cfg
+
+
+def test_each_class_of_special_characters_reads_back(tmp_path: Path):
+    for label, chars in {**CHARACTER_CLASSES, "surrogates": "\ud800\udbff\udc00\udfff"}.items():
+        cfg = build_config({"run": {"name": f"a{chars}b"}, "logging": {"wandb": {"tags": list(chars)}}})
+        (tmp_path / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        again = load_config(tmp_path / "config.yaml")
+        assert (again.run.name, again.logging.wandb.tags) == (f"a{chars}b", list(chars)), label

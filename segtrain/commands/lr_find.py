@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_existing([out / PLOT, out / RESULT], args.overwrite)
     summary = check_dataset(cfg)
     device = select_device(cfg.train.device, "train.device")
-    result = range_test(cfg, training_stats(cfg), summary.in_channels, device, args.steps, args.start, args.end)
+    result = range_test(cfg, training_stats(cfg, summary.infos), summary.in_channels, device, args.steps, args.start, args.end)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / RESULT, {"config": args.config, "overrides": list(args.overrides), "start": args.start,
                                      "end": args.end, "steps": args.steps, **result.to_dict()})

@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     res.add_argument("--gpu-mem", help="least memory per GPU, e.g. 10gb")
     res.add_argument("--queue", help="a queue (default: the server routes by walltime and GPUs)")
     job = parser.add_argument_group("the job")
-    job.add_argument("--name", help="job name (default: the config's or the grid's file name)")
+    job.add_argument("--name", help="job name: a letter, then letters, digits and - _ + ., at most 230 (PBS's rules); "
+                     "default: the config's or the grid's file name")
     job.add_argument("--data", help="data set on storage, a folder or a .tar (default: the config's data.root)")
     job.add_argument("--runs", help="where run directories go (default: the config's run.root)")
     job.add_argument("--max-resubmits", type=int, help="resubmissions after time-limit stops (default 10)")
@@ -71,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     from segtrain.cluster.frontend.predict_status import folder_status, is_predictions_folder
     from segtrain.cluster.schedulers import job_states, scheduler_named
     from segtrain.cluster.walltime import format_hms, parse_hms
+    from segtrain.cluster.job_name import check_job_name
 
+    if args.name is not None:
+        check_job_name(args.name)
     if args.predict:
         from segtrain.cluster.frontend import predict_submit
 

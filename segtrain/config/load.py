@@ -67,6 +67,18 @@ class _Dumper(yaml.SafeDumper):
 
 
 _Dumper.yaml_implicit_resolvers = _StrictLoader.yaml_implicit_resolvers
+# Characters that do not come back as written unless escaped in a double-quoted string: line breaks
+# (PyYAML reads YAML 1.1, which folds U+0085, U+2028 and U+2029 like a newline: '\x85a' read back as
+# ' a'), the byte-order mark, and what the reader refuses in a file (C0 and C1 controls, DEL, surrogates,
+# U+FFFE/U+FFFF). In double quotes the emitter escapes every one of them.
+_ESCAPED = re.compile("[^\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|[\u2028\u2029\ufeff]")
+
+
+def _represent_str(dumper: _Dumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"' if _ESCAPED.search(value) else None)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 def parse_yaml(text: str, source: str) -> Any:

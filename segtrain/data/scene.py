@@ -41,6 +41,9 @@ def read_info(path: str | Path) -> SceneInfo:
             series = tif.series[0]
             page = series.pages[0]
             shape, axes = series.shape, series.axes
+            if 0 in shape:  # before the data checks: an empty image's zero-byte data may point anywhere
+                raise UserError(f"{path}: has no pixels (shape {'x'.join(map(str, shape))}); remove it from the "
+                                "filelist or write it again")
             size = path.stat().st_size
             for p in series.pages:
                 if not p.dataoffsets or len(p.dataoffsets) != len(p.databytecounts):
@@ -64,6 +67,17 @@ def read_info(path: str | Path) -> SceneInfo:
         raise UserError(f"{path}: expected a 2-D or 3-D image, got shape {shape} (axes {axes})")
     return SceneInfo(path=path, height=int(height), width=int(width), bands=int(bands), band_axis=band_axis,
                      nodata=_parse_nodata(nodata_tag.value) if nodata_tag is not None else None, **info)
+
+
+SCENE_KINDS = "uif"  # numpy kinds of scene pixels: unsigned and signed integers, floats
+
+
+def check_scene_dtype(info: SceneInfo) -> None:
+    """Refuse a scene whose pixels are not numbers the models read: complex values would lose their
+    imaginary part on the way to float32 (numpy only warns), booleans and the rest mean nothing here."""
+    if np.dtype(info.dtype).kind not in SCENE_KINDS:
+        raise UserError(f"{info.path}: pixels of type {info.dtype} are not supported; scenes hold unsigned or "
+                        "signed integers or floats")
 
 
 def _refuse_pages_of_bands(path: Path, shape: tuple[int, ...], axes: str) -> None:

@@ -13,7 +13,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from segtrain.data import memo
 from segtrain.data.layout import SceneFiles, read_split
 from segtrain.data.normalization import robust_statistics
 from segtrain.data.reader import SceneReader
+from segtrain.data.scene import SceneInfo, read_info
 from segtrain.errors import UserError
 from segtrain.fsutil import atomic_write_json
 
@@ -29,6 +30,7 @@ PERCENTILES = (1, 2, 50, 98, 99)
 SAMPLE_PIXELS = 1_000_000  # over the whole split, for percentiles and histograms
 MEMO_SECTION = "stats"
 BLOCK_PIXELS = 1 << 22  # pixels per read while scanning a scene (64 MB of float32 for 4 bands)
+VALID_BLOCK_PIXELS = 1 << 16  # pixels per read while looking for a first valid pixel
 
 
 @dataclass
@@ -107,7 +109,7 @@ def scan_split(root: str | Path, split: str = "train", nodata: Optional[float] =
     for scan in scans[1:]:
         moments = moments + scan.moments
     if moments.n == 0:
-        raise UserError(f"{root}: the '{split}' split has no valid pixels (is data.nodata right?)")
+        raise UserError(_no_valid_pixels(root, split))
     pixels = sum(s.pixels for s in scans)
     positives = sum(s.positives for s in scans)
     sample = np.concatenate([s.sample for s in scans], axis=1)
@@ -137,6 +139,50 @@ def _scan_scene(files: SceneFiles, nodata: Optional[float], sample_size: int) ->
         return _SceneScan(reader.height, reader.width, moments, positives, np.concatenate(samples, axis=1))
 
 
+def _no_valid_pixels(root: str | Path, split: str) -> str:
+    return f"{root}: the '{split}' split has no valid pixels (is data.nodata right?)"
+
+
+def require_valid_pixels(data_cfg: DataConfig, split: str = "train") -> None:
+    """Refuse a split without a single valid pixel (of the selected bands), whether or not statistics
+    are computed: with a stats file made before the scenes changed, or with no statistics needed,
+    training would otherwise run on nothing (loss 0). Reading stops at the first valid pixel, so a
+    usable data set costs one small read."""
+    for files in read_split(data_cfg.root, split):
+        with SceneReader(files.scene, None, data_cfg.bands, data_cfg.nodata) as reader:
+            rows = max(1, VALID_BLOCK_PIXELS // max(reader.width, 1))
+            for y in range(0, reader.height, rows):
+                if reader.read_valid(y, 0, min(rows, reader.height - y), reader.width).any():
+                    return
+    raise UserError(_no_valid_pixels(data_cfg.root, split))
+
+
+def check_describes(stats: Stats, source: Path, data_cfg: DataConfig,
+                    infos: Optional[Mapping[str, SceneInfo]] = None) -> None:
+    """Refuse statistics of another data set: a stats file whose table of scenes (what ``segtrain stats``
+    writes) names other scenes than the train split or other sizes, e.g. one left over from before the
+    scenes changed. A stats file without that table (written by hand) cannot be compared and is used as is.
+    ``infos``: the scenes' metadata by name when the caller has it (the preflight's summary)."""
+    if not stats.scenes:
+        return
+    scenes = {f.name: f for f in read_split(data_cfg.root, "train")}
+    described = {row.get("name"): row for row in stats.scenes if isinstance(row, dict)}
+    fix = f"recompute them with `segtrain stats {data_cfg.root}`"
+    for name in scenes:
+        if name not in described:
+            raise UserError(f"{source}: describes other scenes than the train split of {data_cfg.root} "
+                            f"({name} is not among them); {fix}")
+    for name in described:
+        if name not in scenes:
+            raise UserError(f"{source}: describes scene {name}, which is not in the train split of "
+                            f"{data_cfg.root}; {fix}")
+    for name, row in described.items():
+        info = infos[name] if infos and name in infos else read_info(scenes[name].scene)
+        if (row.get("height"), row.get("width")) != (info.height, info.width):
+            raise UserError(f"{source}: describes {name} as {row.get('height')}x{row.get('width')} but it is "
+                            f"{info.height}x{info.width} in {data_cfg.root}; {fix}")
+
+
 def compute_stats(root: str | Path, split: str = "train", nodata: Optional[float] = None, workers: int = 4) -> Stats:
     """Statistics of a split's valid pixels (all bands of the files), computed in memory."""
     return scan_split(root, split, nodata, workers)[0]
@@ -161,15 +207,18 @@ def stats_path(data_cfg: DataConfig) -> Path:
     return Path(data_cfg.stats_file) if data_cfg.stats_file else Path(data_cfg.root) / "stats.json"
 
 
-def training_stats(cfg: Config) -> Optional[Stats]:
-    """The statistics training uses (normalization, ``pos_weight: auto``), or None when neither needs them."""
+def training_stats(cfg: Config, infos: Optional[Mapping[str, SceneInfo]] = None) -> Optional[Stats]:
+    """The statistics training uses (normalization, ``pos_weight: auto``), or None when neither needs them;
+    either way, a train split without a valid pixel is refused."""
     if cfg.data.normalize == "none" and cfg.loss.pos_weight != "auto":
+        require_valid_pixels(cfg.data)
         return None
-    return load_or_compute_stats(cfg.data)
+    return load_or_compute_stats(cfg.data, infos)
 
 
-def load_or_compute_stats(data_cfg: DataConfig) -> Stats:
-    """The data set's statistics from its stats file, else computed from the train split.
+def load_or_compute_stats(data_cfg: DataConfig, infos: Optional[Mapping[str, SceneInfo]] = None) -> Stats:
+    """The data set's statistics from its stats file (when it describes the data set), else computed
+    from the train split.
 
     Computing never writes into the data root (it may be read-only shared storage): the
     result is remembered in the user's cache per version of the train files, so only the
@@ -177,7 +226,10 @@ def load_or_compute_stats(data_cfg: DataConfig) -> Stats:
     """
     path = stats_path(data_cfg)
     if path.is_file():
-        return load_stats(path)
+        stats = load_stats(path)
+        check_describes(stats, path, data_cfg, infos)
+        require_valid_pixels(data_cfg)  # computed statistics refuse a split without one; a file does not
+        return stats
     if data_cfg.stats_file:
         raise UserError(f"data.stats_file: {path} not found (create it with `segtrain stats {data_cfg.root}`)")
     return remembered_stats(data_cfg.root, "train", data_cfg.nodata)

@@ -47,9 +47,9 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def load_latest(checkpoints: Path, warn=print) -> Optional[dict]:
-    """The newest good checkpoint for resuming: ``last.pt``, else ``last.prev.pt``; None for a
-    run that never wrote one.
+def load_latest(checkpoints: Path, warn=print) -> Optional[tuple[dict, Path]]:
+    """The newest good checkpoint for resuming and its file: ``last.pt``, else ``last.prev.pt``; None
+    for a run that never wrote one.
 
     A run whose checkpoints all fail to load is refused (:class:`UserError`) instead of being
     restarted from step 0 over its own metrics and best model.
@@ -59,7 +59,7 @@ def load_latest(checkpoints: Path, warn=print) -> Optional[dict]:
         path = checkpoints / name
         if path.exists():
             try:
-                return load_checkpoint(path)
+                return load_checkpoint(path), path
             except ValueError as exc:
                 warn(f"warning: {exc}; trying an older checkpoint")
                 problems.append(name)
@@ -115,18 +115,25 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 class TrainedModel:
-    """A model restored from a run directory, with the config and statistics it was trained with."""
+    """A model restored from a run directory, with the config and statistics it was trained with.
 
-    def __init__(self, state: dict, path: Path):
-        from segtrain.config import build_config
+    ``run_config``: the run's ``config.yaml`` when it has one: the checkpoint must fit it (a best.pt
+    copied from another run is refused, not evaluated or exported as this run's)."""
+
+    def __init__(self, state: dict, path: Path, run_config: Optional[Path] = None):
+        from segtrain.config import build_config, load_config
         from segtrain.models import build_model
+        from segtrain.run.checkpoint_fit import check_fits
 
         self.path = path
         self.config = build_config(state["config"])
         self.stats: Optional[dict] = state["stats"]
         self.in_channels: int = state["in_channels"]
         self.position: dict = state["position"]
+        reference = load_config(run_config) if run_config is not None else self.config
+        where = str(run_config) if run_config is not None else "its own config"
         self.model = build_model(self.config.model, self.in_channels)
+        check_fits(state, path, reference, where, model=self.model)
         self.model.load_state_dict(state["model"])
         self.model.eval()
 
@@ -139,6 +146,8 @@ def load_trained(run_dir: str | Path, which: str = "best") -> TrainedModel:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found (is {run_dir} a segtrain run directory?)")
     try:
-        return TrainedModel(load_checkpoint(path), path)
+        state = load_checkpoint(path)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    run_config = Path(run_dir) / "config.yaml"
+    return TrainedModel(state, path, run_config if run_config.is_file() else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import os
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -71,6 +72,19 @@ def create_run_dir(root: Path, name: str) -> Path:
             continue
         except OSError as exc:
             raise UserError(f"{path}: cannot create the run directory: {exc.strerror or exc}") from None
+
+
+def refuse_unwritable(path: Path, flag: str) -> None:
+    """Refuse a folder that cannot be written (a read-only mount, an immutable folder, no permission)
+    before anything is written, rather than at the first checkpoint after a run folder was made and a
+    step trained. Asked of the folder, or of its nearest existing parent when it is still to be made;
+    access(2) answers for root too (a read-only mount and an immutable folder refuse root's writes)."""
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "on a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "not writable"
+        raise UserError(f"{flag} {path}: {existing} is {why}")
 
 
 class RunDir:

@@ -27,6 +27,7 @@ from segtrain.errors import EXIT_FAILED, EXIT_OK, EXIT_RESUMABLE, EXIT_USER_ERRO
 from segtrain.fsutil import atomic_write_text, remove_temporaries
 from segtrain.preflight import DatasetSummary, check_dataset
 from segtrain.run import checkpoint as ckpt
+from segtrain.run.checkpoint_fit import check_fits
 from segtrain.train.config_changes import check_resume_compatible
 from segtrain.run.console import Console
 from segtrain.train.distributed import (DistContext, barrier, broadcast_from_main, init_distributed, max_across_ranks,
@@ -127,6 +128,7 @@ class _Run:
     # where the run stands: checkpointed with the parts' states and the RNGs
     pos: Position
     early: EarlyStopping
+    resume_from: Optional[Path]  # the checkpoint this segment resumed from (None: a new run)
     # when to stop
     budget: TimeBudget
     signals: StopSignals  # caught while execute() runs
@@ -148,8 +150,8 @@ class _Run:
         self.gpu = None
         self.launcher_pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
         self.rd = RunDir(opts.run_dir)
-        state, notes = self._inspect_run_dir()  # the checkpoint to resume from: local, so it is freed after set-up
-        self.stats = state["stats"] if state else self._stats()
+        state, self.resume_from, notes = self._inspect_run_dir()  # state: local, so it is freed after set-up
+        self.stats = state["stats"] if state else self._stats(summary)  # a resumed run keeps its own (no drift)
         self.data = build_training_data(cfg, ctx, device, summary, self.stats)
         self.parts = build_model_parts(cfg, ctx, device, summary.in_channels, cfg.train.epochs * self.data.n_batches,
                                        self.early_mode, self.stats)
@@ -178,7 +180,7 @@ class _Run:
         self.pace = _Pace(logged=(now, self.pos.step), agreed=(now, self.pos.step))
 
     # ---- set-up ---------------------------------------------------------------------------
-    def _inspect_run_dir(self) -> tuple[Optional[dict], list[str]]:
+    def _inspect_run_dir(self) -> tuple[Optional[dict], Optional[Path], list[str]]:
         """Read (never write) the run directory: refuse what is not a run, a corrupt run.json,
         unsafe config changes and unreadable checkpoints.
 
@@ -192,13 +194,17 @@ class _Run:
                                 "not writing into it: choose a new or empty folder")
         if self.opts.mirror is not None and self.opts.mirror.resolve() == self.rd.path.resolve():
             raise UserError(f"--mirror {self.opts.mirror}: is the run directory itself")
+        for flag, path in (("--run-dir", self.rd.path), ("--mirror", self.opts.mirror)):
+            if path is not None and self.ctx.is_main:  # only the first process writes
+                rundir.refuse_unwritable(path, flag)
         self.rd.info.read()
         notes: list[str] = []
         if self.rd.config.exists():
             old_raw, _ = load_raw(self.rd.config)
             notes += check_resume_compatible(build_config(old_raw), self.cfg, self.rd.config)
-        state = ckpt.load_latest(self.rd.checkpoints, warn=notes.append) if self.rd.checkpoints.exists() else None
-        return state, notes
+        found = ckpt.load_latest(self.rd.checkpoints, warn=notes.append) if self.rd.checkpoints.exists() else None
+        state, path = found if found is not None else (None, None)
+        return state, path, notes
 
     def _create_run_dir(self) -> list[Path]:
         """Create the run directory (or reopen it): config.yaml, and no temporary file that a
@@ -213,11 +219,11 @@ class _Run:
         barrier(self.ctx)
         return removed
 
-    def _stats(self) -> Optional[dict]:
+    def _stats(self, summary: DatasetSummary) -> Optional[dict]:
         """Normalization statistics of a new run (None when nothing needs them)."""
         from segtrain.data.stats import training_stats
 
-        stats = training_stats(self.cfg)
+        stats = training_stats(self.cfg, summary.infos)
         return stats.to_dict() if stats is not None else None
 
     @property
@@ -226,6 +232,8 @@ class _Run:
 
     def _restore(self, state: dict) -> str:
         """Load the parts' states and this rank's RNGs from the checkpoint (the position is read with it)."""
+        check_fits(state, self.resume_from, self.cfg, "the config", model=self.parts.raw_model,
+                   in_channels=self.parts.in_channels)
         self.parts.raw_model.load_state_dict(state["model"])
         self.parts.optimizer.load_state_dict(state["optimizer"])
         self.parts.schedule.load_state_dict(state["schedule"])

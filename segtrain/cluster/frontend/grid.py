@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from segtrain.config import Config, to_dict
 from segtrain.config.load import parse_override, parse_yaml
 from segtrain.errors import UserError
 from segtrain.fsutil import atomic_write_json
@@ -101,7 +102,6 @@ def load_grid(path: str | Path, extra: Sequence[str] = ()) -> Grid:
     for index, values in enumerate(expand(data, str(path))):
         own = [format_override(key, value, f"{path}: point {index}") for key, value in values.items()]
         points.append(Point(index, own, [*common, *own]))
-    _refuse_repeats(points, path)
     return Grid(path=path, base=path.parent / base, overrides=list(common), points=points)
 
 
@@ -174,12 +174,16 @@ def _reads_back(key: str, text: str, value: Any) -> bool:
     return parsed == value and type(parsed) is type(value)
 
 
-def _refuse_repeats(points: list[Point], path: Path) -> None:
-    seen: dict[tuple[str, ...], int] = {}
-    for point in points:
-        key = tuple(sorted(point.overrides))
+def refuse_repeats(grid: Grid, configs: Sequence[Config]) -> None:
+    """Refuse a grid with two points of the same resolved config (``configs``, one per point): one
+    experiment twice. Compared as configs, not as override text: ``overrides: [train.epochs=2]`` with
+    points ``{}`` and ``{train.epochs: 2}``, or ``optim.lr: 0.001`` and ``1e-3``, are repeats too."""
+    seen: dict[str, int] = {}
+    for point, cfg in zip(grid.points, configs):
+        key = json.dumps(to_dict(cfg), sort_keys=True)
         if key in seen:
-            raise UserError(f"{path}: point {point.index} ({point.label}) repeats point {seen[key]}")
+            raise UserError(f"{grid.path}: point {point.index} ({point.label}) repeats point {seen[key]} "
+                            "(the same config)")
         seen[key] = point.index
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import IO, Callable, Optional, Sequence
 
 from segtrain.cluster import variables as job_vars
-from segtrain.cluster.frontend.grid import MANIFEST_NAME, Grid, format_override, is_grid_file, load_grid, write_manifest
+from segtrain.cluster.frontend.grid import (MANIFEST_NAME, Grid, format_override, is_grid_file, load_grid, refuse_repeats,
+                                            write_manifest)
 from segtrain.cluster.frontend.lint import WARNING, Finding, raise_errors
 from segtrain.cluster.frontend.status import RunSummary, summarize_run
 from segtrain.cluster.pbs.local.server import LocalServer, describe as describe_jobs
@@ -211,6 +212,7 @@ def plan_grid(path: Path, extra: Sequence[str], opts: JobOptions, workdir: Path,
             configs.append(preflight(grid.base, point.overrides))
         except UserError as exc:
             raise UserError(f"{grid.path}: point {point.index} ({point.label}): {exc}") from None
+    refuse_repeats(grid, configs)
     runs_root = resolve_path(workdir, opts.runs or configs[0].run.root)
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
     width = max(2, len(str(len(grid.points) - 1)))

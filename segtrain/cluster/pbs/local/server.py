@@ -22,6 +22,7 @@ import segtrain
 from segtrain.cluster.pbs.directives import JobRequest, job_request, parse_array_range, parse_select
 from segtrain.cluster.pbs.status import qstat_states
 from segtrain.cluster.scheduler import JobState
+from segtrain.cluster.job_name import check_job_name
 from segtrain.cluster.site import Site, get_site, job_name
 from segtrain.cluster.variables import display
 from segtrain.cluster.walltime import format_hms, parse_hms
@@ -185,6 +186,8 @@ class LocalServer:
         """Queue a job as qsub would (``argv`` are qsub's arguments); return its record (an array's, for -J)."""
         request = job_request(argv, environ, cwd)
         _check_supported(request)
+        if request.name is not None:  # as qsub refuses it; the name is also the output file's, in cwd
+            check_job_name(request.name, "qsub: -N")
         indices = parse_array_range(request.array, "qsub: -J") if request.array else []
         script = request.script
         seq = self._next_seq()
