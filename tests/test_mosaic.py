@@ -83,14 +83,14 @@ def test_one_crs_written_three_ways_is_one_crs_and_the_mosaic_equals_rasterio_me
     from rasterio.transform import from_origin
 
     rng = np.random.default_rng(3)
-    whole = rng.integers(0, 2, (40, 90)).astype(np.uint8)
+    whole = rng.integers(0, 2, (300, 600)).astype(np.uint8)  # with overviews
     flavours = [{}, {"GEOTIFF_VERSION": "1.1"}, {"GEOTIFF_KEYS_FLAVOR": "ESRI_PE"}]
     pieces = []
     for i, options in enumerate(flavours):
         path = tmp_path / f"p{i}.tif"
-        with rasterio.open(path, "w", driver="GTiff", height=40, width=30, count=1, dtype="uint8", nodata=255,
-                           crs=crs, transform=from_origin(500000 + i * 300, 5500000, 10, 10), **options) as dst:
-            dst.write(whole[None, :, i * 30:(i + 1) * 30])
+        with rasterio.open(path, "w", driver="GTiff", height=300, width=200, count=1, dtype="uint8", nodata=255,
+                           crs=crs, transform=from_origin(500000 + i * 2000, 5500000, 10, 10), **options) as dst:
+            dst.write(whole[None, :, i * 200:(i + 1) * 200])
         pieces.append(path)
     assert len({tifffile.TiffFile(p).pages[0].tags[34735].value for p in pieces}) == 3  # three ways indeed
     mosaic(tmp_path / "m.tif", pieces)
@@ -99,6 +99,7 @@ def test_one_crs_written_three_ways_is_one_crs_and_the_mosaic_equals_rasterio_me
         assert out.crs == rasterio.crs.CRS.from_string(crs) and out.transform == transform
         np.testing.assert_array_equal(out.read(), merged)
         np.testing.assert_array_equal(out.read(1), whole)
+    assert pytest.importorskip("rio_cogeo.cogeo").cog_validate(str(tmp_path / "m.tif"), quiet=True) == (True, [], [])
 
 
 def test_pixel_is_point_is_another_grid_than_pixel_is_area(tmp_path):

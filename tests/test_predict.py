@@ -166,6 +166,28 @@ def test_outputs_carry_the_scenes_georeferencing(onnx_path, small_data_ro, tmp_p
             assert [tags[code].value for code, *_ in GEO] == [value for _, _, _, value, _ in GEO]
 
 
+def test_cog_option_writes_cloud_optimized_outputs_with_overviews_that_gdal_reads(capsys, onnx_path, small_data_ro,
+                                                                                  tmp_path):
+    """Without --cog the outputs are tiled but have no overviews (rio-cogeo warns on a scene over 512 px)."""
+    rasterio = pytest.importorskip("rasterio")
+    cog_validate = pytest.importorskip("rio_cogeo.cogeo").cog_validate
+    image = bands_first(split_scenes(small_data_ro)[0])
+    scene = write_scene(tmp_path / "big.tif", np.ascontiguousarray(np.tile(image, (1, 4, 4))[:, :600, :530]),
+                        extratags=GEO)
+    assert predict_cli(capsys, onnx_path, scene, "--out", tmp_path / "plain", "--prob")[0] == 0
+    code, err = predict_cli(capsys, onnx_path, scene, "--out", tmp_path / "cog", "--prob", "--cog")
+    assert code == 0, err
+    for name in ("big_mask.tif", "big_prob.tif"):
+        assert cog_validate(str(tmp_path / "cog" / name), quiet=True) == (True, [], [])
+        valid, errors, warnings = cog_validate(str(tmp_path / "plain" / name), quiet=True)
+        assert not errors and warnings == ["The file is greater than 512xH or 512xW, it is recommended to include "
+                                           "internal overviews"]
+        with rasterio.open(tmp_path / "cog" / name) as cog, rasterio.open(tmp_path / "plain" / name) as plain:
+            assert cog.overviews(1) == [2, 4] and plain.overviews(1) == []
+            assert cog.crs == plain.crs and cog.crs.to_epsg() == 32633 and cog.transform == plain.transform
+            np.testing.assert_array_equal(cog.read(), plain.read())
+
+
 # ---- bounded memory ------------------------------------------------------------------------------
 class BrightnessModel:
     """A model that needs no training: the probability rises with band 0 (no-data: 0)."""
