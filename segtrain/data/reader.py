@@ -138,7 +138,8 @@ class SceneReader:
     """Opens a scene and its optional mask once; reads windows without decoding the whole scene.
 
     ``read`` returns the selected bands as float32, the validity mask (False where every
-    selected band equals the no-data value or any band is NaN) and the mask binarized to 0/1.
+    selected band equals the no-data value or any band is NaN: the one no-data rule, also the
+    exported model's, :data:`segtrain.export.NODATA_RULE`) and the mask binarized to 0/1.
     The no-data value is ``nodata`` when given (``data.nodata``), else the file's GDAL_NODATA
     tag, else 0 for integer scenes; float scenes without either use NaN only.
     """
