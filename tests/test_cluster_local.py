@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from segtrain.cluster.local import server as server_module
 from segtrain.cluster.local.server import EXIT_WALLTIME, LocalServer
 from segtrain.cluster.local.__main__ import main
 from segtrain.cluster.site import METACENTRUM, OPENPBS
@@ -185,10 +186,22 @@ def test_clean_scratch_stand_in_refuses_folders_it_did_not_make(server, workdir)
     assert "rc=1" in output(job) and victim.read_text() == "important"
 
 
-def test_stock_openpbs_site_has_no_scratchdir_nor_clean_scratch(server, workdir):
+@pytest.mark.parametrize("machine_has_one", [False, True])
+def test_stock_openpbs_site_has_no_scratchdir_nor_clean_scratch(server, workdir, tmp_path, monkeypatch,
+                                                                machine_has_one):
+    """The runner gives a stock OpenPBS job no SCRATCHDIR and no clean_scratch stand-in; a clean_scratch
+    of the machine's own (a MetaCentrum frontend's) may still be on its PATH, and changes nothing."""
+    if machine_has_one:
+        system = tmp_path / "system-bin"
+        system.mkdir()
+        (system / "clean_scratch").write_text("#!/bin/sh\nexit 0\n")
+        (system / "clean_scratch").chmod(0o755)
+        monkeypatch.setattr(server_module, "BASE_PATH", f"{system}:{server_module.BASE_PATH}")
     script = job_script(workdir, 'echo "[${SCRATCHDIR:-}]"; command -v clean_scratch || echo none; touch "$TMPDIR/left"\n')
     [job] = run(server, workdir, [script], site=OPENPBS)
-    assert output(job).split() == ["[]", "none"]
+    scratch, found = output(job).split()
+    assert scratch == "[]" and (found == "none" or not found.startswith(str(server.root)))
+    assert (found != "none") == machine_has_one
     assert job.tmpdir_left == ["left"]  # recorded, then removed as PBS removes $TMPDIR
 
 

@@ -213,15 +213,17 @@ def rerun_run_dir(runs: Path, job_id: str, restarted: bool, name: str) -> Option
     requeue) started the first time, under the same job id.
 
     Its first start listed itself in the run.json of the run it made: the run named ``name`` (a grid
-    point's, or ``run.name``), or the one it logged next to the runs (a plain ``qsub``'s name has the
-    time in it).
+    point's, or ``run.name``), or the one it logged next to the runs, else any run of ``runs`` (a name
+    with the time in it is another one a second later, and a grid's subjobs log nothing here; a first
+    start that found ``name`` taken made ``name-2``), newest first.
     """
     if not restarted:
         return None
     from segtrain.cluster.frontend.status import read_log
 
     logged = [runs / entry["run"] for entry in reversed(read_log(runs)) if entry.get("job_id") == job_id]
-    for candidate in [runs / name, *logged]:
+    others = sorted((info.parent for info in runs.glob("*/run.json")), key=lambda p: p.stat().st_mtime, reverse=True)
+    for candidate in dict.fromkeys([runs / name, *logged, *others]):
         info = RunDir(candidate).read_info() if (candidate / "run.json").is_file() else {}
         started = [job.get("id") for job in info.get("jobs", [])] + [s.get("job_id") for s in info.get("segments", [])]
         if job_id in started:
