@@ -127,6 +127,13 @@ def test_a_time_limit_stop_resubmits_the_same_run_after_this_job(workdir):
     assert request.script == workdir / "jobs" / "train.pbs" and "resubmission 1 of at most 3" in message
 
 
+def test_a_private_runs_umask_goes_on_to_the_job_that_continues_it(workdir):
+    """UMASK, which the job sets itself (a #PBS -W umask directive beats qsub -W umask), stays with the chain."""
+    plan = plan_for(workdir, UMASK="077")
+    argv, _ = resubmission(plan, 3, None, plan.walltime_s)
+    assert parse_qsub_args(argv[1:], environ={}).variables["UMASK"] == "077"
+
+
 @pytest.mark.parametrize("code, after_s, variables, reason", [
     (0, None, {}, ""), (1, None, {}, ""), (3, 600, {}, "after SIGTERM before the walltime (qdel?)"),
     (143, 600, {}, "after SIGTERM before the walltime (qdel?)"), (0, 3600, {}, ""),

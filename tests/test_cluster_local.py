@@ -272,3 +272,26 @@ def test_the_walltime_sigterm_comes_late_when_the_server_is_configured_so(server
     [job] = run(server, workdir, ["-l", "walltime=00:00:01", script])
     seconds = int(output(job).split("TERM after ")[1].split()[0])
     assert seconds >= 3 and job.exit_status == EXIT_WALLTIME
+
+
+# ---- umask: the script's directive wins, qalter changes it -------------------------------------------
+def test_the_scripts_umask_directive_wins_over_qsubs_command_line_as_on_a_real_server(server, workdir):
+    script = job_script(workdir, "umask\n", directives="#PBS -N t\n#PBS -j oe\n#PBS -W umask=022\n")
+    [job] = run(server, workdir, ["-W", "umask=077", script])
+    assert output(job).strip() == "0022" and job.output_paths()[0].stat().st_mode & 0o777 == 0o644
+
+
+def test_a_held_job_altered_to_umask_077_and_released_runs_private(server, workdir, monkeypatch, capsys):
+    """The way a real server showed to keep such a job private: qsub -h, qalter -W umask=077, qrls."""
+    script = job_script(workdir, 'umask; touch "$PBS_O_WORKDIR/result"\n',
+                        directives="#PBS -N t\n#PBS -j oe\n#PBS -W umask=022\n")
+    job = server.submit(["-h", script], {"HOME": str(workdir.parent), "PATH": os.environ["PATH"]}, workdir)
+    assert server.run_chain(job) == [] and server.get(job.id).state == "H"  # held: nothing runs
+    assert main(["qalter", "-W", "umask=077", job.id]) == 0
+    monkeypatch.delenv("PBS_JOBID", raising=False)
+    assert main(["qrls", job.id]) == 0 and f"job {job.id} (t): exit 0" in capsys.readouterr().out
+    assert output(server.get(job.id)).strip() == "0077"
+    assert (workdir / "result").stat().st_mode & 0o777 == 0o600
+    assert server.get(job.id).output_paths()[0].stat().st_mode & 0o777 == 0o600
+    assert main(["qalter", "-W", "umask=022", job.id]) == 2  # a finished job cannot be altered
+    assert "Request invalid for state of job" in capsys.readouterr().err

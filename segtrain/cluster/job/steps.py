@@ -189,7 +189,7 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         max_resubmits=_count(var, qsub.MAX_RESUBMITS, DEFAULT_MAX_RESUBMITS),
         resubmits=_count(var, qsub.RESUBMITS, 0), resources=resources,
         passed_on={name: environ[name] for name in (qsub.ENV_VARIABLE, qsub.MARGIN, nodes.NPROC, qsub.SCRATCH_BASE,
-                                                    qsub.WALLTIME_POLL) if environ.get(name)},
+                                                    qsub.WALLTIME_POLL, qsub.UMASK) if environ.get(name)},
         hosts=[node.host for node in found], host_indices=[node.index for node in found], nproc_per_node=nproc,
         nproc_source=nproc_source, rdzv_port=nodes.rendezvous_port(env.job_id) if len(found) > 1 else None,
         new_run_name=new_name, logged=not var[qsub.MANIFEST], scheduler=scheduler.name,
