@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 
 from segtrain.errors import EXIT_NO_RESUBMIT
-from segtrain.cluster.job.resubmit import explain, record_resubmission, resubmission
+from segtrain.cluster.job.resubmit import continue_command, explain, record_resubmission, resubmission
 from segtrain.cluster.job.steps import Plan, main, make_plan, open_run_dir, staged_root, step_stage, trainer_args
+from conftest import REPO
 from segtrain.cluster.directives import parse_qsub_args
+from segtrain.cluster.frontend.plan import JobOptions, plan_target
+from segtrain.cluster.site import METACENTRUM
 from segtrain.cluster.qsub import decode_value, encode_value, join_overrides
 from segtrain.config import load_config
 from segtrain.errors import UserError
@@ -132,6 +135,7 @@ def test_a_private_runs_umask_goes_on_to_the_job_that_continues_it(workdir):
     plan = plan_for(workdir, UMASK="077")
     argv, _ = resubmission(plan, 3, None, plan.walltime_s)
     assert parse_qsub_args(argv[1:], environ={}).variables["UMASK"] == "077"
+    assert f"-v RUN={plan.run_dir},UMASK=077 jobs/train.pbs" in continue_command(plan)  # by hand, as private
 
 
 @pytest.mark.parametrize("code, after_s, variables, reason", [
@@ -203,6 +207,25 @@ def test_a_new_run_directory_is_created_at_job_start_with_this_job_and_its_proce
     assert info["processes"] == {"world": 1, "nodes": 1, "per_node": 1, "resources": first.resources}
     log = (workdir / "storage" / "runs" / "submissions.jsonl").read_text().splitlines()
     assert [json.loads(line)["run"] for line in log] == [Path(first.run_dir).name, Path(second.run_dir).name]
+
+
+def test_a_job_deleted_before_its_trainer_started_leaves_a_run_that_can_be_continued(workdir, monkeypatch):
+    """qdel while the trainer is still starting: the run on storage is what the plan step made. The continue
+    commands the job prints (qsub -v RUN=..., scripts/submit RUN) must work on it: it holds its config."""
+    shutil.copytree(REPO / "jobs", workdir / "jobs")
+    qstat = workdir.parent / "qstat.txt"
+    qstat.write_text(QSTAT.replace("mem=32gb", "mem=32gb:scratch_local=10gb"))
+    for name, value in job_env(workdir, CONFIG="configs/small.yaml").items():
+        monkeypatch.setenv(name, value)
+    plan_file = workdir.parent / "plan.json"
+    assert main(["plan", str(plan_file), "--scratch", str(workdir.parent / "scratch"), "--job-info", str(qstat)]) == 0
+    run = Path(Plan.load(plan_file).run_dir)  # then the job is deleted: its trainer wrote nothing
+    assert load_config(run / "config.yaml") == load_config(workdir / "configs" / "small.yaml")
+    continued, _ = make_plan(job_env(workdir, PBS_JOBID="8.server", RUN=str(run)), [], 1000.0, qstat.read_text(),
+                             workdir.parent / "scratch")  # qsub -v RUN=... jobs/train.pbs
+    assert continued.run_dir == str(run) and continued.continuing and continued.config == str(run / "config.yaml")
+    sub = plan_target(run, [], JobOptions(site=METACENTRUM, check_data=False), workdir, array=False)  # scripts/submit RUN
+    assert workdir / decode_value(parse_qsub_args(sub.jobs[0][1:], environ={}).variables["RUN"]) == run
 
 
 def test_a_job_rerun_by_pbs_continues_the_run_it_started(workdir):

@@ -40,7 +40,7 @@ def continue_command(plan: "Plan") -> str:
     """The command that continues the run by hand, with this job's processes and resources (not its
     walltime): ``qsub -l select=... -v RUN=...,NPROC=... jobs/train.pbs`` on PBS."""
     scheduler = scheduler_named(plan.scheduler)
-    variables = {qsub.RUN: plan.run_dir, **{k: v for k, v in plan.passed_on.items() if k == qsub.NPROC}}
+    variables = {qsub.RUN: plan.run_dir, **{k: v for k, v in plan.passed_on.items() if k in (qsub.NPROC, qsub.UMASK)}}
     resources = {k: v for k, v in plan.resources.items() if k not in ("walltime", "time")}
     return qsub.display(scheduler.submit_argv(scheduler.script, variables, resources=resources))
 

@@ -41,10 +41,10 @@ from segtrain.cluster.site import job_name
 from segtrain.cluster.job.stage import stage_dataset, sync_tree
 from segtrain.cluster.job.walltime import default_margin, training_time_limit
 from segtrain.cluster.directives import format_hms, parse_hms
-from segtrain.config import Config, load_config
+from segtrain.config import Config, load_config, to_yaml
 from segtrain.data import memo
 from segtrain.errors import EXIT_FAILED, EXIT_NO_RESUBMIT, EXIT_OK, EXIT_USER_ERROR, UserError
-from segtrain.fsutil import atomic_open, atomic_write_json
+from segtrain.fsutil import atomic_open, atomic_write_json, atomic_write_text
 from segtrain.run import report as job_report
 from segtrain.run.directory import RunDir, create_run_dir, now_iso, run_name, unique_path
 
@@ -231,11 +231,13 @@ def rerun_run_dir(runs: Path, job_id: str, restarted: bool, name: str) -> Option
     return None
 
 
-def open_run_dir(plan: Plan) -> None:
+def open_run_dir(plan: Plan, cfg: Optional[Config] = None) -> None:
     """Make a new run's directory on storage (exclusively: no other job ever shares it) and log it next to
     the runs, so that ``--status`` and ``segtrain runs`` see a plain ``qsub`` job at once; record in
     run.json that this job started (status "starting" until the trainer runs) and its processes (a
-    continuation by hand asks for as many)."""
+    continuation by hand asks for as many). A run without a config yet gets ``cfg``'s (what the trainer
+    writes there first), so that a job deleted before its trainer started leaves a run that
+    ``scripts/submit RUN`` continues (from step 0), not a folder that cannot be continued."""
     from segtrain.cluster.frontend.status import append_log, read_log
 
     if plan.new_run_name is not None:
@@ -245,6 +247,8 @@ def open_run_dir(plan: Plan) -> None:
             append_log(Path(plan.runs), [{"at": now_iso(), "job_id": plan.job_id, "array_id": None,
                                           "run": Path(plan.run_dir).name, "grid": None, "index": None}])
     run = RunDir(plan.run_dir)
+    if cfg is not None and not run.config.exists():
+        atomic_write_text(run.config, to_yaml(cfg))
     info = run.read_info()
     nodes_n = max(len(plan.hosts), 1)
     run.update_info(name=info.get("name", run.path.name), created=info.get("created", now_iso()), status="starting",
@@ -304,7 +308,7 @@ def step_plan(args: argparse.Namespace) -> int:
         print(f"{plan.nproc_per_node} trainer processes ({plan.nproc_source})")
     if Path(plan.data).is_dir():  # a folder is checked where it is, before anything is copied
         _check_data(cfg, Path(plan.data))
-    open_run_dir(plan)
+    open_run_dir(plan, cfg)
     print(f"run {plan.run_dir} ({'continuing' if plan.continuing else 'new'})")
     plan.marks.update({job_report.JOB_START: plan.job_start, job_report.CHECKS_START: started,
                        job_report.CHECKS_END: time.time()})
