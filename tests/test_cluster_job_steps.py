@@ -286,6 +286,20 @@ def test_finish_step_copies_back_and_exits_10_when_no_resubmission_is_due(workdi
     assert qsub_file.read_bytes().split(b"\0")[0] == b"qsub"
 
 
+def test_a_failed_copy_back_after_exit_2_blames_storage_not_the_config_or_the_data(workdir, capsys):
+    """Storage that became unwritable mid-run stops the trainer's mirror (exit 2) and then the copy-back."""
+    path, plan = workdir.parent / "plan.json", plan_for(workdir)
+    plan.save(path)
+    plan.work_run.mkdir(parents=True)
+    (plan.work_run / "metrics.jsonl").write_text("{}\n")
+    Path(plan.run_dir).parent.mkdir(parents=True)
+    Path(plan.run_dir).write_text("not a folder")  # what root sees as unwritable storage
+    assert main(["finish", str(path), "--trainer-exit", "2", "--next", str(workdir.parent / "qsub.args")]) != 0
+    out = capsys.readouterr().out
+    assert "config or the data set" not in out and "copy-back FAILED" in out
+    assert f"the storage folder {plan.run_dir} cannot be written" in out and "kept in scratch" in out
+
+
 def test_a_walltime_raised_with_qextend_moves_the_trainers_deadline(workdir, capsys):
     path = workdir.parent / "job" / "plan.json"
     plan = plan_for(workdir, WALLTIME_MARGIN="00:01:00")

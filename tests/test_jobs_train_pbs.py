@@ -270,6 +270,7 @@ def test_job_whose_copy_back_fails_keeps_scratch_and_says_where(tmp_path, small_
     text = job_output(repo, "1.local")
     assert job.exit_status not in (0, None)
     assert "copy-back FAILED" in text and f"everything is kept in scratch {job.scratch}" in text
+    assert "config or the data set" not in text  # storage broke, not the config
     assert list(Path(job.scratch).glob("runs/*/checkpoints/last.pt"))
 
 

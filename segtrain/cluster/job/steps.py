@@ -513,10 +513,10 @@ def step_finish(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
     job_info = args.job_info.read_text(errors="replace") if args.job_info and args.job_info.is_file() else None
     walltime_s = scheduler_named(plan.scheduler).walltime(job_info, plan.job_id, [])[0] or plan.walltime_s  # qextend
-    print(resubmit.explain(args.trainer_exit, args.terminated_at, plan, walltime_s))
     copy_start = time.time()
     report = sync_tree(plan.work_run, Path(plan.run_dir))
     copied = {job_report.COPY_START: copy_start, job_report.COPY_END: time.time()}
+    print(resubmit.explain(args.trainer_exit, args.terminated_at, plan, walltime_s, stored=report.ok))
     if not report.ok:
         print(f"copy-back FAILED: {report.summary()}")
         print(finish_report(plan, copied, keep_in=None))
