@@ -8,29 +8,15 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import REPO
+from conftest import REPO, bands_first
 from segtrain import api
 from segtrain.cli import main
 from segtrain.data.layout import read_split
-from segtrain.export import export_onnx
-from segtrain.run.checkpoint import load_trained
 from trainutil import train_run
-
-
-@pytest.fixture(scope="module")
-def onnx_path(run_dir) -> Path:
-    path = run_dir / "export" / "model.onnx"
-    export_onnx(load_trained(run_dir), path)
-    return path
 
 
 def scenes(data: Path) -> list[Path]:
     return [f.scene for f in read_split(data, "test")]
-
-
-def bands_first(path: Path) -> np.ndarray:
-    image = tifffile.imread(path)
-    return image if image.shape[0] == 4 else np.ascontiguousarray(image.transpose(2, 0, 1))
 
 
 def predicted(tmp_path: Path, model: Path, scene: Path, *flags: str) -> tuple[np.ndarray, np.ndarray]:

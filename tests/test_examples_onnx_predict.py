@@ -9,25 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 import tifffile
 
 from segtrain.cli import main
 from segtrain.data.layout import read_split
-from segtrain.export import NODATA_RULE, export_onnx
-from segtrain.run.checkpoint import load_trained
+from segtrain.export import NODATA_RULE
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_predict.py"
 # Runs the example as a user would, and fails if it imported segtrain or torch.
 ISOLATED = ("import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('segtrain', 'torch')], 'imported segtrain/torch'")
-
-
-@pytest.fixture(scope="module")
-def onnx_path(run_dir) -> Path:
-    path = run_dir / "export" / "model.onnx"
-    export_onnx(load_trained(run_dir), path)
-    return path
 
 
 def scenes(data: Path, tmp_path: Path) -> list[Path]:

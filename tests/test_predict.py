@@ -16,26 +16,18 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import tree_state
+from conftest import bands_first, tree_state
 from segtrain.cli import main
 from segtrain.data.layout import read_split
 from segtrain.data.reader import SceneReader
 from segtrain.data.stitching import Stitcher
 from segtrain.data.tiling import axis_origins, tile_origins
-from segtrain.export import ModelMeta, export_onnx
+from segtrain.export import ModelMeta
 from segtrain.predict import (MASK_NODATA, OnnxBackend, PredictOptions, StripReader, StripStitcher, Tile, TiledTiffWriter,
                               TorchBackend, open_scene, predict_scene, predict_strips)
-from segtrain.run.checkpoint import load_trained
 
 GEO = [(33550, 12, 3, (10.0, 10.0, 0.0), True), (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 5500000.0, 0.0), True),
        (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True)]
-
-
-@pytest.fixture(scope="module")
-def onnx_path(run_dir) -> Path:
-    path = run_dir / "export" / "model.onnx"
-    export_onnx(load_trained(run_dir), path)
-    return path
 
 
 def split_scenes(data: Path) -> list[Path]:
@@ -45,12 +37,6 @@ def split_scenes(data: Path) -> list[Path]:
 def stitched(reader: SceneReader, backend, tile: int, overlap: int, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
     strips = list(predict_strips(reader, backend, tile, overlap, batch))
     return np.concatenate([s.probs for s in strips]), np.concatenate([s.covered for s in strips])
-
-
-def bands_first(path: Path) -> np.ndarray:
-    """A test scene's pixels as (bands, H, W), whichever way the file stores them."""
-    image = tifffile.imread(path)
-    return image if image.shape[0] == 4 else np.ascontiguousarray(image.transpose(2, 0, 1))
 
 
 def write_scene(path: Path, image: np.ndarray, **kwargs) -> Path:
