@@ -10,6 +10,11 @@
 #   submit_next       runs the submit command given as words, printing the new job's id
 # The Python steps (segtrain.cluster.job.steps) ask segtrain.cluster.schedulers for everything else.
 
+# UMASK (qsub -v UMASK=077, scripts/submit --umask 077): everything this job and the jobs it resubmits
+# write is private. `qsub -W umask=077` cannot do that on PBS: the script's #PBS -W umask=022 wins.
+if [ -n "${UMASK:-}" ]; then
+    [[ $UMASK =~ ^[0-7]{3,4}$ ]] && umask "$UMASK" || die "UMASK=$UMASK: expected an octal umask such as 077"
+fi
 enter_scratch
 PLAN=$JOB_DIR/plan.json WORKDIR=$PWD TRAINER_PID="" TRAINER_EXIT="" TERMINATED="" TERM_AT="" WATCH_PID=""
 PY=() NODE_PIDS=()  # NODE_PIDS: the processes starting jobs/node.sh on the other nodes

@@ -50,6 +50,23 @@ OPSET = 17
 INPUT, OUTPUT = "bands", "probability"
 TOLERANCE = 1e-4  # max |probability difference| between onnxruntime and PyTorch, fp32 on CPU
 EXPORT_DIR, MODEL_FILE = "export", "model.onnx"
+NODATA_RULE = ("a pixel is no-data when every band in 'bands' equals the no-data value or any of them is NaN; the "
+               "no-data value is 'nodata', or where that is null the scene's GDAL_NODATA tag, else 0 for an integer "
+               "scene and none for a float scene (NaN only)")
+# How `segtrain predict` turns the model's tiles into a scene's mask: stored in every export
+# (metadata "prediction") so that a user of the ONNX file alone can reproduce it
+# (examples/onnx_predict.py does, and a test checks it against `segtrain predict`).
+PREDICTION = {
+    "nodata": NODATA_RULE + "; give no-data pixels to the model as NaN in every band",
+    "tiles": "tile x tile windows (default tile_size) at origins 0, s, 2s, ... along each axis, s = tile - overlap "
+             "(default overlap), until a window reaches the far edge; the part of a window past the scene's edge "
+             "is no-data (NaN); windows without a valid pixel are not run; the rest in row-major order, in batches",
+    "blending": "per pixel, sum(w * p) / sum(w) in float32 over the windows covering it, added in row-major window "
+                "order, with w = window(y, x) where the pixel is valid, else 0; window = outer(g, g) / max, "
+                "g(i) = exp(-0.5 * ((i - (tile - 1) / 2) / (tile / 8)) ** 2), as float32; a pixel with sum(w) = 0 "
+                "is no-data",
+    "mask": "uint8: 1 where the blended probability is strictly above 'threshold', 0 where not, 255 no-data",
+}
 
 
 @dataclass(frozen=True)
@@ -95,7 +112,9 @@ class DeployedModel(nn.Module):
     The normalization is the data set's, operation for operation (robust: clip and log-scale;
     then ``x * (1/std) - mean/std`` in float32; invalid pixels set to 0,
     :mod:`segtrain.data.normalization`), so a tile gives the network exactly the input it saw
-    in training. A pixel is invalid when any of its bands is NaN.
+    in training. A pixel is invalid when any of its bands is NaN: segtrain's one no-data rule
+    (:data:`NODATA_RULE`), whose value part the caller applies by setting such pixels to NaN;
+    the probability returned there means nothing.
     """
 
     def __init__(self, net: nn.Module, norm: Normalization):
@@ -194,6 +213,7 @@ def _add_metadata(proto, meta: ModelMeta, trained: TrainedModel) -> None:
         **meta.to_props(),
         "input": f"{INPUT}: raw values of the file bands listed in 'bands', float32 (N, C, H, W), "
                  "any N, H, W; no-data pixels as NaN",
+        "prediction": json.dumps(PREDICTION),
         "output": f"{OUTPUT}: positive-class probability, float32 (N, 1, H, W)",
         "normalize": trained.config.data.normalize,
         "stats": json.dumps(stats),

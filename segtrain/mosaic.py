@@ -1,7 +1,7 @@
 """One GeoTIFF from many georeferenced outputs of the same grid, without GDAL (what a VRT would show).
 
 The inputs must be north-up GeoTIFFs (a pixel scale and a tie point; no rotation) in one CRS
-(equal GeoKey directories), with the same pixel size, on one pixel grid (their origins differ by
+(by meaning, however its GeoKeys are written: :mod:`segtrain.geokeys`), with the same pixel size, on one pixel grid (their origins differ by
 whole pixels), and of one data type: the masks or the probabilities of one predictions folder,
 for instance. Where inputs overlap, the later one's valid pixels win (as ``gdal_merge`` and a
 VRT do); no-data (the inputs' GDAL_NODATA value, or NaN) never covers a valid pixel. The mosaic
@@ -22,10 +22,11 @@ import tifffile
 from segtrain.data.reader import open_raster
 from segtrain.data.scene import read_info
 from segtrain.errors import UserError
+from segtrain.geokeys import GEO_ASCII, GEO_DOUBLES, crs_meaning, geokeys
 from segtrain.overviews import OverviewTiffWriter
 from segtrain.tiff_writer import OUT_TILE
 
-PIXEL_SCALE, TIEPOINT, TRANSFORMATION, GEOKEYS, GEO_DOUBLES, GEO_ASCII = 33550, 33922, 34264, 34735, 34736, 34737
+PIXEL_SCALE, TIEPOINT, TRANSFORMATION, GEOKEYS = 33550, 33922, 34264, 34735
 GRID_TOLERANCE = 1e-6  # of a pixel
 
 
@@ -55,7 +56,8 @@ def placement(path: Path) -> Placed:
             raise UserError(f"{path}: not georeferenced (no pixel scale, tie point or GeoKey directory)")
         sx, sy = tags[PIXEL_SCALE].value[:2]
         i, j, _, x, y, _ = tags[TIEPOINT].value[:6]
-        crs = tuple(tags[code].value for code in (GEOKEYS, GEO_DOUBLES, GEO_ASCII) if code in tags)
+        crs = crs_meaning(geokeys(tags[GEOKEYS].value, tags[GEO_DOUBLES].value if GEO_DOUBLES in tags else (),
+                                  tags[GEO_ASCII].value if GEO_ASCII in tags else ""))
     return Placed(path, x - i * sx, y + j * sy, info.height, info.width, np.dtype(info.dtype), info.nodata,
                   (float(sx), float(sy)), crs)
 
@@ -76,7 +78,8 @@ def mosaic(out: Path, inputs: Sequence[Path]) -> tuple[int, int]:
     first = placed[0]
     for p in placed[1:]:
         if p.crs != first.crs:
-            raise UserError(f"{p.path}: another CRS than {first.path} (GeoKey directories differ); reproject it first")
+            raise UserError(f"{p.path}: another CRS than {first.path} ({_crs_text(p.crs)} vs {_crs_text(first.crs)}); "
+                            "reproject it first")
         if not np.allclose(p.scale, first.scale, rtol=1e-9, atol=0):
             raise UserError(f"{p.path}: pixel size {p.scale} differs from {first.path}'s {first.scale}")
         if p.dtype != first.dtype:
@@ -115,6 +118,12 @@ def mosaic(out: Path, inputs: Sequence[Path]) -> tuple[int, int]:
         for raster in rasters:
             raster.close()
     return height, width
+
+
+def _crs_text(crs: tuple) -> str:
+    if crs[0] != "EPSG":
+        return "a CRS without EPSG code"
+    return f"EPSG:{crs[1]}" + (", pixel is point" if crs[2] != 1 else "")
 
 
 def _nodata_text(value: float) -> str:

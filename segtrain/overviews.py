@@ -7,27 +7,23 @@ each level halves the rows it receives (masks by taking every second pixel, GDAL
 ``nearest``; probabilities by the mean of the valid pixels of each 2 x 2 block, GDAL's
 ``average``) and passes them on to the next, and each level streams into a tiled, compressed
 TIFF of its own (:class:`segtrain.tiff_writer.TiledTiffWriter`, one thread each). At the end the
-levels are assembled into one file by copying their compressed tiles as they are (nothing is
-decoded or compressed twice): the full resolution first, then each overview as a reduced
-image (``NewSubfileType`` 1), which is GDAL's internal-overview layout and what tifffile reads
-as ``series[0].levels``. Memory holds a few tile rows per level, whatever the scene size.
-
-It is not the byte order of a strict cloud-optimized GeoTIFF (all IFDs first, overview data
-before full-resolution data), which matters only to readers fetching ranges over HTTP.
+levels are assembled into one cloud-optimized GeoTIFF by copying their compressed tiles as
+they are (nothing is decoded or compressed twice; :mod:`segtrain.cog`): the full resolution
+and each overview as a reduced image (``NewSubfileType`` 1), which is GDAL's internal-overview
+layout and what tifffile reads as ``series[0].levels``. Memory holds a few tile rows per
+level, whatever the scene size.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
-import tifffile
 
-from segtrain.data.scene import GDAL_NODATA_TAG
+from segtrain.cog import write_cog
 from segtrain.fsutil import atomic_open
 from segtrain.tiff_writer import OUT_TILE, RowWriter, TiledTiffWriter
 
@@ -123,19 +119,5 @@ class OverviewTiffWriter(RowWriter):
 
     def _assemble(self) -> None:
         big = sum(p.stat().st_size for p in self._work.iterdir()) > 2**31
-        with atomic_open(self.path, "wb") as f, \
-                tifffile.TiffWriter(tifffile.FileHandle(f, mode="wb", name=self.path.name), bigtiff=big) as tif:
-            for level, writer in enumerate(self._writers):
-                with tifffile.TiffFile(writer.path) as src:
-                    page = src.pages[0]
-                    tags = self._tags if level == 0 else []
-                    tif.write(_encoded_tiles(src, page), shape=page.shape, dtype=page.dtype, tile=(OUT_TILE, OUT_TILE),
-                              compression="zlib", photometric="minisblack", metadata=None,
-                              subfiletype=1 if level else 0,
-                              extratags=[(GDAL_NODATA_TAG, "s", 0, self._nodata, True), *tags])
-
-
-def _encoded_tiles(src: tifffile.TiffFile, page) -> Iterator[bytes]:
-    fd = src.filehandle.fileno()
-    for offset, count in zip(page.dataoffsets, page.databytecounts):
-        yield os.pread(fd, count, offset)
+        with atomic_open(self.path, "wb") as f:
+            write_cog(f, [writer.path for writer in self._writers], big)

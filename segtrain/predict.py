@@ -370,7 +370,7 @@ class PredictOptions:
     batch_size: int = 16
     write_prob: bool = False
     progress: bool = True
-    overviews: bool = False  # internal overviews in the outputs (segtrain.overviews)
+    overviews: bool = False  # cloud-optimized GeoTIFFs with internal overviews (segtrain.overviews)
     read_ahead: bool = True  # read, decode and cut the next tile rows while the model runs
 
 

@@ -90,3 +90,24 @@ def run_dir(trained_run_ro, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run") / "run"
     shutil.copytree(trained_run_ro, run)
     return run
+
+
+@pytest.fixture(scope="module")
+def onnx_path(run_dir) -> Path:
+    """The module's copy of the shared trained run, exported to ONNX."""
+    from segtrain.export import export_onnx
+    from segtrain.run.checkpoint import load_trained
+
+    path = run_dir / "export" / "model.onnx"
+    export_onnx(load_trained(run_dir), path)
+    return path
+
+
+def bands_first(path: Path):
+    """A test scene's pixels as (bands, H, W), whichever way the file stores them."""
+    import numpy as np
+    import tifffile
+
+    image = tifffile.imread(path)
+    return image if image.shape[0] == 4 else np.ascontiguousarray(image.transpose(2, 0, 1))
+

@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 
 from segtrain.errors import EXIT_NO_RESUBMIT
-from segtrain.cluster.job.resubmit import explain, record_resubmission, resubmission
+from segtrain.cluster.job.resubmit import continue_command, explain, record_resubmission, resubmission
 from segtrain.cluster.job.steps import Plan, main, make_plan, open_run_dir, staged_root, step_stage, trainer_args
+from conftest import REPO
 from segtrain.cluster.pbs.directives import parse_qsub_args
 from segtrain.cluster.variables import decode_value, encode_value, join_overrides
+from segtrain.cluster.frontend.plan import JobOptions, plan_target
+from segtrain.cluster.site import METACENTRUM
 from segtrain.config import load_config
 from segtrain.errors import UserError
 
@@ -127,6 +130,14 @@ def test_a_time_limit_stop_resubmits_the_same_run_after_this_job(workdir):
     assert request.script == workdir / "jobs" / "train.pbs" and "resubmission 1 of at most 3" in message
 
 
+def test_a_private_runs_umask_goes_on_to_the_job_that_continues_it(workdir):
+    """UMASK, which the job sets itself (a #PBS -W umask directive beats qsub -W umask), stays with the chain."""
+    plan = plan_for(workdir, UMASK="077")
+    argv, _ = resubmission(plan, 3, None, plan.walltime_s)
+    assert parse_qsub_args(argv[1:], environ={}).variables["UMASK"] == "077"
+    assert f"-v RUN={plan.run_dir},UMASK=077 jobs/train.pbs" in continue_command(plan)  # by hand, as private
+
+
 @pytest.mark.parametrize("code, after_s, variables, reason", [
     (0, None, {}, ""), (1, None, {}, ""), (3, 600, {}, "after SIGTERM before the walltime (qdel?)"),
     (143, 600, {}, "after SIGTERM before the walltime (qdel?)"), (0, 3600, {}, ""),
@@ -198,6 +209,25 @@ def test_a_new_run_directory_is_created_at_job_start_with_this_job_and_its_proce
     assert [json.loads(line)["run"] for line in log] == [Path(first.run_dir).name, Path(second.run_dir).name]
 
 
+def test_a_job_deleted_before_its_trainer_started_leaves_a_run_that_can_be_continued(workdir, monkeypatch):
+    """qdel while the trainer is still starting: the run on storage is what the plan step made. The continue
+    commands the job prints (qsub -v RUN=..., scripts/submit RUN) must work on it: it holds its config."""
+    shutil.copytree(REPO / "jobs", workdir / "jobs")
+    qstat = workdir.parent / "qstat.txt"
+    qstat.write_text(QSTAT.replace("mem=32gb", "mem=32gb:scratch_local=10gb"))
+    for name, value in job_env(workdir, CONFIG="configs/small.yaml").items():
+        monkeypatch.setenv(name, value)
+    plan_file = workdir.parent / "plan.json"
+    assert main(["plan", str(plan_file), "--scratch", str(workdir.parent / "scratch"), "--job-info", str(qstat)]) == 0
+    run = Path(Plan.load(plan_file).run_dir)  # then the job is deleted: its trainer wrote nothing
+    assert load_config(run / "config.yaml") == load_config(workdir / "configs" / "small.yaml")
+    continued, _ = make_plan(job_env(workdir, PBS_JOBID="8.server", RUN=str(run)), [], 1000.0, qstat.read_text(),
+                             workdir.parent / "scratch")  # qsub -v RUN=... jobs/train.pbs
+    assert continued.run_dir == str(run) and continued.continuing and continued.config == str(run / "config.yaml")
+    sub = plan_target(run, [], JobOptions(site=METACENTRUM, check_data=False), workdir, array=False)  # scripts/submit RUN
+    assert workdir / decode_value(parse_qsub_args(sub.jobs[0][1:], environ={}).variables["RUN"]) == run
+
+
 def test_a_job_rerun_by_pbs_continues_the_run_it_started(workdir):
     first = plan_for(workdir)
     open_run_dir(first)
@@ -254,6 +284,20 @@ def test_finish_step_copies_back_and_exits_10_when_no_resubmission_is_due(workdi
     assert (Path(plan.run_dir) / "metrics.jsonl").is_file() and not qsub_file.exists()
     assert main(["finish", str(path), "--trainer-exit", "3", "--next", str(qsub_file)]) == 0
     assert qsub_file.read_bytes().split(b"\0")[0] == b"qsub"
+
+
+def test_a_failed_copy_back_after_exit_2_blames_storage_not_the_config_or_the_data(workdir, capsys):
+    """Storage that became unwritable mid-run stops the trainer's mirror (exit 2) and then the copy-back."""
+    path, plan = workdir.parent / "plan.json", plan_for(workdir)
+    plan.save(path)
+    plan.work_run.mkdir(parents=True)
+    (plan.work_run / "metrics.jsonl").write_text("{}\n")
+    Path(plan.run_dir).parent.mkdir(parents=True)
+    Path(plan.run_dir).write_text("not a folder")  # what root sees as unwritable storage
+    assert main(["finish", str(path), "--trainer-exit", "2", "--next", str(workdir.parent / "qsub.args")]) != 0
+    out = capsys.readouterr().out
+    assert "config or the data set" not in out and "copy-back FAILED" in out
+    assert f"the storage folder {plan.run_dir} cannot be written" in out and "kept in scratch" in out
 
 
 def test_a_walltime_raised_with_qextend_moves_the_trainers_deadline(workdir, capsys):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from segtrain.cluster.pbs.local import server as server_module
 from segtrain.cluster.pbs.local.server import EXIT_WALLTIME, LocalServer
 from segtrain.cluster.pbs.local.__main__ import main
 from segtrain.cluster.site import METACENTRUM, OPENPBS
@@ -195,10 +196,22 @@ def test_clean_scratch_stand_in_refuses_folders_it_did_not_make(server, workdir)
     assert "rc=1" in output(job) and victim.read_text() == "important"
 
 
-def test_stock_openpbs_site_has_no_scratchdir_nor_clean_scratch(server, workdir):
+@pytest.mark.parametrize("machine_has_one", [False, True])
+def test_stock_openpbs_site_has_no_scratchdir_nor_clean_scratch(server, workdir, tmp_path, monkeypatch,
+                                                                machine_has_one):
+    """The runner gives a stock OpenPBS job no SCRATCHDIR and no clean_scratch stand-in; a clean_scratch
+    of the machine's own (a MetaCentrum frontend's) may still be on its PATH, and changes nothing."""
+    if machine_has_one:
+        system = tmp_path / "system-bin"
+        system.mkdir()
+        (system / "clean_scratch").write_text("#!/bin/sh\nexit 0\n")
+        (system / "clean_scratch").chmod(0o755)
+        monkeypatch.setattr(server_module, "BASE_PATH", f"{system}:{server_module.BASE_PATH}")
     script = job_script(workdir, 'echo "[${SCRATCHDIR:-}]"; command -v clean_scratch || echo none; touch "$TMPDIR/left"\n')
     [job] = run(server, workdir, [script], site=OPENPBS)
-    assert output(job).split() == ["[]", "none"]
+    scratch, found = output(job).split()
+    assert scratch == "[]" and (found == "none" or not found.startswith(str(server.root)))
+    assert (found != "none") == machine_has_one
     assert job.tmpdir_left == ["left"]  # recorded, then removed as PBS removes $TMPDIR
 
 
@@ -269,3 +282,26 @@ def test_the_walltime_sigterm_comes_late_when_the_server_is_configured_so(server
     [job] = run(server, workdir, ["-l", "walltime=00:00:01", script])
     seconds = int(output(job).split("TERM after ")[1].split()[0])
     assert seconds >= 3 and job.exit_status == EXIT_WALLTIME
+
+
+# ---- umask: the script's directive wins, qalter changes it -------------------------------------------
+def test_the_scripts_umask_directive_wins_over_qsubs_command_line_as_on_a_real_server(server, workdir):
+    script = job_script(workdir, "umask\n", directives="#PBS -N t\n#PBS -j oe\n#PBS -W umask=022\n")
+    [job] = run(server, workdir, ["-W", "umask=077", script])
+    assert output(job).strip() == "0022" and job.output_paths()[0].stat().st_mode & 0o777 == 0o644
+
+
+def test_a_held_job_altered_to_umask_077_and_released_runs_private(server, workdir, monkeypatch, capsys):
+    """The way a real server showed to keep such a job private: qsub -h, qalter -W umask=077, qrls."""
+    script = job_script(workdir, 'umask; touch "$PBS_O_WORKDIR/result"\n',
+                        directives="#PBS -N t\n#PBS -j oe\n#PBS -W umask=022\n")
+    job = server.submit(["-h", script], {"HOME": str(workdir.parent), "PATH": os.environ["PATH"]}, workdir)
+    assert server.run_chain(job) == [] and server.get(job.id).state == "H"  # held: nothing runs
+    assert main(["qalter", "-W", "umask=077", job.id]) == 0
+    monkeypatch.delenv("PBS_JOBID", raising=False)
+    assert main(["qrls", job.id]) == 0 and f"job {job.id} (t): exit 0" in capsys.readouterr().out
+    assert output(server.get(job.id)).strip() == "0077"
+    assert (workdir / "result").stat().st_mode & 0o777 == 0o600
+    assert server.get(job.id).output_paths()[0].stat().st_mode & 0o777 == 0o600
+    assert main(["qalter", "-W", "umask=022", job.id]) == 2  # a finished job cannot be altered
+    assert "Request invalid for state of job" in capsys.readouterr().err

@@ -132,6 +132,20 @@ def test_local_demo_job_shares_its_run_and_output_with_the_group_although_pbs_st
     assert server_of(repo).get("1.local").umask == "022"
 
 
+def test_a_job_submitted_with_umask_077_keeps_its_run_private_although_the_scripts_directive_says_022(tmp_path,
+                                                                                                   small_data_ro):
+    """On PBS `qsub -W umask=077` loses to the script's #PBS -W umask=022 (the local server behaves so); the
+    job's own UMASK does not. PBS still writes the job's output file with the directive's umask."""
+    repo = make_repo(tmp_path / "segtrain", small_data_ro)
+    result = submit(repo, "configs/demo.yaml", *ONE_STEP, "--umask", "077")
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = only_run(repo)
+    assert run.stat().st_mode & 0o777 == 0o700
+    for path in (run / "checkpoints", run / "run.json", run / "checkpoints" / "last.pt", run / "logs" / "train.log"):
+        assert not path.stat().st_mode & 0o077, path
+    assert "umask 0077" in job_output(repo, "1.local") and server_of(repo).get("1.local").umask == "022"
+
+
 def test_local_demo_job_writes_its_output_next_to_the_config_like_pbs(demo_job):
     repo, _ = demo_job
     text = (repo / "demo.o1").read_text()
@@ -264,6 +278,7 @@ def test_job_whose_copy_back_fails_keeps_scratch_and_says_where(tmp_path, small_
     text = job_output(repo, "1.local")
     assert job.exit_status not in (0, None)
     assert "copy-back FAILED" in text and f"everything is kept in scratch {job.scratch}" in text
+    assert "config or the data set" not in text  # storage broke, not the config
     assert list(Path(job.scratch).glob("runs/*/checkpoints/last.pt"))
 
 

@@ -55,11 +55,30 @@ def test_a_subjob_resubmits_its_run_as_a_plain_job_without_a_dependency_on_itsel
     assert request.variables["RUN"] == plan.run_dir and "MANIFEST" not in request.variables
 
 
+RERUN = "Job Id: 13[0].server\n    run_count = 2\n"  # qstat -f of a subjob in its second start
+
+
 def test_a_subjob_rerun_by_pbs_continues_its_points_run(workdir):
+    """The point has no run.name here, so each start names a new run after its own second: the rerun
+    finds the run its first start made by the job id in its run.json, whichever second it starts in."""
     first, _ = make_plan(subjob_env(workdir, "0"), [], 0.0, None, workdir.parent / "scratch")
     open_run_dir(first)
-    rerun, _ = make_plan(subjob_env(workdir, "0"), [], 0.0, "Job Id: 13[0].server\n    run_count = 2\n",
-                         workdir.parent / "scratch")
+    rerun, _ = make_plan(subjob_env(workdir, "0"), [], 0.0, RERUN, workdir.parent / "scratch")
+    assert rerun.run_dir == first.run_dir and rerun.new_run_name is None
+
+
+def test_a_subjob_rerun_finds_its_run_where_the_points_name_was_taken(workdir):
+    """As scripts/submit writes it, a point names its run (run.name grid-00); a folder of that name made
+    by another job sends the first start to grid-00-2, where its rerun must look too."""
+    write_manifest(workdir / "runs" / "g-1" / "manifest.json", load_grid(workdir / "grid.yaml", ["run.name=grid-00"]),
+                   "configs/small.yaml", ["grid-00", "grid-01"], "now")
+    other = workdir / "runs" / "g-1" / "grid-00"
+    other.mkdir()
+    (other / "run.json").write_text('{"jobs": [{"id": "12.server"}]}')
+    first, _ = make_plan(subjob_env(workdir, "0"), [], 0.0, None, workdir.parent / "scratch")
+    open_run_dir(first)
+    assert Path(first.run_dir).name == "grid-00-2"
+    rerun, _ = make_plan(subjob_env(workdir, "0"), [], 0.0, RERUN, workdir.parent / "scratch")
     assert rerun.run_dir == first.run_dir and rerun.new_run_name is None
 
 

@@ -72,3 +72,38 @@ def test_the_command_refuses_to_overwrite_and_needs_georeferenced_inputs(tmp_pat
     assert main(["mosaic", str(tmp_path / "n.tif"), str(tmp_path / "plain.tif")]) == 2
     assert "plain.tif: not georeferenced" in capsys.readouterr().err
     assert main(["mosaic", str(tmp_path / "n.tif"), str(a)]) == 0 and (tmp_path / "n.tif").is_file()
+
+
+@pytest.mark.parametrize("crs", ["EPSG:32633", "EPSG:3035"])
+def test_one_crs_written_three_ways_is_one_crs_and_the_mosaic_equals_rasterio_merge(tmp_path, crs):
+    """GDAL writes a CRS as GeoTIFF 1.0 keys, as 1.1 keys, or ESRI-flavoured; GDAL and rasterio.merge
+    take them as one CRS, and so does the mosaic."""
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.merge import merge
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(3)
+    whole = rng.integers(0, 2, (300, 600)).astype(np.uint8)  # with overviews
+    flavours = [{}, {"GEOTIFF_VERSION": "1.1"}, {"GEOTIFF_KEYS_FLAVOR": "ESRI_PE"}]
+    pieces = []
+    for i, options in enumerate(flavours):
+        path = tmp_path / f"p{i}.tif"
+        with rasterio.open(path, "w", driver="GTiff", height=300, width=200, count=1, dtype="uint8", nodata=255,
+                           crs=crs, transform=from_origin(500000 + i * 2000, 5500000, 10, 10), **options) as dst:
+            dst.write(whole[None, :, i * 200:(i + 1) * 200])
+        pieces.append(path)
+    assert len({tifffile.TiffFile(p).pages[0].tags[34735].value for p in pieces}) == 3  # three ways indeed
+    mosaic(tmp_path / "m.tif", pieces)
+    merged, transform = merge([str(p) for p in pieces])
+    with rasterio.open(tmp_path / "m.tif") as out:
+        assert out.crs == rasterio.crs.CRS.from_string(crs) and out.transform == transform
+        np.testing.assert_array_equal(out.read(), merged)
+        np.testing.assert_array_equal(out.read(1), whole)
+    assert pytest.importorskip("rio_cogeo.cogeo").cog_validate(str(tmp_path / "m.tif"), quiet=True) == (True, [], [])
+
+
+def test_pixel_is_point_is_another_grid_than_pixel_is_area(tmp_path):
+    a = piece(tmp_path / "a.tif", np.ones((10, 10), np.uint8), 0, 0)
+    b = piece(tmp_path / "b.tif", np.ones((10, 10), np.uint8), 10, 0, keys=UTM33[:8] + (1025, 0, 1, 2) + UTM33[12:])
+    with pytest.raises(Exception, match="another CRS .*EPSG:32633, pixel is point vs EPSG:32633"):
+        mosaic(tmp_path / "m.tif", [a, b])

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from segtrain.cog import write_cog
 from segtrain.overviews import OverviewTiffWriter, halve, overview_shapes
+
+UTM33 = [(33550, 12, 3, (10.0, 10.0, 0.0), True), (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 5500000.0, 0.0), True),
+         (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True)]
 
 
 def reduce_at_once(image: np.ndarray) -> np.ndarray:
@@ -86,3 +90,41 @@ def test_memory_does_not_grow_with_the_image_height(tmp_path):
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < 1.25 * peaks[0] and peaks[1] < 4 * 1024 * 1024 * 4  # the 4096-row image is 16 MB
+
+
+def cog_check(path: Path) -> tuple[bool, list[str], list[str]]:
+    """rio-cogeo's validator (GDAL underneath): (valid, errors, warnings). Its CLI exits 0 even for
+    an invalid file, so the Python function is what is asked."""
+    cog_validate = pytest.importorskip("rio_cogeo.cogeo").cog_validate
+    return cog_validate(str(path), quiet=True)
+
+
+@pytest.mark.parametrize("dtype, shape", [(np.uint8, (1001, 777)), (np.float32, (513, 1025)), (np.uint8, (90, 300))])
+def test_the_output_is_a_cloud_optimized_geotiff_with_no_warning(tmp_path, dtype, shape):
+    rasterio = pytest.importorskip("rasterio")
+    image = np.random.default_rng(0).integers(0, 3, shape).astype(dtype)
+    with OverviewTiffWriter(tmp_path / "out.tif", *shape, dtype, "255" if dtype == np.uint8 else "nan", UTM33) as writer:
+        writer.write(image)
+    assert cog_check(tmp_path / "out.tif") == (True, [], [])
+    with rasterio.open(tmp_path / "out.tif") as src:
+        assert src.crs.to_epsg() == 32633 and src.transform.c == 500000.0
+        assert src.overviews(1) == [2 ** (i + 1) for i in range(len(overview_shapes(*shape)))]
+        np.testing.assert_array_equal(src.read(1), image)
+
+
+def test_a_bigtiff_cog_is_laid_out_alike(tmp_path):
+    """Outputs over 2 GB are BigTIFF (8-byte offsets): the same layout, checked on a small one."""
+    image = np.random.default_rng(1).random((700, 600)).astype(np.float32)
+    write_in_blocks(tmp_path / "levels.tif", image)
+    levels = []
+    with tifffile.TiffFile(tmp_path / "levels.tif") as tif:
+        for i, level in enumerate(tif.series[0].levels):
+            levels.append(tmp_path / f"level{i}.tif")
+            tifffile.imwrite(levels[-1], level.asarray(), tile=(256, 256), compression="zlib", metadata=None,
+                             extratags=UTM33 if i == 0 else [])
+    with open(tmp_path / "big.tif", "wb") as f:
+        write_cog(f, levels, big=True)
+    with tifffile.TiffFile(tmp_path / "big.tif") as tif:
+        assert tif.is_bigtiff
+        np.testing.assert_array_equal(tif.asarray(), image)
+    assert cog_check(tmp_path / "big.tif") == (True, [], [])

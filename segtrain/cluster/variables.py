@@ -30,8 +30,11 @@ ENV_VARIABLE = "SEGTRAIN_ENV"
 NPROC = "NPROC"  # trainer processes per node (default: one per GPU)
 WALLTIME_POLL = "WALLTIME_POLL"  # seconds between asking the scheduler for the walltime again (a qextend)
 SCRATCH_BASE = "SCRATCH_BASE"  # Slurm: the folder in which the job makes its scratch folder (a site's scratch)
+# The umask the training job sets itself (and passes on): on PBS the script's `#PBS -W umask=022` wins
+# over `qsub -W umask=077`, so a private run asks the job itself (jobs/train.sh).
+UMASK = "UMASK"
 JOB_VARIABLES = (CONFIG, OVERRIDES, RUN, DATA, RUNS, MAX_RESUBMITS, RESUBMITS, MARGIN, MANIFEST, ENV_VARIABLE,
-                 SCRATCH_BASE)
+                 SCRATCH_BASE, UMASK)
 
 
 def encode_value(value: str) -> str:
@@ -67,14 +70,15 @@ def display(argv: Sequence[str]) -> str:
 def job_variables(config: Optional[str], overrides: Sequence[str], *, data: Optional[str] = None,
                   runs: Optional[str] = None, run: Optional[str] = None, max_resubmits: Optional[int] = None,
                   margin: Optional[str] = None, env: Optional[str] = None, manifest: Optional[str] = None,
-                  scratch_base: Optional[str] = None, nproc: Optional[int] = None) -> dict[str, str]:
+                  scratch_base: Optional[str] = None, nproc: Optional[int] = None,
+                  umask: Optional[str] = None) -> dict[str, str]:
     """The job variables of one training job (see :func:`segtrain.cluster.pbs.qsub.job_argv`); empty ones are not sent."""
     if env is not None and encode_value(env) != env:
         raise UserError(f"--env {env!r}: the environment path may not contain commas, quotes, backslashes or %")
     return {CONFIG: config or "", OVERRIDES: join_overrides(overrides), DATA: data or "", RUNS: runs or "",
             RUN: run or "", MAX_RESUBMITS: "" if max_resubmits is None else str(max_resubmits),
             MARGIN: margin or "", MANIFEST: manifest or "", ENV_VARIABLE: env or "", SCRATCH_BASE: scratch_base or "",
-            NPROC: "" if nproc is None else str(nproc)}
+            NPROC: "" if nproc is None else str(nproc), UMASK: umask or ""}
 
 
 def default_job_name(config: Optional[str], run: Optional[str]) -> str:

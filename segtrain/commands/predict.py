@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="for a run directory (default best)")
     parser.add_argument("--threshold", type=float, help="probability above which a pixel is positive "
                         "(default: the model's, i.e. its calibrated threshold, else train.threshold)")
+    parser.add_argument("--cog", action="store_true",
+                        help="cloud-optimized GeoTIFFs with internal overviews (as prediction jobs and mosaic write them)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_overwrite_argument(parser)
 
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         backend.meta = dataclasses.replace(backend.meta, threshold=args.threshold)
     meta = backend.meta
     options = PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, write_prob=args.prob,
-                             progress=not args.quiet)
+                             progress=not args.quiet, overviews=args.cog)
     tile = meta.tile_size if args.tile is None else args.tile
     overlap = meta.overlap if args.overlap is None else args.overlap
     check_tiling(tile, overlap, args.batch_size)

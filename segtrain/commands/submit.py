@@ -13,6 +13,13 @@ HELP = ("submit jobs/train.pbs (PBS) or jobs/train.slurm (Slurm) for a config or
         "shows where the runs stand")
 
 
+def octal_umask(text: str) -> str:
+    """An umask as PBS and the shell write it: three or four octal digits."""
+    if not (text.isdigit() and 3 <= len(text) <= 4 and set(text) <= set("01234567")):
+        raise argparse.ArgumentTypeError(f"expected an octal umask such as 077, got {text!r}")
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from segtrain.cluster.schedulers import SCHEDULERS
     from segtrain.cluster.site import SITES
@@ -51,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     job = parser.add_argument_group("the job")
     job.add_argument("--name", help="job name: a letter, then letters, digits and - _ + ., at most 230 (PBS's rules); "
                      "default: the config's or the grid's file name")
+    job.add_argument("--umask", type=octal_umask, help="e.g. 077: the run private to you (the job sets it itself, "
+                     "and the jobs it resubmits; default: the job script's, 022, group-readable)")
     job.add_argument("--data", help="data set on storage, a folder or a .tar (default: the config's data.root)")
     job.add_argument("--runs", help="where run directories go (default: the config's run.root)")
     job.add_argument("--max-resubmits", type=int, help="resubmissions after time-limit stops (default 10)")
@@ -100,13 +109,15 @@ def run(args: argparse.Namespace) -> int:
                       name=args.name, data=args.data, runs=args.runs, max_resubmits=args.max_resubmits,
                       margin=format_hms(parse_hms(args.margin, "--margin")) if args.margin else None,
                       env=args.env or (sys.prefix if args.local else None), check_data=not args.no_check,
-                      account=args.account)
+                      account=args.account, umask=args.umask)
     sub = plan_target(Path(args.target), args.overrides, opts, Path.cwd(), args.array)
     for line in lint_warnings(sub):
         print(line, file=sys.stderr)
     if args.dry_run:
         print(dry_run_text(sub))
         return 0
+    if args.umask:  # the run folder this submission makes is as private as what its jobs write
+        os.umask(int(args.umask, 8))
     print(describe(sub), flush=True)
     if not args.local:
         ids = execute(sub, opts.scheduler.submit)

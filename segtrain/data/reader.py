@@ -134,11 +134,38 @@ def _plane_groups(series, info: SceneInfo, bands: Sequence[int]) -> list[tuple[o
     return [(pages[p], sep, picks) for (p, sep), picks in groups.items()]
 
 
+class NodataRule:
+    """segtrain's one no-data rule, for raw pixels of one dtype: a pixel is no-data when every
+    selected band equals ``value`` or any band is NaN (the exported model's rule too,
+    :data:`segtrain.export.NODATA_RULE`). ``value`` None or NaN: NaN alone marks no-data."""
+
+    def __init__(self, value: Optional[float], dtype: np.dtype):
+        self.value = None if value is None or math.isnan(value) else value
+        self._raw = _as_dtype(self.value, dtype)
+        self._check_nan = dtype.kind == "f"
+
+    def valid(self, raw: np.ndarray) -> np.ndarray:
+        """(bands, h, w) raw values -> (h, w) bool, True where the pixel holds data."""
+        if self._raw is None:
+            valid = np.ones(raw.shape[1:], dtype=bool)
+        elif raw.dtype.kind in "iu":  # no-data where no band's bits differ from the value's: 3x faster
+            differ = raw[0] ^ self._raw
+            for band in raw[1:]:
+                differ |= band ^ self._raw if self._raw else band
+            valid = differ != 0
+        else:
+            valid = ~np.all(raw == self._raw, axis=0)
+        if self._check_nan:
+            valid &= ~np.isnan(raw).any(axis=0)
+        return valid
+
+
 class SceneReader:
     """Opens a scene and its optional mask once; reads windows without decoding the whole scene.
 
     ``read`` returns the selected bands as float32, the validity mask (False where every
-    selected band equals the no-data value or any band is NaN) and the mask binarized to 0/1.
+    selected band equals the no-data value or any band is NaN: the one no-data rule, also the
+    exported model's, :data:`segtrain.export.NODATA_RULE`) and the mask binarized to 0/1.
     The no-data value is ``nodata`` when given (``data.nodata``), else the file's GDAL_NODATA
     tag, else 0 for integer scenes; float scenes without either use NaN only.
     """
@@ -148,10 +175,8 @@ class SceneReader:
         info = read_info(scene_path)
         self.band_indices = list(range(info.bands)) if bands is None else list(bands)
         self.height, self.width, self.bands = info.height, info.width, len(self.band_indices)
-        value = resolve_nodata(info, nodata)
-        self.nodata = None if value is None or math.isnan(value) else value
-        self._check_nan = np.dtype(info.dtype).kind == "f"
-        self._raw_nodata = _as_dtype(self.nodata, np.dtype(info.dtype))
+        self._rule = NodataRule(resolve_nodata(info, nodata), np.dtype(info.dtype))
+        self.nodata = self._rule.value
         self._scene = open_raster(info, self.band_indices)
         self._mask: Optional[Raster] = None
         if mask_path is not None:
@@ -188,7 +213,7 @@ class SceneReader:
             window = self._mask.read(y, x, h, w)[0]
             mask = np.empty(window.shape, np.uint8) if mask_out is None else mask_out
             np.greater(window, 0, out=mask.view(bool))
-        return raw, self._valid(raw), mask
+        return raw, self._rule.valid(raw), mask
 
     def read_bands(self, y: int, x: int, h: int, w: int, out: np.ndarray) -> np.ndarray:
         """Only the selected bands of a window, in the file's dtype, written into ``out`` (C,h,w)."""
@@ -196,21 +221,7 @@ class SceneReader:
 
     def read_valid(self, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Only the validity of a window: what tile selection needs, without float conversion or mask."""
-        return self._valid(self._scene.read(y, x, h, w))
-
-    def _valid(self, raw: np.ndarray) -> np.ndarray:
-        if self._raw_nodata is None:
-            valid = np.ones(raw.shape[1:], dtype=bool)
-        elif raw.dtype.kind in "iu":  # no-data where no band's bits differ from the value's: 3x faster
-            differ = raw[0] ^ self._raw_nodata
-            for band in raw[1:]:
-                differ |= band ^ self._raw_nodata if self._raw_nodata else band
-            valid = differ != 0
-        else:
-            valid = ~np.all(raw == self._raw_nodata, axis=0)
-        if self._check_nan:
-            valid &= ~np.isnan(raw).any(axis=0)
-        return valid
+        return self._rule.valid(self._scene.read(y, x, h, w))
 
     def close(self) -> None:
         self._scene.close()

@@ -44,6 +44,7 @@ class SubmitOptions:
     margin: Optional[str] = None
     env: Optional[str] = None
     account: Optional[str] = None  # Slurm's -A
+    umask: Optional[str] = None  # octal: the training job sets it itself (UMASK), and passes it on
     script_kind = "script"  # the scheduler's attribute naming the default job script
 
     @property
@@ -244,7 +245,8 @@ def _job_argv(opts: JobOptions, workdir: Path, config: Optional[str], overrides:
               manifest: Optional[str] = None, array: Optional[str] = None, nproc: Optional[int] = None) -> list[str]:
     variables = job_vars.job_variables(config, overrides, data=opts.data, runs=runs, run=run,
                                    max_resubmits=opts.max_resubmits, margin=opts.margin, env=opts.env,
-                                   manifest=manifest, scratch_base=site_scratch(opts.site, opts.account), nproc=nproc)
+                                   manifest=manifest, scratch_base=site_scratch(opts.site, opts.account), nproc=nproc,
+                                   umask=opts.umask)
     resources = {**opts.resources, **({"account": opts.account} if opts.account else {})}
     return opts.scheduler.submit_argv(opts.job_script, variables, name=name or opts.name or job_vars.default_job_name(
         config, run), resources=resources, queue=opts.queue, array=array)

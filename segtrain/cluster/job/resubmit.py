@@ -31,18 +31,26 @@ def continue_command(plan: Plan) -> str:
     """The command that continues the run by hand, with this job's processes and resources (not its
     walltime): ``qsub -l select=... -v RUN=...,NPROC=... jobs/train.pbs`` on PBS."""
     scheduler = scheduler_named(plan.scheduler)
-    variables = {qsub.RUN: plan.run_dir, **{k: v for k, v in plan.passed_on.items() if k == qsub.NPROC}}
+    variables = {qsub.RUN: plan.run_dir, **{k: v for k, v in plan.passed_on.items() if k in (qsub.NPROC, qsub.UMASK)}}
     resources = {k: v for k, v in plan.resources.items() if k not in ("walltime", "time")}
     return qsub.display(scheduler.submit_argv(scheduler.script, variables, resources=resources))
 
 
-def explain(code: Optional[int], terminated_at: Optional[float], plan: Plan, walltime_s: Optional[float]) -> str:
-    """What the trainer's exit status means for the user, and what to do next."""
+def explain(code: Optional[int], terminated_at: Optional[float], plan: Plan, walltime_s: Optional[float],
+            stored: bool = True) -> str:
+    """What the trainer's exit status means for the user, and what to do next; ``stored``: whether the
+    run could be copied back to storage (a storage folder that became unwritable also stops the trainer,
+    whose mirror writes there, with exit 2: then storage, not the config or the data, is the reason)."""
     again = f"continue it with: {continue_command(plan)} (or scripts/submit {plan.run_dir})"
     if code is None:
         return "the job stopped before the trainer started (the lines above say why)"
     if code == EXIT_OK:
         return f"training finished; results in {plan.run_dir}"
+    if code == EXIT_USER_ERROR and not stored:
+        return (f"the trainer stopped (exit 2) and the run could not be copied back: the storage folder "
+                f"{plan.run_dir} cannot be written (read-only, full, or gone?), which stops the trainer's mirror "
+                f"too; the lines above and below say which file; the run is kept in scratch (below): make "
+                f"storage writable, copy it back, then {again}")
     if code == EXIT_USER_ERROR:
         return (f"the trainer stopped on a problem with the config or the data set (exit 2; the line above says "
                 f"which); its logs and last checkpoint, if any, are in {plan.run_dir}; after fixing it, {again}")

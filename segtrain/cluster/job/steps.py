@@ -40,10 +40,10 @@ from segtrain.cluster.submissions import append_log, read_log
 from segtrain.cluster.variables import resolve_path
 from segtrain.cluster import walltime
 from segtrain.cluster.walltime import format_hms, parse_hms
-from segtrain.config import Config, load_config
+from segtrain.config import Config, load_config, to_yaml
 from segtrain.data import memo
 from segtrain.errors import EXIT_FAILED, EXIT_NO_RESUBMIT, EXIT_OK, EXIT_USER_ERROR, UserError
-from segtrain.fsutil import atomic_open, atomic_write_json
+from segtrain.fsutil import atomic_open, atomic_write_json, atomic_write_text
 from segtrain.run import report as job_report
 from segtrain.run.directory import RunDir, create_run_dir, now_iso, run_name, unique_path
 from segtrain.run.run_json import job_segment
@@ -116,7 +116,7 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         max_resubmits=_count(var, qsub.MAX_RESUBMITS, DEFAULT_MAX_RESUBMITS),
         resubmits=_count(var, qsub.RESUBMITS, 0), resources=resources,
         passed_on={name: environ[name] for name in (qsub.ENV_VARIABLE, qsub.MARGIN, nodes.NPROC, qsub.SCRATCH_BASE,
-                                                    qsub.WALLTIME_POLL) if environ.get(name)},
+                                                    qsub.WALLTIME_POLL, qsub.UMASK) if environ.get(name)},
         hosts=[node.host for node in found], host_indices=[node.index for node in found], nproc_per_node=nproc,
         nproc_source=nproc_source, rdzv_port=nodes.rendezvous_port(env.job_id) if len(found) > 1 else None,
         new_run_name=new_name, logged=not var[qsub.MANIFEST], scheduler=scheduler.name,
@@ -130,13 +130,15 @@ def rerun_run_dir(runs: Path, job_id: str, restarted: bool, name: str) -> Option
     requeue) started the first time, under the same job id.
 
     Its first start listed itself in the run.json of the run it made: the run named ``name`` (a grid
-    point's, or ``run.name``), or the one it logged next to the runs (a plain ``qsub``'s name has the
-    time in it).
+    point's, or ``run.name``), or the one it logged next to the runs, else any run of ``runs`` (a name
+    with the time in it is another one a second later, and a grid's subjobs log nothing here; a first
+    start that found ``name`` taken made ``name-2``), newest first.
     """
     if not restarted:
         return None
     logged = [runs / entry["run"] for entry in reversed(read_log(runs)) if entry.get("job_id") == job_id]
-    for candidate in [runs / name, *logged]:
+    others = sorted((info.parent for info in runs.glob("*/run.json")), key=lambda p: p.stat().st_mtime, reverse=True)
+    for candidate in dict.fromkeys([runs / name, *logged, *others]):
         info = RunDir(candidate).info.read() if RunDir(candidate).info.exists() else {}
         started = [job.get("id") for job in info.get("jobs", [])] + [s.get("job_id") for s in info.get("segments", [])]
         if job_id in started:
@@ -144,20 +146,25 @@ def rerun_run_dir(runs: Path, job_id: str, restarted: bool, name: str) -> Option
     return None
 
 
-def open_run_dir(plan: Plan) -> None:
+def open_run_dir(plan: Plan, cfg: Optional[Config] = None) -> None:
     """Make a new run's directory on storage (exclusively: no other job ever shares it) and log it next to
     the runs, so that ``--status`` and ``segtrain runs`` see a plain ``qsub`` job at once; record in
     run.json that this job started (status "starting" until the trainer runs) and its processes (a
-    continuation by hand asks for as many)."""
+    continuation by hand asks for as many). A run without a config yet gets ``cfg``'s (what the trainer
+    writes there first), so that a job deleted before its trainer started leaves a run that
+    ``scripts/submit RUN`` continues (from step 0), not a folder that cannot be continued."""
     if plan.new_run_name is not None:
         plan.run_dir = str(create_run_dir(Path(plan.runs), plan.new_run_name))
         plan.new_run_name = None
         if plan.logged and not any(entry.get("job_id") == plan.job_id for entry in read_log(Path(plan.runs))):
             append_log(Path(plan.runs), [{"at": now_iso(), "job_id": plan.job_id, "array_id": None,
                                           "run": Path(plan.run_dir).name, "grid": None, "index": None}])
+    run = RunDir(plan.run_dir)
+    if cfg is not None and not run.config.exists():
+        atomic_write_text(run.config, to_yaml(cfg))
     nodes_n = max(len(plan.hosts), 1)
-    RunDir(plan.run_dir).info.job_started(plan.job_id, {"world": plan.nproc_per_node * nodes_n, "nodes": nodes_n,
-                                                        "per_node": plan.nproc_per_node, "resources": plan.resources})
+    run.info.job_started(plan.job_id, {"world": plan.nproc_per_node * nodes_n, "nodes": nodes_n,
+                                       "per_node": plan.nproc_per_node, "resources": plan.resources})
 
 
 def _existing(workdir: Path, text: str, name: str, want_dir: bool = False) -> Path:
@@ -203,7 +210,7 @@ def step_plan(args: argparse.Namespace) -> int:
         print(f"{plan.nproc_per_node} trainer processes ({plan.nproc_source})")
     if Path(plan.data).is_dir():  # a folder is checked where it is, before anything is copied
         _check_data(cfg, Path(plan.data))
-    open_run_dir(plan)
+    open_run_dir(plan, cfg)
     print(f"run {plan.run_dir} ({'continuing' if plan.continuing else 'new'})")
     plan.marks.update({job_report.JOB_START: plan.job_start, job_report.CHECKS_START: started,
                        job_report.CHECKS_END: time.time()})
@@ -400,10 +407,10 @@ def step_finish(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
     job_info = args.job_info.read_text(errors="replace") if args.job_info and args.job_info.is_file() else None
     walltime_s = scheduler_named(plan.scheduler).walltime(job_info, plan.job_id, [])[0] or plan.walltime_s  # qextend
-    print(resubmit.explain(args.trainer_exit, args.terminated_at, plan, walltime_s))
     copy_start = time.time()
     report = sync_tree(plan.work_run, Path(plan.run_dir))
     copied = {job_report.COPY_START: copy_start, job_report.COPY_END: time.time()}
+    print(resubmit.explain(args.trainer_exit, args.terminated_at, plan, walltime_s, stored=report.ok))
     if not report.ok:
         print(f"copy-back FAILED: {report.summary()}")
         print(finish_report(plan, copied, keep_in=None))

@@ -14,7 +14,10 @@ What it imitates (stock OpenPBS 23.06, plus MetaCentrum's additions for ``--site
   after the limit); a job killed by a signal ends with 256 + signal, like PBS reports it;
 - ``qdel`` (and an interrupted runner): the job's top shell is SIGKILLed at once (its traps never
   run), every other process gets SIGTERM, SIGKILL ``kill_delay`` later; exit status 271;
-- jobs run with umask 077 unless ``-W umask=`` says otherwise; output files too;
+- jobs run with umask 077 unless ``-W umask=`` says otherwise; output files too; the script's
+  ``#PBS -W umask=`` wins over ``qsub -W umask=`` (as on a real server); ``qsub -h`` holds a job,
+  ``qalter -W umask=NNN ID`` changes a job's umask before it starts, ``qrls ID`` releases it (typed
+  here, outside a job, it then runs the job and its chain);
 - job history can be off (``job_history=False``, stock OpenPBS's default): ``qstat`` then forgets
   finished jobs (``Unknown Job Id``), ``-x`` too; settings live in ``server.json`` in the state folder
   (:meth:`LocalServer.configure`);

@@ -7,8 +7,8 @@ from typing import Optional, Sequence
 
 from segtrain.cluster.pbs.local import __doc__ as LOCAL_DOC
 from segtrain.cluster.pbs.local.server import STANDINS, describe, submit_and_run
-from segtrain.cluster.pbs.local.standins import (standin_clean_scratch, standin_pbsdsh, standin_qdel, standin_qextend,
-                                             standin_qrerun, standin_qstat, standin_qsub)
+from segtrain.cluster.pbs.local.standins import (standin_clean_scratch, standin_pbsdsh, standin_qalter, standin_qdel,
+                                                  standin_qextend, standin_qrerun, standin_qrls, standin_qstat, standin_qsub)
 from segtrain.cluster.site import get_site
 from segtrain.errors import EXIT_USER_ERROR, UserError
 
@@ -18,7 +18,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if argv and argv[0] in STANDINS:
             return {"qsub": standin_qsub, "qstat": standin_qstat, "qdel": standin_qdel, "qrerun": standin_qrerun,
-                    "qextend": standin_qextend,
+                    "qextend": standin_qextend, "qalter": standin_qalter, "qrls": standin_qrls,
                     "clean_scratch": standin_clean_scratch, "pbsdsh": standin_pbsdsh}[argv[0]](argv[1:])
         parser = argparse.ArgumentParser(prog="python -m segtrain.cluster.pbs.local", description=LOCAL_DOC.splitlines()[0])
         sub = parser.add_subparsers(dest="command", required=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Mapping, Optional, Sequence
 
 import segtrain
-from segtrain.cluster.pbs.directives import JobRequest, job_request, parse_array_range, parse_select
+from segtrain.cluster.pbs.directives import JobRequest, job_request, parse_array_range, parse_qsub_args, parse_select
 from segtrain.cluster.pbs.status import qstat_states
 from segtrain.cluster.scheduler import JobState
 from segtrain.cluster.job_name import check_job_name
@@ -39,7 +39,7 @@ EXIT_WALLTIME = -29
 EXIT_QDEL = 256 + signal.SIGTERM
 EXIT_RERUN = -11  # PBS's JOB_EXEC_RERUN: the job is queued again
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
-STANDINS = ("qsub", "qstat", "qdel", "qrerun", "qextend", "clean_scratch", "pbsdsh")
+STANDINS = ("qsub", "qstat", "qdel", "qrerun", "qextend", "qalter", "qrls", "clean_scratch", "pbsdsh")
 _JOB_SEQ = re.compile(r"^\d+(\[\d*\])?$")  # 12, 13[] (an array), 13[2] (one of its subjobs)
 
 
@@ -207,7 +207,8 @@ class LocalServer:
                        chain=chain or job_id, spool=str(spool), workdir=str(cwd.absolute()), submit_env=submit_env,
                        resources=dict(request.resources), depend=request.attributes.get("depend"),
                        umask=request.attributes.get("umask"), join=request.join,
-                       output=request.output, error=request.error, state="B" if indices else "Q",
+                       output=request.output, error=request.error,
+                       state="H" if request.hold else "B" if indices else "Q",
                        rerunnable=request.rerunnable != "n", array_indices=request.array)
         if "walltime" in job.resources:  # a bad walltime is refused at submission, as qsub does
             parse_hms(job.resources["walltime"], "qsub: -l walltime")
@@ -215,7 +216,8 @@ class LocalServer:
             raise UserError(f"qsub: -W umask={job.umask}: expected an octal umask such as 022")
         self.save(job)
         for index in indices:
-            self.save(dataclasses.replace(job, id=f"{seq}[{index}].{SERVER}", state="Q", array_indices=None,
+            self.save(dataclasses.replace(job, id=f"{seq}[{index}].{SERVER}", state="H" if request.hold else "Q",
+                                          array_indices=None,
                                           array_id=job_id, array_index=index))
         return job
 
@@ -223,6 +225,35 @@ class LocalServer:
         """A submission of ``scripts/submit --local``: the qsub words ``argv``, said and queued here; the job's id."""
         print(f"running here, PBS-like: {display(argv)}", flush=True)
         return self.submit(argv[1:], os.environ, cwd, site=site).id
+
+    # ---- qalter, qrls ---------------------------------------------------------------------
+    def alter(self, job_id: str, argv: Sequence[str]) -> LocalJob:
+        """``qalter -W umask=NNN ID``: a job that has not started yet (held or queued) gets that umask,
+        over its script's directive (qsub's command line cannot do that, qalter can)."""
+        job = self.get(job_id)
+        if job is None or job.state not in ("H", "Q", "B"):
+            raise UserError(f"qalter: {'Unknown Job Id' if job is None else 'Request invalid for state of job'} "
+                            f"{job_id}")
+        request = parse_qsub_args(argv, where="qalter")
+        if set(request.attributes) != {"umask"} or request != JobRequest(attributes=request.attributes):
+            raise UserError("qalter: the local runner alters -W umask=NNN only")
+        umask = request.attributes["umask"]
+        if not re.fullmatch(r"[0-7]{1,4}", umask):
+            raise UserError(f"qalter: -W umask={umask}: expected an octal umask such as 077")
+        for altered in [job] + self.subjobs(job):
+            altered.umask = umask
+            self.save(altered)
+        return job
+
+    def release(self, job_id: str) -> LocalJob:
+        """``qrls ID``: a held job (an array: its subjobs) is queued."""
+        job = self.get(job_id)
+        if job is None or job.state != "H":
+            raise UserError(f"qrls: {'Unknown Job Id' if job is None else 'Job has no hold'} {job_id}")
+        for held in [job] + self.subjobs(job):
+            held.state = "B" if held.array_indices else "Q"
+            self.save(held)
+        return job
 
     # ---- running --------------------------------------------------------------------------
     def run_chain(self, first: LocalJob, echo: Optional[IO[bytes]] = None,

@@ -1,5 +1,5 @@
-"""The stand-ins for ``qsub``, ``qstat``, ``qdel``, ``qrerun``, ``qextend``, ``clean_scratch`` and ``pbsdsh`` that
-a local job finds on its PATH."""
+"""The stand-ins for ``qsub``, ``qstat``, ``qdel``, ``qrerun``, ``qextend``, ``qalter``, ``qrls``, ``clean_scratch``
+and ``pbsdsh`` that a local job finds on its PATH (and a user runs as ``python -m segtrain.cluster.pbs.local NAME``)."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from segtrain.cluster.pbs.local.server import QUEUE, LocalJob, LocalServer, process_tree
+from segtrain.cluster.pbs.local.server import QUEUE, LocalJob, LocalServer, describe, process_tree
 from segtrain.cluster.walltime import format_hms, parse_hms
 from segtrain.cluster.site import get_site
 from segtrain.errors import UserError
@@ -93,6 +93,32 @@ def standin_qextend(argv: Sequence[str]) -> int:
     print(f"The walltime of the job {job.id} has been extended.\nAdditional walltime:\t{format_hms(seconds)}\n"
           f"New walltime:\t\t{job.resources['walltime']}")
     return 0
+
+
+def standin_qalter(argv: Sequence[str]) -> int:
+    """``qalter -W umask=NNN ID``: the umask of a job that has not started (see LocalServer.alter)."""
+    if len(argv) < 2:
+        print("usage: qalter -W umask=NNN job_identifier", file=sys.stderr)
+        return 2
+    LocalServer().alter(argv[-1], argv[:-1])
+    return 0
+
+
+def standin_qrls(argv: Sequence[str]) -> int:
+    """``qrls ID...``: held jobs are queued. Inside a job the runner of its chain runs them; typed here
+    (no ``PBS_JOBID``), the local runner has no queue that runs by itself, so this runs the released
+    job and its chain, as ``python -m segtrain.cluster.pbs.local run`` does."""
+    server = LocalServer()
+    released = [server.release(job_id) for job_id in argv]
+    if os.environ.get("PBS_JOBID"):
+        return 0
+    rc = 0
+    for job in released:
+        done = server.run_chain(job, sys.stdout.buffer)
+        print("\n".join(describe(done)))
+        last = done[-1].exit_status if done else None
+        rc = rc or (last if last is not None and 0 <= last < 256 else 1)
+    return rc
 
 
 def full_status(job: LocalJob) -> str:
