@@ -14,7 +14,7 @@ import tifffile
 from segtrain.cli import main
 from segtrain.data import memo
 from segtrain.data.memo import memo_path
-from segtrain.preflight import is_binary
+from segtrain.data.integrity import is_binary
 from conftest import REPO, age, tree_state
 
 

@@ -62,8 +62,8 @@ BLOCK = 732  # side of the generated demo scene that is tiled up to full size
 NODATA_TAG = [(GDAL_NODATA_TAG, "s", 0, "0", True)]
 
 
-def write_scenes(base: Path, scenes: int, size: int, bands: int) -> tuple[Path, Path, Stats]:
-    """Two data roots (compressed, plain) with the same scenes, and statistics of those scenes."""
+def write_scenes(base: Path, scenes: int, size: int, bands: int, plain: bool = True) -> tuple[Path, Path, Stats]:
+    """Two data roots (compressed, plain: unless ``plain`` is False) with the same scenes, and statistics of those scenes."""
     rng = np.random.default_rng(0)
     image, mask = make_scene(rng, BLOCK, BLOCK, bands)
     valid = image.any(axis=0)
@@ -72,7 +72,7 @@ def write_scenes(base: Path, scenes: int, size: int, bands: int) -> tuple[Path, 
                   pos_weight=1.0, nodata_fraction=float(1 - valid.mean()))
     reps = -(-size // BLOCK)
     roots = base / "compressed", base / "plain"
-    for root in roots:
+    for root in roots[:2 if plain else 1]:
         for sub in ("scenes", "masks", "filelists"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "filelists" / "train.csv").write_text("".join(f"scene_{i}.tif\n" for i in range(scenes)))
@@ -86,6 +86,8 @@ def write_scenes(base: Path, scenes: int, size: int, bands: int) -> tuple[Path, 
                          maxworkers=2, metadata=None, extratags=NODATA_TAG)
         tifffile.imwrite(roots[0] / "masks" / name, big_mask, photometric="minisblack", tile=(256, 256),
                          compression="zlib", metadata=None)
+        if not plain:
+            continue
         tifffile.imwrite(roots[1] / "scenes" / name, big, photometric="minisblack", planarconfig="separate",
                          metadata=None, extratags=NODATA_TAG)
         tifffile.imwrite(roots[1] / "masks" / name, big_mask, photometric="minisblack", metadata=None)

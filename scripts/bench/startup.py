@@ -13,6 +13,13 @@ wall time from the start of the process):
 - **check**: ``segtrain check`` on N scenes with large masks (default 200 of 1024 px;
   ``--check-scenes 1000 --mask-size 2048`` for the issue's size), first and repeated, with
   this checkout and the old code.
+- **check of Sentinel-2-size scenes** (``--s2-scenes K``, 0 skips it): the first ``segtrain
+  check`` of 4 x 10980^2 uint16 scenes (deflate, 256 px tiles, as scripts/bench/data.py writes
+  them) with 0/1 masks, in CPU seconds of the check's process (one thread, ``--workers`` 1
+  in each). K real scenes are written and hard-linked under many names; the check is timed on
+  two data sets of N and 2N names, so the CPU per scene is their difference over N and the
+  rest is the command's fixed cost; 1,000 scenes are extrapolated from the two. Beside them,
+  decoding one mask whole (tifffile.imread), the old check's mask cost, for reference.
 
 The data sets are generated in a temporary folder and dated back a minute (files modified in
 the last seconds are never remembered, see segtrain/data/memo.py). Each job gets a new run
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,12 +161,75 @@ def bench_check(work: Path, n: int, mask_size: int, old: Path, new: Path, rounds
           f"new repeated {repeated:6.1f} s ({repeated / old_s:.3f} of old)")
 
 
+def s2_dataset(work: Path, scenes: Path, real: int, n: int) -> Path:
+    """A data set of ``n`` names hard-linked to the ``real`` scenes and masks under ``scenes``."""
+    root = work / f"s2-{n}"
+    for sub in ("scenes", "masks", "filelists"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    names = [f"s{i:05d}.tif" for i in range(n)]
+    for i, name in enumerate(names):
+        for sub in ("scenes", "masks"):
+            os.link(scenes / sub / f"scene_{i % real}.tif", root / sub / name)
+    cut = max(1, n - max(1, n // 5))
+    (root / "filelists" / "train.csv").write_text("\n".join(names[:cut]) + "\n")
+    (root / "filelists" / "val.csv").write_text("\n".join(names[cut:]) + "\n")
+    return root
+
+
+def check_cpu(code: Path, cache: Path, config: Path) -> float:
+    """CPU seconds (user + system) of one first ``segtrain check`` process, with an empty memo."""
+    shutil.rmtree(cache, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    time_check(code, cache, config)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def bench_check_s2(work: Path, real: int, sizes: dict[str, int], old: Path, new: Path, rounds: int) -> None:
+    sys.path.insert(0, str(REPO / "scripts" / "bench"))
+    from data import write_scenes  # noqa: E402: the data benchmark's full-size scenes
+
+    base = work / "s2"
+    write_scenes(base, real, 10980, 4, plain=False)
+    when = time.time_ns() - 60 * 10**9
+    for path in (base / "compressed").rglob("*.tif"):
+        os.utime(path, ns=(when, when))
+    configs = {}
+    for label, n in sizes.items():
+        for count in (n, 2 * n):
+            configs[label, count] = write_config(work, s2_dataset(work, base / "compressed", real, count))
+    cpu: dict[tuple[str, int], list[float]] = {key: [] for key in configs}
+    mask = base / "compressed" / "masks" / "scene_0.tif"
+    masks = []
+    for _ in range(rounds):  # old and new take turns
+        for (label, count), config in configs.items():
+            cpu[label, count].append(check_cpu(old if label == "old" else new, work / "cache-s2", config))
+        start = time.process_time()
+        tifffile.imread(mask, maxworkers=1)
+        masks.append(time.process_time() - start)
+    print(f"first segtrain check of Sentinel-2-size scenes (4 x 10980^2 uint16, deflate 256 px tiles; {real} real "
+          f"scenes hard-linked; CPU s of the check process, best of {rounds}; load {os.getloadavg()[0]:.1f}):")
+    per_1000 = {}
+    for label, n in sizes.items():
+        small, large = min(cpu[label, n]), min(cpu[label, 2 * n])
+        per_scene = max(large - small, 0.0) / n
+        fixed = small - n * per_scene
+        per_1000[label] = fixed + 1000 * per_scene
+        print(f"  {label}: {n} scenes {small:7.2f} CPU-s, {2 * n} scenes {large:7.2f} CPU-s -> {per_scene * 1e3:8.1f} "
+              f"CPU-ms per scene + {fixed:.2f} CPU-s fixed; 1,000 scenes {per_1000[label]:8.1f} CPU-s")
+    print(f"  new/old for 1,000 scenes {per_1000['new'] / per_1000['old']:.4f}; decoding one mask whole "
+          f"{min(masks) * 1e3:.0f} CPU-ms (1,000 masks {min(masks) * 1000:.0f} CPU-s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, nargs="*", default=[1000], help="data set sizes for start-up (tiny scenes)")
     parser.add_argument("--scene-size", type=int, default=48, help="side of each tiny scene in pixels")
     parser.add_argument("--check-scenes", type=int, default=200, help="scenes for the check timing (0: skip)")
     parser.add_argument("--mask-size", type=int, default=1024, help="side of each check scene and mask in pixels")
+    parser.add_argument("--s2-scenes", type=int, default=0, help="real Sentinel-2-size scenes for the check timing (0: skip)")
+    parser.add_argument("--s2-names", type=int, nargs=2, default=[4, 100], metavar=("OLD", "NEW"),
+                        help="names N for the old and the new code's S2 check (timed at N and 2N)")
     parser.add_argument("--baseline", default=BASELINE, help="git revision of the old code")
     parser.add_argument("--rounds", type=int, default=2, help="turns of old and new; the fastest counts")
     args = parser.parse_args()
@@ -169,6 +241,8 @@ def main() -> None:
             bench_startup(work, n, args.scene_size, old, REPO, args.rounds)
         if args.check_scenes:
             bench_check(work, args.check_scenes, args.mask_size, old, REPO, args.rounds)
+        if args.s2_scenes:
+            bench_check_s2(work, args.s2_scenes, dict(zip(("old", "new"), args.s2_names)), old, REPO, args.rounds)
 
 
 if __name__ == "__main__":
