@@ -40,7 +40,7 @@ import torch
 
 from segtrain.config.schema import DataConfig
 from segtrain.data.augment import Augmentation, draw_augmentation
-from segtrain.data.batch_transform import TileTransform, finish, geometry_code
+from segtrain.data.batch_transform import TileTransform, batch_tensor, finish, geometry_code
 from segtrain.data.item_random import ItemRandom, seed_words
 from segtrain.data.labels import Labels
 from segtrain.data.layout import read_split
@@ -151,8 +151,8 @@ class TileDataset(torch.utils.data.Dataset):
         this runs in a DataLoader worker, as torch's own collation does).
         """
         n, t = len(indices), self.tile
-        raw = _batch_tensor((n, len(self.band_indices), t, t), self._dtype)
-        valid, mask = _batch_tensor((n, t, t), torch.bool), _batch_tensor((n, t, t), torch.uint8)
+        raw = batch_tensor((n, len(self.band_indices), t, t), self._dtype)
+        valid, mask = batch_tensor((n, t, t), torch.bool), batch_tensor((n, t, t), torch.uint8)
         for i in indices:
             if not 0 <= i < len(self):
                 raise IndexError(f"tile {i} out of range (0..{len(self) - 1})")
@@ -297,11 +297,3 @@ def _normalization(data_cfg: DataConfig, stats: Optional[Stats], bands: list[int
                         f"{example.path} has {example.bands}; recompute them with `segtrain stats`")
     return normalization(data_cfg.normalize, None if stats is None else stats.to_dict(), bands,
                          source=f"the statistics of {data_cfg.root}")
-
-
-def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialized batch tensor; in a DataLoader worker, in shared memory (no copy when sent)."""
-    if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    like = torch.empty(0, dtype=dtype)
-    return like.new(like._typed_storage()._new_shared(int(np.prod(shape)), device="cpu")).view(shape)
