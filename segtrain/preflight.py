@@ -125,6 +125,11 @@ def passed_pairs(root: Path) -> dict[str, dict]:
     return dict(section.get("pairs") or {}) if section.get("version") == CHECK_VERSION else {}
 
 
+def decoded_pairs(root: Path) -> set[str]:
+    """Names of the pairs of the data set at ``root`` remembered as passed with every segment decoded."""
+    return {name for name, record in passed_pairs(root).items() if record.get("decoded")}
+
+
 def carry_passed(src_root: Path, dst_root: Path, scenes: list[SceneFiles]) -> None:
     """Remember as passed the pairs under ``dst_root`` converted from pairs of ``src_root`` that
     passed (the staging cache: same pixels, other storage), so they are not read again."""

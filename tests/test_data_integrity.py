@@ -88,3 +88,34 @@ def test_an_uncompressed_scene_has_nothing_to_decode_and_its_mask_is_read_whole(
     tifffile.imwrite(files.mask, np.full((SIDE, SIDE), 3, np.uint8), photometric="minisblack", metadata=None)
     with pytest.raises(UserError, match="values 0, 3|values 3"):
         verify_pair(files)
+
+
+def test_staging_decodes_each_pair_beside_the_copy_and_names_its_corrupt_tiles(tmp_path, large):
+    from segtrain.cluster.job.stage import stage_dataset
+    from segtrain.data.staged_decode import StagedDecode
+
+    files = write_pair(tmp_path / "storage")
+    corrupt_segment(files.scene, 5)
+    check_pair(files)  # the frontend's check passes: tile 5 is not in its sample
+    with StagedDecode(workers=2) as decode:
+        report = stage_dataset(tmp_path / "storage", tmp_path / "scratch", staged=decode.staged)
+        found = decode.corrupt()
+    assert report.ok and decode.pairs == 1
+    assert [(c.path, c.index) for c in found] == [(tmp_path / "scratch" / "scenes" / "a.tif", 5)]
+    with StagedDecode(skip={"a.tif"}) as decode:  # decoded whole by the check: not again
+        stage_dataset(tmp_path / "storage", tmp_path / "scratch2", staged=decode.staged)
+        assert decode.pairs == 0 and decode.corrupt() == []
+
+
+def test_staging_stops_on_a_mask_that_is_not_binary(tmp_path, large):
+    from segtrain.cluster.job.stage import stage_dataset
+    from segtrain.data.staged_decode import StagedDecode
+
+    mask = np.zeros((SIDE, SIDE), np.uint8)
+    mask[0, 0] = 7  # in a tile with few bytes: outside the check's sample
+    mask[TILE:, TILE:] = np.random.default_rng(2).random((SIDE - TILE, SIDE - TILE)) < 0.5
+    check_pair(write_pair(tmp_path / "storage", mask))  # passes: the busiest tiles are binary
+    with StagedDecode() as decode:
+        stage_dataset(tmp_path / "storage", tmp_path / "scratch", staged=decode.staged)
+        with pytest.raises(UserError, match="mask is not binary: values 0, 1, 7"):
+            decode.corrupt()

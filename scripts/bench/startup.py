@@ -13,6 +13,11 @@ wall time from the start of the process):
 - **check**: ``segtrain check`` on N scenes with large masks (default 200 of 1024 px;
   ``--check-scenes 1000 --mask-size 2048`` for the issue's size), first and repeated, with
   this checkout and the old code.
+- **W&B** (``--wandb-rounds R``, 0 skips it): time to the first step of ``segtrain train`` with
+  ``logging.wandb.mode`` offline and disabled, with this checkout and the old code, beside a
+  plain one-step PyTorch script (PLAIN_STEP: import torch, read one batch of tiles of the same
+  data set with tifffile, a small conv net, one Adam step), on 50 tiny scenes whose check is
+  remembered; each as a ratio to the plain script of the same round.
 - **check of Sentinel-2-size scenes** (``--s2-scenes K``, 0 skips it): the first ``segtrain
   check`` of 4 x 10980^2 uint16 scenes (deflate, 256 px tiles, as scripts/bench/data.py writes
   them) with 0/1 masks, in CPU seconds of the check's process (one thread, ``--workers`` 1
@@ -48,6 +53,58 @@ BASELINE = "fce34c2"  # main before issue 15's start-up and check work
 TRAIN_OVERRIDES = ["data.tile_size=32", "data.overlap=4", "data.tiles_per_epoch=16", "train.batch_size=8",
                    "train.epochs=1", "model.base_width=8", "model.depth=2", "logging.every_steps=1",
                    "logging.wandb.mode=disabled", "data.num_workers=1"]
+
+
+PLAIN_STEP = """
+import sys
+from pathlib import Path
+import numpy as np, tifffile, torch
+root = Path(sys.argv[1])
+names = (root / "filelists" / "train.csv").read_text().split()[:8]
+tiles = np.stack([tifffile.imread(root / "scenes" / n)[:, :32, :32] for n in names]).astype(np.float32)
+masks = np.stack([tifffile.imread(root / "masks" / n)[:32, :32] > 0 for n in names]).astype(np.float32)
+net = torch.nn.Sequential(torch.nn.Conv2d(tiles.shape[1], 8, 3, padding=1), torch.nn.ReLU(),
+                          torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 1))
+opt = torch.optim.Adam(net.parameters(), 1e-3)
+loss = torch.nn.functional.binary_cross_entropy_with_logits(net(torch.from_numpy(tiles)), torch.from_numpy(masks)[:, None])
+loss.backward()
+opt.step()
+print(f"step 1/1 loss {loss.item():.3f}", flush=True)
+"""
+
+
+def time_plain_step(root: Path) -> float:
+    """Seconds from starting PLAIN_STEP until it prints its step."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", PLAIN_STEP, str(root)], capture_output=True, text=True)
+    if proc.returncode or " step 1/" not in f" {proc.stdout}":
+        raise RuntimeError(f"the plain script failed:\n{proc.stderr[-2000:]}")
+    return time.monotonic() - start
+
+
+def bench_wandb(work: Path, old: Path, new: Path, rounds: int) -> None:
+    root = write_dataset(work / "wandb-data", 50, 48)
+    config = write_config(work, root)
+    cache = work / "cache-wandb"
+    time_check(new, cache, config)  # the check is remembered: start-up without it
+    time_check(old, cache, config)
+    (work / "runs").mkdir(exist_ok=True)
+    times: dict[tuple[str, str], list[float]] = {}
+    for r in range(rounds):
+        times.setdefault(("plain", "-"), []).append(time_plain_step(root))
+        for mode in ("offline", "disabled"):
+            for label, code in (("old", old), ("new", new)):
+                run = work / "runs" / f"wandb-{label}-{mode}-{r}"
+                overrides = [o for o in TRAIN_OVERRIDES if not o.startswith("logging.wandb.mode=")]
+                times.setdefault((label, mode), []).append(
+                    time_to_first_step(code, cache, config, run, [*overrides, f"logging.wandb.mode={mode}"]))
+    plain = min(times["plain", "-"])
+    print(f"time to the first step, 50 scenes of 48 px, check remembered (best of {rounds}; load "
+          f"{os.getloadavg()[0]:.1f}): plain one-step PyTorch script {plain:.2f} s")
+    for mode in ("offline", "disabled"):
+        old_s, new_s = min(times["old", mode]), min(times["new", mode])
+        print(f"  W&B {mode:8s}: old {old_s:6.2f} s ({old_s / plain:.2f} of plain)   new {new_s:6.2f} s "
+              f"({new_s / plain:.2f} of plain)")
 
 
 def write_dataset(root: Path, n: int, size: int, mask_size: int | None = None) -> Path:
@@ -96,10 +153,11 @@ def environment(code: Path, cache: Path) -> dict[str, str]:
             "WANDB_SILENT": "true"}
 
 
-def time_to_first_step(code: Path, cache: Path, config: Path, run_dir: Path) -> float:
+def time_to_first_step(code: Path, cache: Path, config: Path, run_dir: Path,
+                       overrides: list[str] = TRAIN_OVERRIDES) -> float:
     """Seconds from starting ``segtrain train`` until it logs step 1; the trainer is then killed."""
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "segtrain", "train", str(config), *TRAIN_OVERRIDES,
+    proc = subprocess.Popen([sys.executable, "-m", "segtrain", "train", str(config), *overrides,
                              "--run-dir", str(run_dir)], cwd=run_dir.parent, env=environment(code, cache),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines = []
@@ -227,6 +285,7 @@ def main() -> None:
     parser.add_argument("--scene-size", type=int, default=48, help="side of each tiny scene in pixels")
     parser.add_argument("--check-scenes", type=int, default=200, help="scenes for the check timing (0: skip)")
     parser.add_argument("--mask-size", type=int, default=1024, help="side of each check scene and mask in pixels")
+    parser.add_argument("--wandb-rounds", type=int, default=0, help="rounds of the W&B start-up timing (0: skip)")
     parser.add_argument("--s2-scenes", type=int, default=0, help="real Sentinel-2-size scenes for the check timing (0: skip)")
     parser.add_argument("--s2-names", type=int, nargs=2, default=[4, 100], metavar=("OLD", "NEW"),
                         help="names N for the old and the new code's S2 check (timed at N and 2N)")
@@ -241,6 +300,8 @@ def main() -> None:
             bench_startup(work, n, args.scene_size, old, REPO, args.rounds)
         if args.check_scenes:
             bench_check(work, args.check_scenes, args.mask_size, old, REPO, args.rounds)
+        if args.wandb_rounds:
+            bench_wandb(work, old, REPO, args.wandb_rounds)
         if args.s2_scenes:
             bench_check_s2(work, args.s2_scenes, dict(zip(("old", "new"), args.s2_names)), old, REPO, args.rounds)
 
