@@ -122,9 +122,8 @@ def test_batches_finished_in_the_workers_are_those_finished_on_the_training_devi
     for workers in (0, 2):
         in_workers = list(DeviceBatches(raw_loader(tiles, 4, finished=True, num_workers=workers), tiles.transform, cpu))
         for a, b in zip(in_workers, on_device, strict=True):
-            assert a.keys() == b.keys() == {"image", "mask", "valid", "scene", "y", "x", "corrupt"}
-            assert a["corrupt"] == b["corrupt"] == []  # no corrupt segment met
-            assert all(torch.equal(a[k], b[k]) for k in a if k != "corrupt")
+            assert a.keys() == b.keys() == {"image", "mask", "valid", "scene", "y", "x"}
+            assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_evaluation_tiles_are_never_turned(small_data_ro, stats):

@@ -145,8 +145,8 @@ class TileDataset(torch.utils.data.Dataset):
 
         raw (B,C,T,T) in the file's dtype, valid (B,T,T) bool, mask (B,T,T) uint8, each tile's
         augmentation as geometry (B,) int64, gain (B,) float32 and, with band dropout, keep (B,C)
-        float32 (0 for a dropped band), scene, y, x (B,) int64, and corrupt: the corrupt segments
-        met since the last batch (``scenes/NAME: tile N (rows, cols)``; usually empty).
+        float32 (0 for a dropped band), scene, y, x (B,) int64, and when any was met since the last
+        batch, corrupt: the corrupt segments (``scenes/NAME: tile N (rows ..., cols ...)``).
         Each window is copied once, straight into its slot of the batch (in shared memory when
         this runs in a DataLoader worker, as torch's own collation does).
         """
@@ -168,7 +168,7 @@ class TileDataset(torch.utils.data.Dataset):
         keep = {"keep": torch.tensor([[not d for d in a.dropped] for a in augs], dtype=torch.float32)
                 } if self.training and self.cfg.augment.band_dropout > 0 else {}
         corrupt, self._corrupt = self._corrupt, []
-        return {"raw": raw, "valid": valid, "mask": mask, "corrupt": corrupt,
+        return {"raw": raw, "valid": valid, "mask": mask, **({"corrupt": corrupt} if corrupt else {}),
                 "geometry": torch.tensor([geometry_code(a) for a in augs], dtype=torch.int64),
                 "gain": torch.tensor([a.brightness for a in augs], dtype=torch.float32), **keep,
                 **{key: torch.tensor([getattr(w, key) for w in places], dtype=torch.int64) for key in PLACE}}
