@@ -43,7 +43,6 @@ from segtrain.run.report import TrainerClock
 from segtrain.run.wandb_log import WandbLogger, check_login, new_wandb_id, wandb_values
 from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
 from segtrain.train.validation import validate
-from segtrain.run.wandb_log import prepare as prepare_wandb
 
 WANDB_STOP_TIMEOUT_S = 3.0  # W&B's share of the 10 s between SIGTERM and SIGKILL
 AGREE_EVERY_S = 1.0  # DDP ranks agree on stopping about this often (a SIGTERM is answered that fast)
@@ -80,8 +79,6 @@ class Position:
 
 def train(cfg: Config, opts: TrainOptions) -> int:
     """Train (or resume) one run; return the exit code (0 done, 3 stopped to resume)."""
-    if os.environ.get("RANK", "0") == "0":  # W&B logs from rank 0 only
-        prepare_wandb(cfg.logging.wandb)
     summary = check_dataset(cfg)
     check_login(cfg.logging.wandb)
     device = select_device(cfg.train.device, "train.device")
