@@ -38,6 +38,7 @@ import os
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -103,8 +104,10 @@ def bench_wandb(work: Path, old: Path, new: Path, rounds: int) -> None:
           f"{os.getloadavg()[0]:.1f}): plain one-step PyTorch script {plain:.2f} s")
     for mode in ("offline", "disabled"):
         old_s, new_s = min(times["old", mode]), min(times["new", mode])
+        ratios = {label: [t / p for t, p in zip(times[label, mode], times["plain", "-"])] for label in ("old", "new")}
         print(f"  W&B {mode:8s}: old {old_s:6.2f} s ({old_s / plain:.2f} of plain)   new {new_s:6.2f} s "
-              f"({new_s / plain:.2f} of plain)")
+              f"({new_s / plain:.2f} of plain); each round's ratio to its plain script, median: old "
+              f"{statistics.median(ratios['old']):.2f}, new {statistics.median(ratios['new']):.2f}")
 
 
 def write_dataset(root: Path, n: int, size: int, mask_size: int | None = None) -> Path:
