@@ -3,11 +3,13 @@
 Every command that trains, evaluates or submits calls :func:`check_dataset` first, so a job
 fails on the frontend in seconds instead of on a GPU node after hours in the queue.
 
-Reading every file is the expensive part (a mask of a Sentinel-2 scene is 120 Mpx), so each
-scene and mask pair is read once per version: what passed is remembered in the data set's
-memo (:mod:`segtrain.data.memo`, keyed by name, size and modification time), and a job's
-staged copy inherits it, so a GPU node does not repeat what the frontend already checked.
-Pairs not yet remembered are read in parallel threads (decoding and numpy release the GIL).
+Reading every file is the expensive part (a mask of a Sentinel-2 scene is 120 Mpx), so a pair
+is checked by its structure and decoded whole only when small (:mod:`segtrain.data.integrity`;
+large files are decoded in the job while staging), and each pair is checked once per version:
+what passed is remembered in the data set's memo (:mod:`segtrain.data.memo`, keyed by name,
+size and modification time, with whether every segment was decoded), and a job's staged copy
+inherits it, so a GPU node does not repeat what the frontend already checked. Pairs not yet
+remembered are checked in parallel threads (decoding and numpy release the GIL).
 """
 from __future__ import annotations
 
@@ -18,18 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-import tifffile
-
 from segtrain.config import Config
 from segtrain.data import memo
 from segtrain.data.layout import REQUIRED_SPLITS, SPLITS, SceneFiles, filelist_path, read_split
-from segtrain.data.scene import SceneInfo, check_scene_dtype, decode_all, read_info, select_bands
+from segtrain.data.integrity import check_pair
+from segtrain.data.scene import SceneInfo, read_info, select_bands
 from segtrain.errors import UserError
 
 MEMO_SECTION = "checked"
-CHECK_VERSION = 2  # 2: compressed scenes decoded whole. Raise when the checks of a pair change: what passed before is checked again
-MASK_CHUNK = 1 << 20  # mask values tested per step (keeps the temporaries in cache)
+CHECK_VERSION = 3  # 3: large files checked by structure and a sample. Raise when the checks of a pair change: what passed before is checked again
 
 
 @dataclass
@@ -110,10 +109,10 @@ def check_pairs(root: Path, scenes: list[SceneFiles], workers: int = 8) -> dict[
     if not todo:
         return infos
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for (files, scene_stamp, mask_stamp), info in zip(todo, pool.map(_check_pair, [t[0] for t in todo])):
+        for (files, scene_stamp, mask_stamp), (info, decoded) in zip(todo, pool.map(check_pair, [t[0] for t in todo])):
             infos[files.name] = info
             if scene_stamp and mask_stamp:
-                passed[files.name] = _record(scene_stamp, mask_stamp, info)
+                passed[files.name] = _record(scene_stamp, mask_stamp, info, decoded)
     names = {files.name for files in scenes}  # scenes no longer listed are forgotten
     memo.save_section(root, MEMO_SECTION, {"version": CHECK_VERSION,
                                            "pairs": {n: r for n, r in passed.items() if n in names}})
@@ -126,6 +125,11 @@ def passed_pairs(root: Path) -> dict[str, dict]:
     return dict(section.get("pairs") or {}) if section.get("version") == CHECK_VERSION else {}
 
 
+def decoded_pairs(root: Path) -> set[str]:
+    """Names of the pairs of the data set at ``root`` remembered as passed with every segment decoded."""
+    return {name for name, record in passed_pairs(root).items() if record.get("decoded")}
+
+
 def carry_passed(src_root: Path, dst_root: Path, scenes: list[SceneFiles]) -> None:
     """Remember as passed the pairs under ``dst_root`` converted from pairs of ``src_root`` that
     passed (the staging cache: same pixels, other storage), so they are not read again."""
@@ -136,13 +140,14 @@ def carry_passed(src_root: Path, dst_root: Path, scenes: list[SceneFiles]) -> No
         copy = SceneFiles(files.name, dst_root / "scenes" / files.name, dst_root / "masks" / files.name)
         scene_stamp, mask_stamp = memo.stamp(copy.scene), memo.stamp(copy.mask)
         if scene_stamp and mask_stamp:
-            records[files.name] = _record(scene_stamp, mask_stamp, read_info(copy.scene))
+            records[files.name] = _record(scene_stamp, mask_stamp, read_info(copy.scene), decoded=True)  # the copy read it all
     if records:
         memo.save_section(dst_root, MEMO_SECTION, {"version": CHECK_VERSION, "pairs": {**passed_pairs(dst_root), **records}})
 
 
-def _record(scene_stamp: memo.Stamp, mask_stamp: memo.Stamp, info: SceneInfo) -> dict:
-    return {"scene": scene_stamp, "mask": mask_stamp,
+def _record(scene_stamp: memo.Stamp, mask_stamp: memo.Stamp, info: SceneInfo, decoded: bool) -> dict:
+    """What is remembered of a pair that passed; ``decoded``: every segment of both files was decoded."""
+    return {"scene": scene_stamp, "mask": mask_stamp, "decoded": decoded,
             "info": {k: v for k, v in dataclasses.asdict(info).items() if k != "path"}}
 
 
@@ -154,52 +159,6 @@ def _remembered(record: Optional[dict], files: SceneFiles, scene_stamp: Optional
         return SceneInfo(path=files.scene, **record["info"])
     except (TypeError, KeyError):  # written by another version of SceneInfo
         return None
-
-
-def _check_pair(files: SceneFiles) -> SceneInfo:
-    scene = read_info(files.scene)
-    check_scene_dtype(scene)
-    decode_all(scene)
-    mask = read_info(files.mask)
-    if mask.bands != 1:
-        raise UserError(f"{files.mask}: a mask needs one band, found {mask.bands}")
-    if (scene.height, scene.width) != (mask.height, mask.width):
-        raise UserError(f"{files.mask}: mask is {mask.height}x{mask.width} but scene {files.scene.name} is "
-                        f"{scene.height}x{scene.width}")
-    try:
-        values = tifffile.imread(files.mask)
-    except Exception as exc:  # a file whose header reads but whose data does not
-        raise UserError(f"{files.mask}: corrupt TIFF: {exc}") from None
-    if not is_binary(values):
-        unique = np.unique(values)
-        shown = ", ".join(str(v) for v in unique[:6]) + (", ..." if len(unique) > 6 else "")
-        raise UserError(f"{files.mask}: mask is not binary: values {shown} (expected 0/1 or 0/255)")
-    return scene
-
-
-def is_binary(mask: np.ndarray) -> bool:
-    """True when every value is in {0, 1} or every value is in {0, 255}.
-
-    The largest value says which of the two it can be; then one pass counts the values that
-    are neither 0 nor that value, in chunks that stay in cache. About 7x cheaper than
-    ``np.unique``, which sorts the whole mask; an unsigned mask with largest value 0 or 1
-    needs no second pass.
-    """
-    flat = mask.reshape(-1)
-    if flat.size == 0:
-        return True
-    top = flat.max()
-    if not (top == 0 or top == 1 or top == 255):  # NaN fails here too
-        return False
-    if flat.dtype.kind == "u" and top <= 1:
-        return True
-    if top == 0:
-        return not np.count_nonzero(flat)
-    for start in range(0, flat.size, MASK_CHUNK):
-        chunk = flat[start:start + MASK_CHUNK]
-        if np.count_nonzero(chunk) != np.count_nonzero(chunk == top):
-            return False
-    return True
 
 
 def _check_bands(cfg: Config, example: SceneInfo) -> int:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import tifffile
 
 from segtrain.data.synthetic import DemoSpec, make_demo_data
 
@@ -65,6 +66,19 @@ def small_data(small_data_ro, tmp_path) -> Path:
     root = tmp_path / "data"
     shutil.copytree(small_data_ro, root)
     return root
+
+
+def corrupt_segment(path: Path, index: int = 1) -> None:
+    """Scramble the bytes of compressed tile/strip ``index`` (the last when there are fewer):
+    the header still reads, the segment does not decode."""
+    with tifffile.TiffFile(path) as tif:
+        page = tif.series[0].pages[0]
+        index = min(index, len(page.dataoffsets) - 1)
+        offset, size = page.dataoffsets[index], page.databytecounts[index]
+    data = bytearray(path.read_bytes())
+    for i in range(offset + 4, offset + size - 4):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
 
 
 def tree_state(root: Path) -> dict[str, tuple[int, int]]:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import REPO
+from conftest import REPO, corrupt_segment
 from segtrain.cli import main
 from trainutil import TINY
 
@@ -76,18 +76,6 @@ def C(id, argv, culprit, setup=lambda ctx: None, **env) -> Case:
 
 
 # ---- ways to break files ----------------------------------------------------------------------
-def corrupt_segment(path: Path) -> None:
-    """Scramble the bytes of one compressed tile/strip: the header still reads, the data does not decode."""
-    with tifffile.TiffFile(path) as tif:
-        page = tif.series[0].pages[0]
-        index = min(1, len(page.dataoffsets) - 1)
-        offset, size = page.dataoffsets[index], page.databytecounts[index]
-    data = bytearray(path.read_bytes())
-    for i in range(offset + 4, offset + size - 4):
-        data[i] ^= 0x5A
-    path.write_bytes(bytes(data))
-
-
 def break_tag(path: Path, code: int) -> None:
     """Point one tag of the first IFD (classic little-endian TIFF) far past the end of the file."""
     data = bytearray(path.read_bytes())

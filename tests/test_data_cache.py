@@ -19,7 +19,7 @@ from segtrain.data.scene import GDAL_NODATA_TAG, read_info
 from segtrain.data.stats import compute_stats, write_stats
 from segtrain.errors import UserError
 from segtrain.preflight import passed_pairs
-from tests.conftest import REPO, age, tree_state
+from tests.conftest import REPO, age, corrupt_segment, tree_state
 
 
 def test_the_cache_reads_exactly_like_the_source_and_is_memory_mapped(small_data_ro, tmp_path):
@@ -78,6 +78,15 @@ def test_cache_command_prints_a_root_that_passes_the_check(small_data_ro, tmp_pa
     root = capsys.readouterr().out.strip()
     assert os.path.samefile(root, tmp_path / "cache")
     assert main(["check", str(config), f"data.root={root}"]) == 0
+
+
+def test_a_tile_that_does_not_decode_stops_the_cache_naming_it_and_leaves_no_partial_file(small_data, tmp_path, capsys):
+    scene = small_data / "scenes" / "scene_000.tif"  # a train scene in 64 px deflate tiles
+    corrupt_segment(scene, 1)  # as if the check's sample of a large file had missed it
+    with pytest.raises(UserError, match=r"scene_000\.tif: corrupt TIFF: tile 1 \(rows 0-63, cols 64-127\) does not "
+                                        r"decode .*the staging cache needs every tile"):
+        build_cache(DataConfig(root=str(small_data)), tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").rglob("*") if "scene_000" in p.name]
 
 
 def test_cache_files_are_as_readable_as_any_new_file_so_a_group_can_share_the_cache(small_data_ro, tmp_path):

@@ -14,7 +14,7 @@ import tifffile
 from segtrain.cli import main
 from segtrain.data import memo
 from segtrain.data.memo import memo_path
-from segtrain.preflight import is_binary
+from segtrain.data.integrity import is_binary
 from conftest import REPO, age, tree_state
 
 
@@ -200,3 +200,21 @@ def test_a_mask_is_binary_when_its_values_are_0_1_or_0_255(values, dtype, binary
     mask = np.zeros((3, 700_000), dtype=dtype)  # more than one chunk, the odd values at the end
     mask[-1, -len(values):] = values
     assert is_binary(mask) == binary
+
+
+def test_pairs_checked_by_a_sample_are_remembered_as_not_yet_decoded(capsys, tmp_path, small_data, monkeypatch):
+    from segtrain.data import integrity
+    from segtrain.preflight import decoded_pairs, passed_pairs
+
+    age(small_data)
+    names = {line.split()[0] for split in ("train", "val", "test")
+             for line in (small_data / "filelists" / f"{split}.csv").read_text().splitlines()}
+    large = tmp_path / "large-data"
+    shutil.copytree(small_data, large)  # times kept: remembered like the original
+    (tmp_path / "large").mkdir()
+    with monkeypatch.context() as patch:
+        patch.setattr(integrity, "FULL_DECODE_VALUES", 0)  # every file counts as large
+        assert run_check(capsys, write_config(tmp_path / "large", large))[0] == 0
+    assert set(passed_pairs(large)) == names and decoded_pairs(large) == set()
+    assert run_check(capsys, write_config(tmp_path, small_data))[0] == 0
+    assert decoded_pairs(small_data) == names  # small files are decoded whole by the check

@@ -69,6 +69,14 @@ def test_the_report_block_shows_every_phase_with_its_share_and_the_data_wait():
     assert report["data_wait_share"] == 0.25 and report["phases_s"]["training"] == 600.0
 
 
+def test_the_report_names_the_corrupt_segments_the_trainer_skipped():
+    named = ["scenes/a.tif: tile 7 (rows 256-511, cols 768-1023)", "masks/b.tif: strip 3 (rows 48-63)"]
+    text = format_report(job_report("7.pbs", MARKS, {**TRAINER, "corrupt_tiles": named}, None))
+    assert "corrupt       2 segment(s) did not decode; the tiles touching them were skipped:" in text
+    assert all(f"\n  {name}" in text for name in named)
+    assert "corrupt" not in format_report(job_report("7.pbs", MARKS, TRAINER, None))
+
+
 def test_unknown_figures_read_as_unknown_or_a_dash():
     text = format_report(job_report("7.pbs", {"job_start": 0.0, "checks_start": 2.0}, None, None))
     assert "queue wait    unknown" in text and "  training    -" in text

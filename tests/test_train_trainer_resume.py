@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 
 import pytest
 import torch
 
-from trainutil import SIGKILL, SIGTERM, assert_same_weights, final_weights, interrupt, train_run
+from conftest import age, corrupt_segment
+from trainutil import SIGKILL, SIGTERM, assert_same_weights, final_weights, interrupt, segtrain_cmd, tiny_args, train_run
 
 pytestmark = pytest.mark.slow
 
@@ -103,3 +107,32 @@ def test_unsafe_config_change_is_refused_and_safe_one_accepted(reference, small_
     assert code == 0, out
     assert "config change accepted on resume: train.epochs: 3 -> 4" in out
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["position"]["step"] == 24
+
+
+def test_a_corrupt_tile_met_in_training_is_skipped_and_reported_and_resume_stays_exact(reference, small_data_ro, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_data_ro, data)
+    age(data)
+    scene = data / "scenes" / "scene_000.tif"  # a train scene in 64 px deflate tiles
+    check = subprocess.run(segtrain_cmd("check", *tiny_args(data)), capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    st = scene.stat()
+    corrupt_segment(scene, 1)  # after the check, as storage may rot it, or as the check's sample of a large file misses it
+    os.utime(scene, ns=(st.st_atime_ns, st.st_mtime_ns))  # the check's memo takes it for the file that passed
+    named = "scenes/scene_000.tif: tile 1 (rows 0-63, cols 64-127)"
+
+    whole = tmp_path / "whole"
+    code, out = train_run(whole, data, "train.checkpoint_every_steps=4")
+    assert code == 0, out
+    assert out.count(f"warning: skipping the tiles that touch a corrupt segment: {named}") == 1
+    assert named in (whole / "logs" / "train.log").read_text()
+    segment = json.loads((whole / "run.json").read_text())["segments"][-1]
+    assert segment["timing"]["corrupt_tiles"] == [named]
+    with pytest.raises(AssertionError, match="differs"):
+        assert_same_weights(final_weights(whole), final_weights(reference))  # the skipped windows were redrawn
+
+    stopped = tmp_path / "stopped"
+    assert interrupt(stopped, data, 8, SIGTERM, "train.checkpoint_every_steps=4") == 3
+    code, out = train_run(stopped, data, "train.checkpoint_every_steps=4")
+    assert code == 0 and "resuming" in out, out
+    assert_same_weights(final_weights(stopped), final_weights(whole))

@@ -19,6 +19,14 @@ staged with the cache. Measured on the same random windows:
   is the CPU time of this (the training) process per tile. From the cache,
   validity and mask come precomputed (its ``labels/``), as in training.
 
+Each row says which training path it measures: "GPU" (raw batches, finished by the transform
+on the training device after the copy: what a GPU training's loader delivers), "CPU" (batches
+finished on the host, in the workers or, with 0 workers, in the training process: what a CPU
+training's loader delivers), or "-" (a reference, not a training path). With ``--baseline
+REV`` (default: main) the training paths' rows of the cache are also measured with the old
+code (that git revision, extracted and run in its own process, in each round right after
+this code's), printed as "old" rows and as new/old ratios.
+
 The measurements run in ``--repeat`` interleaved rounds and each row shows its fastest round
 with the load average after it: on a shared machine the slowest rounds measure the neighbours.
 The cache's raw batches are measured right after the raw limit in each round, and the goal's
@@ -28,7 +36,7 @@ Goals: the cache's raw batches at >= 70 % of the raw limit (printed in tiles/s a
 per tile, which load disturbs less), compressed TIFFs at >= 20x the naive way. Also timed:
 opening a 1,000-scene data set (metadata only) and building the cache.
 
-    .venv/bin/python scripts/bench/data.py [--scenes 2] [--size 10980] [--tiles 600] [--repeat 3] [--dir DIR]
+    .venv/bin/python scripts/bench/data.py [--scenes 2] [--size 10980] [--tiles 600] [--repeat 3] [--dir DIR] [--baseline REV]
 """
 from __future__ import annotations
 
@@ -38,6 +46,7 @@ import functools
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +58,8 @@ import tifffile
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+if "--old-rows" not in sys.argv:  # as the old code's child process, its package comes from PYTHONPATH
+    sys.path.insert(0, str(REPO))
 
 from segtrain.config.schema import DataConfig  # noqa: E402
 from segtrain.data.cache import build_cache  # noqa: E402
@@ -62,8 +72,8 @@ BLOCK = 732  # side of the generated demo scene that is tiled up to full size
 NODATA_TAG = [(GDAL_NODATA_TAG, "s", 0, "0", True)]
 
 
-def write_scenes(base: Path, scenes: int, size: int, bands: int) -> tuple[Path, Path, Stats]:
-    """Two data roots (compressed, plain) with the same scenes, and statistics of those scenes."""
+def write_scenes(base: Path, scenes: int, size: int, bands: int, plain: bool = True) -> tuple[Path, Path, Stats]:
+    """Two data roots (compressed, plain: unless ``plain`` is False) with the same scenes, and statistics of those scenes."""
     rng = np.random.default_rng(0)
     image, mask = make_scene(rng, BLOCK, BLOCK, bands)
     valid = image.any(axis=0)
@@ -72,7 +82,7 @@ def write_scenes(base: Path, scenes: int, size: int, bands: int) -> tuple[Path, 
                   pos_weight=1.0, nodata_fraction=float(1 - valid.mean()))
     reps = -(-size // BLOCK)
     roots = base / "compressed", base / "plain"
-    for root in roots:
+    for root in roots[:2 if plain else 1]:
         for sub in ("scenes", "masks", "filelists"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "filelists" / "train.csv").write_text("".join(f"scene_{i}.tif\n" for i in range(scenes)))
@@ -86,6 +96,8 @@ def write_scenes(base: Path, scenes: int, size: int, bands: int) -> tuple[Path, 
                          maxworkers=2, metadata=None, extratags=NODATA_TAG)
         tifffile.imwrite(roots[0] / "masks" / name, big_mask, photometric="minisblack", tile=(256, 256),
                          compression="zlib", metadata=None)
+        if not plain:
+            continue
         tifffile.imwrite(roots[1] / "scenes" / name, big, photometric="minisblack", planarconfig="separate",
                          metadata=None, extratags=NODATA_TAG)
         tifffile.imwrite(roots[1] / "masks" / name, big_mask, photometric="minisblack", metadata=None)
@@ -132,6 +144,36 @@ def loader_rate(loader: torch.utils.data.DataLoader, transform=None) -> tuple[fl
             transform(batch)
         served += len(batch["scene"])
     return served / (time.perf_counter() - start), (time.process_time() - cpu) / served
+
+
+PATHS = {"TileDataset raw batches": "GPU", "+ batch transform on CPU": "CPU", "finished by the workers": "CPU"}
+TRAINING_ROWS = {  # reader -> (workers, transform, finished): the rows also measured with the old code
+    "TileDataset raw batches": (0, False, False),
+    "+ batch transform on CPU": (0, True, False),
+    "finished by the workers": (2, False, True),
+}
+
+
+def old_rates(code: Path, cfg: DataConfig, stats: Stats) -> dict[str, tuple[float, float]]:
+    """The training rows of the cache measured with the old code (``code``), in a process of its own."""
+    from startup import environment
+
+    spec = json.dumps({"cfg": dataclasses.asdict(cfg), "stats": stats.to_dict()})
+    proc = subprocess.run([sys.executable, __file__, "--old-rows", spec], env=environment(code, Path(cfg.root) / ".memo"),
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"the old code failed:\n{proc.stderr[-2000:]}")
+    return {name: tuple(rate) for name, rate in json.loads(proc.stdout.splitlines()[-1]).items()}
+
+
+def old_rows_child(spec: str) -> None:
+    """``--old-rows SPEC``: measure TRAINING_ROWS with whatever segtrain is on the path; print them as JSON."""
+    given = json.loads(spec)
+    cfg = DataConfig(**{k: v for k, v in given["cfg"].items() if k not in ("augment",)})
+    stats = Stats.from_dict(given["stats"])
+    rates = {name: dataset_rate(cfg, stats, workers, transform=transform, finished=finished)
+             for name, (workers, transform, finished) in TRAINING_ROWS.items()}
+    print(json.dumps(rates))
 
 
 def epoch_windows(cfg: DataConfig, stats: Stats, tiles: int) -> list[tuple[int, int, int]]:
@@ -190,7 +232,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of the measurements, interleaved; each figure is its round's best")
     parser.add_argument("--dir", help="work folder (default: a temporary one, removed at the end)")
+    parser.add_argument("--baseline", default="main", help="git revision of the old code ('' to skip it)")
+    parser.add_argument("--old-rows", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.old_rows:
+        old_rows_child(args.old_rows)
+        return
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="segtrain-bench-data-"))
     try:
         run(args, base)
@@ -242,26 +289,49 @@ def run(args: argparse.Namespace, base: Path) -> None:
     measurements["cache", "finished by the workers", "2"] = functools.partial(
         dataset_rate, dataclasses.replace(cfg, root=str(cache)), stats, 2, finished=True)
     rounds: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {key: [] for key in measurements}
+    old_code = None
+    if args.baseline:
+        sys.path.insert(0, str(REPO / "scripts" / "bench"))
+        from startup import baseline_code
+
+        old_code = baseline_code(args.baseline, base)
+        for reader, (workers, _, _) in TRAINING_ROWS.items():
+            rounds["cache (old)", reader, str(workers)] = []
     for _ in range(args.repeat):  # interleaved, so a burst of load on the machine hits every row alike
         for key, measure in measurements.items():
             rounds[key].append((*measure(), os.getloadavg()[0]))
+        if old_code is not None:  # right after this code's rows, in the same round
+            for reader, rate in old_rates(old_code, dataclasses.replace(cfg, root=str(cache)), stats).items():
+                rounds["cache (old)", reader, str(TRAINING_ROWS[reader][0])].append((*rate, os.getloadavg()[0]))
     best = {key: max(results) for key, results in rounds.items()}  # (tiles/s, CPU s/tile, load) of the fastest round
     raw = best["cache", "raw limit (np.memmap copy)", "-"]
     print(f"\nbest of {args.repeat} interleaved rounds; load: 1-minute load average after the round "
           f"({os.cpu_count()} CPUs)")
-    print(f"{'source':11s} {'reader':27s} {'workers':>7s} {'tiles/s':>9s} {'x naive':>8s} {'% of raw':>8s} "
+    print(f"{'source':11s} {'reader':27s} {'workers':>7s} {'path':>4s} {'tiles/s':>9s} {'x naive':>8s} {'% of raw':>8s} "
           f"{'main CPU us/tile':>17s} {'load':>5s}")
     for source, reader, workers in [("compressed", "naive (imread whole scene)", "-"), ("plain", "naive (imread whole scene)", "-")]:
-        print(f"{source:11s} {reader:27s} {workers:>7s} {naive[source]:9.1f} {1:8.1f} {100 * naive[source] / raw[0]:7.1f}% "
-              f"{'-':>17s} {'-':>5s}")
+        print(f"{source:11s} {reader:27s} {workers:>7s} {'-':>4s} {naive[source]:9.1f} {1:8.1f} "
+              f"{100 * naive[source] / raw[0]:7.1f}% {'-':>17s} {'-':>5s}")
     for (source, reader, workers), (rate, cpu, load) in best.items():
         vs_naive = f"{rate / naive[source]:8.1f}" if source in naive else f"{'-':>8s}"
-        print(f"{source:11s} {reader:27s} {workers:>7s} {rate:9.1f} {vs_naive} {100 * rate / raw[0]:7.1f}% "
+        path = PATHS.get(reader, "-")
+        print(f"{source:11s} {reader:27s} {workers:>7s} {path:>4s} {rate:9.1f} {vs_naive} {100 * rate / raw[0]:7.1f}% "
               f"{cpu * 1e6:17.0f} {load:5.1f}")
     cached = best["cache", "TileDataset raw batches", "0"]
     print(f"\ngoal: cache >= 70 % of the raw limit: {100 * cached[0] / raw[0]:.0f} % in tiles/s, "
           f"{100 * raw[1] / cached[1]:.0f} % in CPU time per tile (0 workers, best rounds); "
           f"compressed >= 20x naive: {best['compressed', 'TileDataset raw batches', '0'][0] / naive['compressed']:.0f}x")
+    finished = best["cache", "finished by the workers", "2"]
+    print(f"goal: CPU training path (finished by 2 workers) >= 50 % of the raw limit: {100 * finished[0] / raw[0]:.0f} % "
+          f"in tiles/s, {100 * raw[1] / finished[1]:.0f} % in the main process's CPU time per tile")
+    if old_code is not None:
+        print(f"old code ({args.baseline}) against this code, the same rows, best rounds:")
+        for reader, (workers, _, _) in TRAINING_ROWS.items():
+            path = PATHS[reader]
+            new_row, old_row = best["cache", reader, str(workers)], best["cache (old)", reader, str(workers)]
+            print(f"  {path} path, {reader} ({workers} workers): {100 * old_row[0] / raw[0]:.0f} % -> "
+                  f"{100 * new_row[0] / raw[0]:.0f} % of the raw limit in tiles/s (new/old {new_row[0] / old_row[0]:.2f}); "
+                  f"CPU time per tile of the main process new/old {new_row[1] / old_row[1]:.2f}")
     paired = [(c[0] / r[0], r[1] / c[1]) for r, c in zip(rounds[next(iter(rounds))], rounds["cache", "TileDataset raw batches", "0"])]
     for name, values in (("tiles/s", [p[0] for p in paired]), ("CPU time", [p[1] for p in paired])):
         print(f"  cache / raw limit in {name}, each round's pair measured back to back: median "

@@ -87,7 +87,7 @@ grep -vE "^(epoch|run |done|stopping)" "$out/train.txt" | tail -n 12
 
 if [ $((SECONDS - start)) -lt 230 ]; then
     echo "== bench/data.py (2 scenes of 4 x 5490^2)"
-    timeout $((330 - (SECONDS - start))) python3 scripts/bench/data.py --size 5490 --tiles 400 >"$out/data.txt" 2>&1
+    timeout $((330 - (SECONDS - start))) python3 scripts/bench/data.py --size 5490 --tiles 400 --baseline "" >"$out/data.txt" 2>&1
     tail -n 16 "$out/data.txt"
 fi
 echo "total $((SECONDS - start)) s"

@@ -59,10 +59,26 @@ from startup import baseline_code, environment  # noqa: E402
 BASELINE = "bc42291"  # main before issue 15's prediction work (strip per tile row, no reader thread)
 # Run with the old code's package first on the path: one scene through one backend, timed like
 # predict_scene times it, after an untimed first batch (as for the new code).
+# The old code only times the stitching: config keys its schema does not know (e.g.
+# data.augment.band_dropout, which prediction never reads) are dropped from the checkpoint's config.
 OLD_PREDICT = """
-import json, sys
+import dataclasses, json, sys, typing
 import numpy as np
+import segtrain.config
+from segtrain.config import schema
 from segtrain.predict import PredictOptions, load_backend, predict_scene
+
+def known(values, cls):
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in values.items():
+        if key in hints:
+            kind = hints[key]
+            out[key] = known(value, kind) if dataclasses.is_dataclass(kind) and isinstance(value, dict) else value
+    return out
+
+build_config = segtrain.config.build_config
+segtrain.config.build_config = lambda values, *args, **kwargs: build_config(known(values, schema.Config), *args, **kwargs)
 scene, model, out, batch, warmup = sys.argv[1:]
 backend = load_backend(model, device="cpu")
 backend(np.load(warmup))

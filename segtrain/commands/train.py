@@ -30,13 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from segtrain.cluster.schedulers import current_job_id
     from segtrain.errors import UserError
-    from segtrain.train.trainer import TrainOptions, default_run_dir, train
+    from segtrain.run.wandb_log import prepare as prepare_wandb
 
     cfg = config_from_args(args)
+    launching = (args.nproc_per_node > 1 or args.nnodes > 1) and "LOCAL_RANK" not in os.environ
+    if not launching and os.environ.get("RANK", "0") == "0":  # W&B logs from rank 0 only
+        prepare_wandb(cfg.logging.wandb)  # first: beside the imports, the check and the set-up that follow
+    from segtrain.train.trainer import TrainOptions, default_run_dir, train
+
     opts = TrainOptions(config_path=args.config, overrides=list(args.overrides), run_dir=args.run_dir,
                         mirror=args.mirror, time_limit=args.time_limit, deadline_file=args.deadline_file,
                         job_id=current_job_id())
-    if (args.nproc_per_node > 1 or args.nnodes > 1) and "LOCAL_RANK" not in os.environ:
+    if launching:
         from segtrain.preflight import check_dataset
         from segtrain.train.launch import LaunchSpec, launch
 

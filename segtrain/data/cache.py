@@ -24,7 +24,7 @@ import tifffile
 from segtrain.config.schema import DataConfig
 from segtrain.data.labels import labels_path, remove_other_labels, write_labels
 from segtrain.data.layout import SPLITS, filelist_path, read_split
-from segtrain.data.reader import open_raster
+from segtrain.data.reader import CorruptSegment, open_raster
 from segtrain.data.scene import GDAL_NODATA_TAG, SceneInfo, read_info
 from segtrain.data.stats import stats_path
 from segtrain.errors import UserError
@@ -78,9 +78,13 @@ def stage_file(src: Path, out: Path) -> bool:
             target = tifffile.memmap(tmp, shape=shape, dtype=info.dtype, photometric="minisblack",
                                      planarconfig="separate" if info.bands > 1 else None, metadata=None, extratags=tags)
             rows = max(1, BLOCK_PIXELS // info.width)
-            for y in range(0, info.height, rows):
-                h = min(rows, info.height - y)
-                target[..., y:y + h, :] = raster.read(y, 0, h, info.width).reshape(target[..., y:y + h, :].shape)
+            try:
+                for y in range(0, info.height, rows):
+                    h = min(rows, info.height - y)
+                    target[..., y:y + h, :] = raster.read(y, 0, h, info.width).reshape(target[..., y:y + h, :].shape)
+            except CorruptSegment as exc:  # the check decodes large files only in part
+                raise UserError(f"{exc}; the staging cache needs every tile: replace the file or leave the scene "
+                                "out of the filelists") from None
             target.flush()
             del target
             os.utime(tmp, ns=(stamp, stamp))

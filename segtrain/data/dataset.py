@@ -19,6 +19,12 @@ set (``tiles[i]``) gives a finished tile, through the same transform on the CPU.
 - training, ``data.sampling: grid``: the grid tiles (``data.overlap``) passing that threshold.
 - evaluation: grid tiles without overlap, every tile with a valid pixel, no augmentation, so
   each valid pixel is counted exactly once and tile-wise counts equal whole-split counts.
+
+A window that touches a segment of a compressed file that does not decode (the check decodes
+large files only in part, :mod:`segtrain.data.integrity`) is read as all invalid: a random draw
+is redrawn, a grid tile trains nothing, and the segment is named in the next batch's
+``corrupt`` list for the trainer to report. The job goes on, and draws stay what they were, so
+a resumed run is the same run.
 """
 from __future__ import annotations
 
@@ -34,11 +40,11 @@ import torch
 
 from segtrain.config.schema import DataConfig
 from segtrain.data.augment import Augmentation, draw_augmentation
-from segtrain.data.batch_transform import TileTransform, finish, geometry_code
+from segtrain.data.batch_transform import TileTransform, batch_tensor, finish, geometry_code
 from segtrain.data.item_random import ItemRandom, seed_words
 from segtrain.data.labels import Labels
 from segtrain.data.layout import read_split
-from segtrain.data.reader import SceneReader
+from segtrain.data.reader import CorruptSegment, SceneReader
 from segtrain.data.normalization import Normalization, normalization
 from segtrain.data.scene import SceneInfo, read_info, resolve_nodata, select_bands
 from segtrain.data.stats import Stats
@@ -89,6 +95,7 @@ class TileDataset(torch.utils.data.Dataset):
         self._grid: Optional[list[Window]] = None
         self._readers: OrderedDict[int, tuple[SceneReader, Optional[Labels]]] = OrderedDict()
         self._pid = os.getpid()
+        self._corrupt: list[str] = []  # corrupt segments met since the last batch, reported with the next
 
     @property
     def random_windows(self) -> bool:
@@ -117,7 +124,11 @@ class TileDataset(torch.utils.data.Dataset):
         kept = []
         with SceneReader(files.scene, None, self.band_indices, self.cfg.nodata) as reader:
             for y, x in tile_origins(info.height, info.width, t, overlap):
-                valid = reader.read_valid(y, x, min(t, info.height - y), min(t, info.width - x))
+                try:
+                    valid = reader.read_valid(y, x, min(t, info.height - y), min(t, info.width - x))
+                except CorruptSegment as exc:
+                    self._met(exc)
+                    continue
                 if np.count_nonzero(valid) >= least:
                     kept.append(Window(scene, y, x))
         return kept
@@ -134,13 +145,14 @@ class TileDataset(torch.utils.data.Dataset):
 
         raw (B,C,T,T) in the file's dtype, valid (B,T,T) bool, mask (B,T,T) uint8, each tile's
         augmentation as geometry (B,) int64, gain (B,) float32 and, with band dropout, keep (B,C)
-        float32 (0 for a dropped band), and scene, y, x (B,) int64.
+        float32 (0 for a dropped band), scene, y, x (B,) int64, and when any was met since the last
+        batch, corrupt: the corrupt segments (``scenes/NAME: tile N (rows ..., cols ...)``).
         Each window is copied once, straight into its slot of the batch (in shared memory when
         this runs in a DataLoader worker, as torch's own collation does).
         """
         n, t = len(indices), self.tile
-        raw = _batch_tensor((n, len(self.band_indices), t, t), self._dtype)
-        valid, mask = _batch_tensor((n, t, t), torch.bool), _batch_tensor((n, t, t), torch.uint8)
+        raw = batch_tensor((n, len(self.band_indices), t, t), self._dtype)
+        valid, mask = batch_tensor((n, t, t), torch.bool), batch_tensor((n, t, t), torch.uint8)
         for i in indices:
             if not 0 <= i < len(self):
                 raise IndexError(f"tile {i} out of range (0..{len(self) - 1})")
@@ -155,7 +167,8 @@ class TileDataset(torch.utils.data.Dataset):
             augs = [Augmentation()] * n
         keep = {"keep": torch.tensor([[not d for d in a.dropped] for a in augs], dtype=torch.float32)
                 } if self.training and self.cfg.augment.band_dropout > 0 else {}
-        return {"raw": raw, "valid": valid, "mask": mask,
+        corrupt, self._corrupt = self._corrupt, []
+        return {"raw": raw, "valid": valid, "mask": mask, **({"corrupt": corrupt} if corrupt else {}),
                 "geometry": torch.tensor([geometry_code(a) for a in augs], dtype=torch.int64),
                 "gain": torch.tensor([a.brightness for a in augs], dtype=torch.float32), **keep,
                 **{key: torch.tensor([getattr(w, key) for w in places], dtype=torch.int64) for key in PLACE}}
@@ -185,7 +198,20 @@ class TileDataset(torch.utils.data.Dataset):
         return best if best == window else self._read(best, raw, valid, mask)
 
     def _read(self, window: Window, raw: np.ndarray, valid: np.ndarray, mask: np.ndarray) -> Window:
-        """Read ``window`` into a batch slot: raw (C,T,T), valid (T,T), mask (T,T), padded at scene edges."""
+        """Read ``window`` into a batch slot: raw (C,T,T), valid (T,T), mask (T,T), padded at scene
+        edges; all invalid (and zero) when it touches a corrupt segment."""
+        try:
+            return self._read_window(window, raw, valid, mask)
+        except CorruptSegment as exc:
+            self._met(exc)
+            for slot in (raw, valid, mask):
+                slot.fill(0)
+            return window
+
+    def _met(self, exc: CorruptSegment) -> None:
+        self._corrupt.append(f"{exc.path.parent.name}/{exc.path.name}: {exc.where}")
+
+    def _read_window(self, window: Window, raw: np.ndarray, valid: np.ndarray, mask: np.ndarray) -> Window:
         info, t = self.infos[window.scene], self.tile
         h, w = min(t, info.height - window.y), min(t, info.width - window.x)
         reader, labels = self._reader(window.scene)
@@ -228,6 +254,7 @@ class TileDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_readers"] = OrderedDict()  # open files stay in the process that opened them
+        state["_corrupt"] = []  # reported by the process that met them
         return state
 
 
@@ -270,11 +297,3 @@ def _normalization(data_cfg: DataConfig, stats: Optional[Stats], bands: list[int
                         f"{example.path} has {example.bands}; recompute them with `segtrain stats`")
     return normalization(data_cfg.normalize, None if stats is None else stats.to_dict(), bands,
                          source=f"the statistics of {data_cfg.root}")
-
-
-def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialized batch tensor; in a DataLoader worker, in shared memory (no copy when sent)."""
-    if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    like = torch.empty(0, dtype=dtype)
-    return like.new(like._typed_storage()._new_shared(int(np.prod(shape)), device="cpu")).view(shape)

@@ -109,10 +109,44 @@ def _read_plane(fd: int, out: np.ndarray, page, sep: int, picks: list[tuple[int,
             if not count:  # a sparse file's missing segment holds the fill value
                 out[target] = fill
                 continue
-            data = os.pread(fd, count, page.dataoffsets[index])
-            segment = key.decode(data, index, jpegtables=page.jpegtables, jpegheader=key.jpegheader,
-                                 _fullsize=key.is_tiled)[0]
+            segment = decode_segment(fd, page, index)
             out[target] = segment[0, y0 - ty * sh:y1 - ty * sh, x0 - tx * sw:x1 - tx * sw][..., contig].transpose(2, 0, 1)
+
+
+class CorruptSegment(Exception):
+    """A tile or strip of a TIFF whose bytes do not decode; names the file and the segment."""
+
+    def __init__(self, path: str | Path, page, index: int, cause: BaseException):
+        self.path, self.index = Path(path), index
+        self.where = segment_name(page, index)
+        super().__init__(f"{self.path}: corrupt TIFF: {self.where} does not decode ({type(cause).__name__}: "
+                         f"{str(cause).splitlines()[0] if str(cause) else ''})")
+
+
+def segment_name(page, index: int) -> str:
+    """``tile 7 (rows 256-511, cols 768-1023)`` or ``strip 3 (rows ...)``: where a segment lies in the image."""
+    key = page.keyframe
+    sh, sw = (key.tilelength, key.tilewidth) if key.is_tiled else (min(key.rowsperstrip, key.imagelength), key.imagewidth)
+    cols, rows = math.ceil(key.imagewidth / sw), math.ceil(key.imagelength / sh)
+    plane, rest = divmod(index, rows * cols)
+    ty, tx = divmod(rest, cols)
+    y1, x1 = min((ty + 1) * sh, key.imagelength), min((tx + 1) * sw, key.imagewidth)
+    band = f", plane {plane}" if plane else ""
+    if key.is_tiled:
+        return f"tile {index} (rows {ty * sh}-{y1 - 1}, cols {tx * sw}-{x1 - 1}{band})"
+    return f"strip {index} (rows {ty * sh}-{y1 - 1}{band})"
+
+
+def decode_segment(fd: int, page, index: int) -> np.ndarray:
+    """Segment ``index`` of ``page`` decoded by tifffile's decoder (tiles padded to full size);
+    :class:`CorruptSegment` when its bytes do not decode. The page's offsets must have a byte count."""
+    key = page.keyframe
+    try:
+        data = os.pread(fd, page.databytecounts[index], page.dataoffsets[index])
+        return key.decode(data, index, jpegtables=page.jpegtables, jpegheader=key.jpegheader,
+                          _fullsize=key.is_tiled)[0]
+    except Exception as exc:  # imagecodecs raises one error type per codec; a short segment, a ValueError
+        raise CorruptSegment(page.parent.filehandle.path, page, index, exc) from None
 
 
 def _plane_groups(series, info: SceneInfo, bands: Sequence[int]) -> list[tuple[object, int, list[tuple[int, int]]]]:

@@ -101,26 +101,6 @@ def select_bands(requested: Optional[list[int]], info: SceneInfo) -> list[int]:
     return selected
 
 
-def decode_all(info: SceneInfo, workers: int = 4) -> None:
-    """Decompress every tile or strip of a compressed TIFF, keeping none of it in memory, so that
-    a corrupt one is found by the preflight and not by training hours later. Threaded: the codecs
-    release the GIL."""
-    if info.compression == "NONE":
-        return  # nothing to decode; truncation is already checked by read_info
-    try:
-        with tifffile.TiffFile(info.path) as tif:
-            for page in tif.series[0].pages:
-                for _ in page.segments(maxworkers=workers, func=_discard):
-                    pass
-    except Exception as exc:  # imagecodecs raises one error type per codec
-        raise UserError(f"{info.path}: corrupt TIFF: {info.compression} data does not decode "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-
-
-def _discard(_: object) -> None:
-    return None
-
-
 def resolve_nodata(info: SceneInfo, override: Optional[float] = None) -> Optional[float]:
     """The value that marks a pixel invalid: ``data.nodata``, else the file's tag, else 0 for integers.
 

@@ -21,7 +21,7 @@ from segtrain.config.schema import Config, DataConfig
 from segtrain.data import memo
 from segtrain.data.layout import SceneFiles, read_split
 from segtrain.data.normalization import robust_statistics
-from segtrain.data.reader import SceneReader
+from segtrain.data.reader import CorruptSegment, SceneReader
 from segtrain.data.scene import SceneInfo, read_info
 from segtrain.errors import UserError
 from segtrain.fsutil import atomic_write_json
@@ -42,7 +42,7 @@ class Stats:
     pos_weight: float  # negatives / positives: the BCE weight that balances the classes
     nodata_fraction: float  # invalid pixels among all pixels
     percentiles: dict[str, list[float]] = field(default_factory=dict)  # "1", "50", ... -> per band
-    scenes: list[dict] = field(default_factory=list)  # name, height, width, nodata_fraction, pos_fraction
+    scenes: list[dict] = field(default_factory=list)  # name, height, width, nodata_fraction, pos_fraction[, corrupt]
     split: str = "train"
     valid_pixels: int = 0
     robust: dict = field(default_factory=dict)  # per band: data.normalize: robust (segtrain.data.normalization)
@@ -92,6 +92,7 @@ class _SceneScan:
     moments: _Moments
     positives: int
     sample: np.ndarray  # (bands, n) valid pixel values
+    corrupt: list[str]  # segments that did not decode: their rows are left out
 
     @property
     def pixels(self) -> int:
@@ -114,7 +115,8 @@ def scan_split(root: str | Path, split: str = "train", nodata: Optional[float] =
     positives = sum(s.positives for s in scans)
     sample = np.concatenate([s.sample for s in scans], axis=1)
     table = [dict(name=f.name, height=s.height, width=s.width, nodata_fraction=round(1 - s.moments.n / s.pixels, 6),
-                  pos_fraction=round(s.positives / max(s.moments.n, 1), 6)) for f, s in zip(scenes, scans)]
+                  pos_fraction=round(s.positives / max(s.moments.n, 1), 6), **({"corrupt": s.corrupt} if s.corrupt else {}))
+             for f, s in zip(scenes, scans)]
     stats = Stats(
         mean=moments.mean.tolist(), std=np.sqrt(moments.m2 / moments.n).tolist(),
         pos_fraction=positives / moments.n, pos_weight=(moments.n - positives) / max(positives, 1),
@@ -129,14 +131,19 @@ def _scan_scene(files: SceneFiles, nodata: Optional[float], sample_size: int) ->
         rows = max(1, BLOCK_PIXELS // reader.width)
         step = max(1, reader.height * reader.width // sample_size)
         moments = _Moments(0, np.zeros(reader.bands), np.zeros(reader.bands))
-        positives, samples = 0, []
+        positives, samples, corrupt = 0, [], []
         for y in range(0, reader.height, rows):
-            image, valid, mask = reader.read(y, 0, min(rows, reader.height - y), reader.width)
+            try:
+                image, valid, mask = reader.read(y, 0, min(rows, reader.height - y), reader.width)
+            except CorruptSegment as exc:  # training skips it too (segtrain.data.dataset)
+                corrupt.append(exc.where)
+                continue
             values = image[:, valid]
             moments = moments + _Moments.of(values) if values.size else moments
             positives += int(np.count_nonzero(mask[valid]))
             samples.append(values[:, ::step])
-        return _SceneScan(reader.height, reader.width, moments, positives, np.concatenate(samples, axis=1))
+        return _SceneScan(reader.height, reader.width, moments, positives,
+                          np.concatenate(samples or [np.empty((reader.bands, 0))], axis=1), corrupt)
 
 
 def _no_valid_pixels(root: str | Path, split: str) -> str:

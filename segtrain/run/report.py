@@ -122,7 +122,7 @@ def job_report(job_id: str, marks: Mapping[str, float], trainer: Optional[Mappin
         "job_id": job_id, "queue_wait_s": queue_wait_s, "elapsed_s": elapsed_s(marks),
         "phases_s": job_phases(marks, trainer), "steps": trainer.get("steps"),
         "data_wait_share": wait / training if training and wait is not None else None,
-        "gpu": trainer.get("gpu"),
+        "gpu": trainer.get("gpu"), "corrupt_tiles": trainer.get("corrupt_tiles") or [],
     }
 
 
@@ -145,6 +145,10 @@ def format_report(report: Mapping[str, Any]) -> str:
             line += f", waiting for data {share:.0%} of it" if share is not None else ""
         lines.append(line)
     lines.append(f"GPU           {format_gpu(report.get('gpu'))}")
+    corrupt = report.get("corrupt_tiles") or []
+    if corrupt:
+        lines.append(f"corrupt       {len(corrupt)} segment(s) did not decode; the tiles touching them were skipped:")
+        lines += [f"  {name}" for name in corrupt]
     return "\n".join(lines)
 
 

@@ -148,6 +148,7 @@ class _Run:
         self.budget = TimeBudget(opts.time_limit, deadline_file=opts.deadline_file)
         self.clock = TrainerClock()
         self.gpu = None
+        self.corrupt: list[str] = []  # corrupt segments the loader met this segment (scene and tile)
         self.launcher_pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
         self.rd = RunDir(opts.run_dir)
         state, self.resume_from, notes = self._inspect_run_dir()  # state: local, so it is freed after set-up
@@ -297,6 +298,7 @@ class _Run:
             waited = time.monotonic()
             pace.logged, pace.data_s = (waited, pos.step), 0.0
             for batch in batches:
+                self._note_corrupt(batch)
                 data_s = time.monotonic() - waited
                 self.clock.step(data_s)
                 step_start = time.monotonic()
@@ -364,6 +366,13 @@ class _Run:
             noticed = f", noticed after step {self.pos.step}" if self.pos.step != step else ""
             raise TrainingFailed(f"non-finite loss or gradient at step {step} (epoch {self.pos.epoch}){noticed}; "
                                  f"the last good checkpoint is in {self.rd.checkpoints}")
+
+    def _note_corrupt(self, batch: dict) -> None:
+        """Say once which corrupt segments the loader met (and skipped); the segment's record keeps them."""
+        for name in batch.get("corrupt", ()):
+            if name not in self.corrupt:
+                self.corrupt.append(name)
+                self.console.message(f"warning: skipping the tiles that touch a corrupt segment: {name}")
 
     def _decide(self, last_checkpoint: float, validation_next: bool) -> tuple[Optional[str], bool]:
         """After a step: the reason to stop now (or None) and whether a periodic checkpoint is due,
@@ -512,4 +521,4 @@ class _Run:
 
     def _timing(self) -> dict[str, Any]:
         """This segment's figures for the job report (run.json, with the segment)."""
-        return {**self.clock.to_dict(), "gpu": self.gpu}
+        return {**self.clock.to_dict(), "gpu": self.gpu, "corrupt_tiles": self.corrupt}

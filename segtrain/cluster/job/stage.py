@@ -18,6 +18,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 from segtrain.errors import UserError
 from segtrain.fsutil import fsync_dir
@@ -68,8 +69,9 @@ def verify_sizes(expected: dict[str, int], root: Path) -> list[str]:
     return problems
 
 
-def stage_dataset(src: Path, dst: Path) -> CopyReport:
-    """Copy a data set (a folder, or a tar archive, compressed or not) to ``dst`` and verify it."""
+def stage_dataset(src: Path, dst: Path, staged: Optional[Callable[[Path], None]] = None) -> CopyReport:
+    """Copy a data set (a folder, or a tar archive, compressed or not) to ``dst`` and verify it;
+    ``staged`` is told each file's path as soon as it is copied (the full decode starts there)."""
     start = time.monotonic()
     dst.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
@@ -81,15 +83,17 @@ def stage_dataset(src: Path, dst: Path) -> CopyReport:
             shutil.copyfile(src / rel, target)
             st = (src / rel).stat()
             os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # the copy is the same version of the file
+            if staged is not None:
+                staged(target)
     else:
-        expected = _extract(src, dst)
+        expected = _extract(src, dst, staged)
     report = CopyReport(files=len(expected), bytes=sum(expected.values()), copied=len(expected),
                         failures=verify_sizes(expected, dst))
     report.seconds = time.monotonic() - start
     return report
 
 
-def _extract(archive: Path, dst: Path) -> dict[str, int]:
+def _extract(archive: Path, dst: Path, staged: Optional[Callable[[Path], None]] = None) -> dict[str, int]:
     """Extract ``archive`` in one sequential read; refuse members that would land outside ``dst``."""
     if not hasattr(tarfile, "data_filter"):
         raise UserError(f"{archive}: this Python cannot extract archives safely (needs 3.10.12+/3.11.4+)")
@@ -100,7 +104,10 @@ def _extract(archive: Path, dst: Path) -> dict[str, int]:
             for member in tar:
                 tar.extract(member, dst, filter="data")
                 if member.isfile():
-                    expected[os.path.normpath(member.name.lstrip("/"))] = member.size
+                    rel = os.path.normpath(member.name.lstrip("/"))
+                    expected[rel] = member.size
+                    if staged is not None:
+                        staged(dst / rel)
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise UserError(f"{archive}: not a readable tar archive: {exc}") from None
     return expected

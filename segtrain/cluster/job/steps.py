@@ -231,16 +231,27 @@ def _rel(path: str, start: str) -> str:
 
 # ---- stage --------------------------------------------------------------------------------------
 def step_stage(args: argparse.Namespace) -> int:
+    from segtrain.data.staged_decode import StagedDecode
+    from segtrain.preflight import decoded_pairs
+
     started = time.time()
     plan = Plan.load(args.plan)
-    report = stage_dataset(Path(plan.data), plan.work_data)
-    print(f"staged data set: {report.summary()}")
-    if not report.ok:
-        return EXIT_FAILED
+    cfg = load_config(plan.config, plan.overrides)
+    with StagedDecode(skip=decoded_pairs(Path(plan.data))) as decode:  # large files decoded beside the copy
+        report = stage_dataset(Path(plan.data), plan.work_data,  # the staging cache decodes them itself
+                               staged=None if cfg.data.cache else decode.staged)
+        print(f"staged data set: {report.summary()}")
+        if not report.ok:
+            return EXIT_FAILED
+        start = time.monotonic()
+        corrupt = decode.corrupt()
+        if decode.pairs:
+            print(f"decoded every tile of {decode.pairs} scene and mask pairs beside the copy (waited "
+                  f"{time.monotonic() - start:.1f} s after it)" + "".join(
+                      f"\nwarning: {c}; training skips the tiles that touch it" for c in corrupt))
     root = staged_root(plan.work_data)
     if Path(plan.data).is_dir():  # same files, sizes and times: what the frontend checked is not checked again
         memo.carry(plan.data, root)
-    cfg = load_config(plan.config, plan.overrides)
     if not Path(plan.data).is_dir():  # an archive can only be checked once unpacked
         _check_data(cfg, root)
     report = sync_tree(Path(plan.run_dir), plan.work_run)  # a new run too: its run.json names this job
