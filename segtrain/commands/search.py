@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "new":
         return _new(args)
     if args.action == "work":
-        from segtrain.cluster.scheduler import current_job_id
+        from segtrain.cluster.schedulers import current_job_id
         from segtrain.search.worker import WorkerOptions, run_worker
 
         return run_worker(WorkerOptions(args.study, list(args.overrides), str(args.worker), time_limit=args.time_limit,

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from segtrain.config import Config, ConfigError, build_config, load_raw, to_dict
-from segtrain.config.load import merge, parse_override, parse_yaml
+from segtrain.config.load import (base_and_overrides, merge, parse_override, read_yaml_mapping,
+                                  yaml_mapping_has)
 from segtrain.errors import UserError
 
 SEARCH_KEYS = ("base", "overrides", "space", "objective", "sampler", "pruner", "n_trials", "workers", "seed",
@@ -147,37 +148,19 @@ def encode_choice(value: Any) -> Any:
 
 def is_search_file(path: Path) -> bool:
     """A YAML mapping with a ``space`` key (neither a config nor a grid file has one)."""
-    if not path.is_file() or path.suffix not in (".yaml", ".yml"):
-        return False
-    try:
-        data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
-    except (UserError, OSError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and "space" in data
+    return yaml_mapping_has(path, "space")
 
 
 def load_search(path: str | Path) -> SearchSpec:
     """Read and validate a search file; every problem is one UserError naming the file and the key."""
     path = Path(path)
-    try:
-        data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read search file: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a search file must be a mapping with 'base' and 'space'")
+    data = read_yaml_mapping(path, "search file", "with 'base' and 'space'")
     for key in data:
         if key not in SEARCH_KEYS:
             raise UserError(f"{path}: {key}: unknown key{_suggest(str(key), SEARCH_KEYS)}; a search file has "
                             f"{', '.join(SEARCH_KEYS)}")
     where = str(path)
-    base = data.get("base")
-    if not isinstance(base, str) or not base:
-        raise UserError(f"{where}: base: expected the path of a config file, got {base!r}")
-    overrides = data.get("overrides") or []
-    if not isinstance(overrides, list) or not all(isinstance(item, str) for item in overrides):
-        raise UserError(f"{where}: overrides: expected a list of section.key=value strings")
-    for item in overrides:
-        parse_override(item)
+    base, overrides = base_and_overrides(data, where)
     base_path = path.parent / base
     config = _build(base_path, overrides, f"{where}: base {base}")
     space = _space(data.get("space"), config, base_path, overrides, where)

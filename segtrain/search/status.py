@@ -47,6 +47,13 @@ def trial_hours(study_dir: Path, number: int) -> float:
     return total / 3600
 
 
+def study_finished(study_dir: Path) -> bool:
+    """Whether the study has its n_trials and none of them is still running or paused."""
+    spec, study, _ = load(study_dir)
+    trials = study.get_trials(deepcopy=False)
+    return len(trials) >= spec.n_trials and all(t.state.is_finished() for t in trials)
+
+
 def status_text(study_dir: Path) -> str:
     spec, study, claims = load(study_dir)
     trials = study.get_trials(deepcopy=False)

@@ -128,7 +128,7 @@ def _train_trial(opts: WorkerOptions, spec: SearchSpec, study: Any, claims: Clai
         with claims.beating(claim.number):
             code = train(cfg, TrainOptions(config_path=str(base), overrides=overrides,
                                            run_dir=run_dir, time_limit=time_limit, deadline_file=opts.deadline_file,
-                                           on_validation=reporter))
+                                           job_id=opts.job_id, on_validation=reporter))
     except UserError as exc:
         print(f"worker {opts.worker}: trial {claim.number} failed: {exc}", flush=True)
         study.tell(claim.number, state=optuna.trial.TrialState.FAIL)

@@ -99,7 +99,7 @@ def resubmission(plan: Plan, code: Optional[int], terminated_at: Optional[float]
         return None, f"not resubmitting: MAX_RESUBMITS={plan.max_resubmits} reached; to continue: {manual}"
     variables = {qsub.RUN: plan.run_dir, qsub.DATA: plan.data, qsub.RUNS: plan.runs,
                  qsub.MAX_RESUBMITS: str(plan.max_resubmits), qsub.RESUBMITS: str(plan.resubmits + 1),
-                 **plan.passed_on}
+                 **plan.passed_on, **({qsub.STUDY: plan.study, qsub.WORKER: plan.worker} if plan.study else {})}
     # Where the scheduler takes no dependency (PBS Pro, on a subjob: 13[2].server), the next job may
     # start at once: the run is already copied back.
     scheduler = scheduler_named(plan.scheduler)

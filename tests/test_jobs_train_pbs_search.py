@@ -1,0 +1,63 @@
+"""A search's workers as jobs/train.pbs jobs: the job runs `segtrain search work`, a walltime stop resumes the trial."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from searchutil import SPACE, make_study, outcome, run_worker, trials
+from test_jobs_train_pbs import make_repo, submit
+from trainutil import TINY
+
+from conftest import REPO
+from segtrain.cluster.directives import parse_qsub_args
+from segtrain.cluster.job.resubmit import resubmission
+from segtrain.cluster.job.steps import make_plan, trainer_args
+
+ASHA = "pruner: {name: asha, min_epochs: 1, reduction_factor: 2}\nsampler: {name: tpe, startup_trials: 2}\nseed: 5\n"
+
+
+def subjob_env(study: Path, scratch: Path, index: str) -> dict:
+    return {"PBS_JOBID": f"13[{index}].server", "PBS_O_WORKDIR": str(REPO), "SCRATCHDIR": str(scratch),
+            "STUDY": str(study), "PBS_ARRAY_ID": "13[].server", "PBS_ARRAY_INDEX": index}
+
+
+def test_a_subjob_of_a_studys_array_runs_its_worker_and_resubmits_as_the_same_worker(tmp_path, small_data_ro):
+    study = make_study(tmp_path, small_data_ro, "n_trials: 2\nworkers: 2\n")
+    (tmp_path / "scratch").mkdir()
+    plan, cfg = make_plan(subjob_env(study, tmp_path / "scratch", "1"), [], 0.0, None, tmp_path / "scratch")
+    assert (plan.study, plan.worker, plan.run_dir) == (str(study), "1", str(study / "workers" / "1"))
+    plan.data_root = str(tmp_path / "scratch" / "data")
+    words, _ = trainer_args(plan, cfg, 0.0)
+    assert words == ["search", "work", str(study), f"data.root={json.dumps(plan.data_root)}", "--worker", "1"]
+    argv, _ = resubmission(plan, 3, None, None)
+    request = parse_qsub_args(argv[1:], environ={})
+    assert request.array is None and request.variables["STUDY"] == str(study) and request.variables["WORKER"] == "1"
+
+
+def search_file(repo: Path, body: str) -> Path:
+    """A search file in a repository copy (made by make_repo), over tiny trials on its data/demo."""
+    path = repo / "walltime.yaml"
+    overrides = [*TINY, "train.epochs=4"]
+    path.write_text(f"base: configs/demo.yaml\noverrides: {overrides}\n{SPACE}{body}")
+    return path
+
+
+def test_a_study_whose_jobs_stop_at_the_walltime_ends_as_an_uninterrupted_one(tmp_path, small_data_ro):
+    body = ASHA + "n_trials: 4\n"
+    uninterrupted = make_study(tmp_path, small_data_ro, body, name="whole")
+    assert run_worker(uninterrupted)[0] == 0
+    repo = make_repo(tmp_path / "segtrain", small_data_ro)
+    proc = submit(repo, search_file(repo, body).name, "--ncpus", "1", "--walltime", "00:00:40",
+                  "--margin", "00:00:10", "--max-resubmits", "30", wait=False)
+    stdout, _ = proc.communicate(timeout=1800)  # a chain of jobs: minutes on a loaded machine
+    assert proc.returncode == 0, stdout
+    [study] = [p for p in (repo / "runs").iterdir() if p.is_dir()]
+    jobs = [line for line in stdout.splitlines() if line.startswith("job ")]
+    assert len(jobs) >= 2 and all(": exit 3;" in line for line in jobs[:-1]), jobs  # stopped, resubmitted
+    split = [t.number for t in trials(study)
+             if len(json.loads((study / "trials" / f"{t.number:04d}" / "run.json").read_text())["segments"]) > 1]
+    assert split, "no trial was stopped by a job's time limit and resumed by the next job"
+    for number in split:
+        segments = json.loads((study / "trials" / f"{number:04d}" / "run.json").read_text())["segments"]
+        assert all(later["start_step"] == earlier["end_step"] for earlier, later in zip(segments, segments[1:]))
+    assert outcome(study) == outcome(uninterrupted)
