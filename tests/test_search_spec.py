@@ -18,7 +18,7 @@ space:
   optim.lr: {type: float, low: 1.0e-4, high: 0.1, log: true}
   loss.terms.dice: {type: float, low: 0.0, high: 2.0}
   model.base_width: {type: int, low: 8, high: 32, step: 8}
-  loss.terms: [{bce: 1.0}, {bce: 1.0, dice: 1.0}]
+  loss.pos_weight: [null, auto, 3.0]
 """
 
 
@@ -30,7 +30,7 @@ def search_file(tmp_path: Path, body: str, base: Path = DEMO) -> Path:
 
 def test_a_search_file_gives_parameters_checked_against_the_config_schema(tmp_path):
     spec = load_search(search_file(tmp_path, SPACE + "pruner: {name: hyperband, min_epochs: 2}\nn_trials: 12\n"))
-    assert [p.key for p in spec.space] == ["optim.lr", "loss.terms.dice", "model.base_width", "loss.terms"]
+    assert [p.key for p in spec.space] == ["optim.lr", "loss.terms.dice", "model.base_width", "loss.pos_weight"]
     assert (spec.sampler.name, spec.pruner.name, spec.pruner.min_epochs, spec.n_trials) == ("tpe", "hyperband", 2, 12)
     assert (spec.objective.metric, spec.objective.direction, spec.workers, spec.seed) == ("iou", "maximize", 1, 0)
     assert spec.space[2].grid_values() == [8, 16, 24, 32]
@@ -40,7 +40,14 @@ def test_a_mapping_entry_keeps_the_other_entries_of_the_base_mapping(tmp_path):
     spec = load_search(search_file(tmp_path, SPACE))
     cfg = spec.trial_config({"loss.terms.dice": 0.25, "optim.lr": 0.01})
     assert cfg.loss.terms == {"bce": 1.0, "dice": 0.25} and cfg.optim.lr == 0.01
-    assert spec.trial_config({"loss.terms": {"bce": 1.0}}).loss.terms == {"bce": 1.0}
+    assert spec.trial_config({"loss.pos_weight": None}).loss.terms == {"bce": 1.0, "dice": 1.0}
+
+
+def test_a_categorical_value_may_be_a_mapping(tmp_path):
+    spec = load_search(search_file(tmp_path, "space: {loss.terms: [{bce: 1.0}, {mse: 1.0}]}\n"))
+    (param,) = spec.space
+    assert param.decode(param.distribution().choices[1]) == {"mse": 1.0}
+    assert spec.trial_config({"loss.terms": {"mse": 1.0}}).loss.terms == {"mse": 1.0}
 
 
 def test_the_grid_sampler_takes_as_many_trials_as_the_grid_has_points(tmp_path):
@@ -55,6 +62,8 @@ def test_the_grid_sampler_takes_as_many_trials_as_the_grid_has_points(tmp_path):
 
 @pytest.mark.parametrize("body, message", [
     (SPACE + "trials: 8\n", "trials: unknown key (did you mean 'n_trials'?)"),
+    ("space: {loss.terms: [{bce: 1.0}], loss.terms.dice: [0.5]}\n",
+     "space.loss.terms.dice: loss.terms is searched too; search the mapping or its entries, not both"),
     ("space: {}\n", "space: is empty"),
     ("objective: {metric: iou}\n", "space: is empty"),
     ("space: {optim.learning_rate: {type: float, low: 0.1, high: 1}}\n",

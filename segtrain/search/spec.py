@@ -194,6 +194,9 @@ def _space(raw: Any, config: Config, base: Path, overrides: list[str], where: st
         at = f"{where}: space.{key}"
         if not isinstance(key, str):
             raise UserError(f"{at}: expected a config key as section.key")
+        whole = [other for other in raw if isinstance(other, str) and key.startswith(other + ".")]
+        if whole:
+            raise UserError(f"{at}: {whole[0]} is searched too; search the mapping or its entries, not both")
         if key.startswith(RESERVED_PREFIXES):
             raise UserError(f"{at}: set by the search for each trial; not a parameter")
         tp = _config_key_type(key, at)

@@ -60,7 +60,8 @@ class Reporter:
             step = record["epoch"] + 1
             steps.append(step)
             if step not in self.reported:
-                self.trial.report(float(record[self.spec.objective.metric]), step)
+                # calibrated_iou is missing where a validation had no positive pixel to calibrate on
+                self.trial.report(float(record.get(self.spec.objective.metric, math.nan)), step)
                 self.reported.add(step)
         if not steps:
             return None
