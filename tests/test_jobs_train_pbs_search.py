@@ -9,7 +9,7 @@ from test_jobs_train_pbs import make_repo, submit
 from trainutil import TINY
 
 from conftest import REPO
-from segtrain.cluster.directives import parse_qsub_args
+from segtrain.cluster.pbs.directives import parse_qsub_args
 from segtrain.cluster.job.resubmit import resubmission
 from segtrain.cluster.job.steps import make_plan, trainer_args
 
@@ -48,30 +48,33 @@ def test_a_worker_killed_at_the_walltime_resubmits_when_one_of_its_trials_moved_
     assert parse_qsub_args(argv[1:], environ={}).variables["STUDY"] == str(study)
 
 
+SHORT = ("train.epochs=2", "data.tiles_per_epoch=16")  # 2 steps an epoch
+
+
 def search_file(repo: Path, body: str) -> Path:
     """A search file in a repository copy (made by make_repo), over tiny trials on its data/demo."""
     path = repo / "walltime.yaml"
-    overrides = [*TINY, "train.epochs=4"]
+    overrides = [*TINY, "train.epochs=4", *SHORT]
     path.write_text(f"base: configs/demo.yaml\noverrides: {overrides}\n{SPACE}{body}")
     return path
 
 
-def test_a_study_whose_jobs_stop_at_the_walltime_ends_as_an_uninterrupted_one(tmp_path, small_data_ro):
-    body = ASHA + "n_trials: 4\n"
-    uninterrupted = make_study(tmp_path, small_data_ro, body, name="whole")
+def test_a_study_whose_jobs_stop_at_their_time_limit_ends_as_an_uninterrupted_one(tmp_path, small_data_ro):
+    """A 1-minute walltime minus a margin of 0:59 leaves each job's worker a second: one step of one trial a job
+    (it always trains one), so every trial is stopped and resumed by the next job, over a chain of jobs."""
+    body = ASHA + "n_trials: 2\n"
+    uninterrupted = make_study(tmp_path, small_data_ro, body, name="whole", extra=SHORT)
     assert run_worker(uninterrupted)[0] == 0
     repo = make_repo(tmp_path / "segtrain", small_data_ro)
     proc = submit(repo, search_file(repo, body).name, "--ncpus", "1", "--walltime", "00:01:00",
-                  "--margin", "00:00:20", "--max-resubmits", "30", wait=False)
+                  "--margin", "00:00:59", "--max-resubmits", "30", wait=False)
     stdout, _ = proc.communicate(timeout=1800)  # a chain of jobs: minutes on a loaded machine
     assert proc.returncode == 0, stdout
     [study] = [p for p in (repo / "runs").iterdir() if p.is_dir()]
     jobs = [line for line in stdout.splitlines() if line.startswith("job ")]
-    assert len(jobs) >= 2 and all(": exit 0;" not in line for line in jobs[:-1]), jobs  # stopped, resubmitted
-    split = [t.number for t in trials(study)
-             if len(json.loads((study / "trials" / f"{t.number:04d}" / "run.json").read_text())["segments"]) > 1]
-    assert split, "no trial was stopped by a job's time limit and resumed by the next job"
-    for number in split:
-        segments = json.loads((study / "trials" / f"{number:04d}" / "run.json").read_text())["segments"]
+    assert len(jobs) >= 4 and all(": exit 3;" in line for line in jobs[:-1]), jobs  # stopped, resubmitted
+    for t in trials(study):
+        segments = json.loads((study / "trials" / f"{t.number:04d}" / "run.json").read_text())["segments"]
+        assert len(segments) > 1  # stopped by a job's time limit and resumed by the next job
         assert all(later["start_step"] == earlier["end_step"] for earlier, later in zip(segments, segments[1:]))
     assert outcome(study) == outcome(uninterrupted)

@@ -86,9 +86,10 @@ def run_worker(opts: WorkerOptions) -> int:
     study_id = storage.get_study_id_from_name(study.study_name)
     claims = Claims(opts.study_dir, storage, study_id, opts.worker, spec.stale_after, opts.job_id)
     deadline = None if opts.time_limit is None else time.monotonic() + opts.time_limit
+    trained = 0
     with StopSignals() as signals:
-        while True:
-            if signals.received or (deadline is not None and time.monotonic() >= deadline):
+        while True:  # a job always takes one trial, as the trainer always trains one step: a chain moves on
+            if signals.received or (trained and deadline is not None and time.monotonic() >= deadline):
                 print(f"worker {opts.worker}: stopping before the next trial ({signals.received or 'time limit'})")
                 return EXIT_RESUMABLE
             claim = claims.take(spec.n_trials, lambda draw: _ask(storage, spec, draw))
@@ -97,6 +98,7 @@ def run_worker(opts: WorkerOptions) -> int:
                 return EXIT_OK
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             code = _train_trial(opts, spec, study, claims, claim, remaining)
+            trained += 1
             if code == EXIT_RESUMABLE:
                 return code
 
