@@ -37,7 +37,7 @@ def load(study_dir: Path) -> tuple[SearchSpec, Any, Claims]:
 
 def trial_hours(study_dir: Path, number: int) -> float:
     """Hours the trial's run has trained (its job segments' wall time; a running segment until now)."""
-    info = RunDir(trial_dir(study_dir, number)).read_info()
+    info = RunDir(trial_dir(study_dir, number)).info.read()
     total = 0.0
     now = _dt.datetime.now(_dt.timezone.utc)
     for segment in info.get("segments", []):

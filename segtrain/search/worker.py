@@ -163,5 +163,5 @@ def _train_trial(opts: WorkerOptions, spec: SearchSpec, study: Any, claims: Clai
 def _mark(run_dir: Path, status: str, number: int, value: Optional[float] = None) -> None:
     """The trial's outcome in its run's run.json (``status: pruned`` for a pruned one)."""
     rd = RunDir(run_dir)
-    if rd.info_path.exists():
-        rd.update_info(status=status, trial={"number": number, "value": value})
+    if rd.info.exists():
+        rd.info.update(status=status, trial={"number": number, "value": value})
