@@ -23,6 +23,7 @@ COMMANDS = {
     "cache": "segtrain.commands.cache",
     "train": "segtrain.commands.train",
     "lr-find": "segtrain.commands.lr_find",
+    "search": "segtrain.commands.search",
     "submit": "segtrain.commands.submit",
     "runs": "segtrain.commands.runs",
     "fetch": "segtrain.commands.fetch",

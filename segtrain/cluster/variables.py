@@ -26,6 +26,8 @@ _SAFE = "".join(sorted(set(string.printable) - set(string.whitespace) - set(",'\
 CONFIG, OVERRIDES, RUN, DATA, RUNS = "CONFIG", "OVERRIDES", "RUN", "DATA", "RUNS"
 MAX_RESUBMITS, RESUBMITS, MARGIN = "MAX_RESUBMITS", "RESUBMITS", "WALLTIME_MARGIN"
 MANIFEST = "MANIFEST"  # a grid's manifest: a job array's subjob takes its point's config and overrides there
+STUDY = "STUDY"  # a hyperparameter search's study folder: the job runs a search worker on it
+WORKER = "WORKER"  # that worker's name (default: the job array's index), so its next job finds its paused trial
 ENV_VARIABLE = "SEGTRAIN_ENV"
 NPROC = "NPROC"  # trainer processes per node (default: one per GPU)
 WALLTIME_POLL = "WALLTIME_POLL"  # seconds between asking the scheduler for the walltime again (a qextend)
@@ -34,7 +36,7 @@ SCRATCH_BASE = "SCRATCH_BASE"  # Slurm: the folder in which the job makes its sc
 # over `qsub -W umask=077`, so a private run asks the job itself (jobs/train.sh).
 UMASK = "UMASK"
 JOB_VARIABLES = (CONFIG, OVERRIDES, RUN, DATA, RUNS, MAX_RESUBMITS, RESUBMITS, MARGIN, MANIFEST, ENV_VARIABLE,
-                 SCRATCH_BASE, UMASK)
+                 SCRATCH_BASE, UMASK, STUDY, WORKER)
 
 
 def encode_value(value: str) -> str:
@@ -71,14 +73,15 @@ def job_variables(config: Optional[str], overrides: Sequence[str], *, data: Opti
                   runs: Optional[str] = None, run: Optional[str] = None, max_resubmits: Optional[int] = None,
                   margin: Optional[str] = None, env: Optional[str] = None, manifest: Optional[str] = None,
                   scratch_base: Optional[str] = None, nproc: Optional[int] = None,
-                  umask: Optional[str] = None) -> dict[str, str]:
+                  umask: Optional[str] = None, study: Optional[str] = None) -> dict[str, str]:
     """The job variables of one training job (see :func:`segtrain.cluster.pbs.qsub.job_argv`); empty ones are not sent."""
     if env is not None and encode_value(env) != env:
         raise UserError(f"--env {env!r}: the environment path may not contain commas, quotes, backslashes or %")
     return {CONFIG: config or "", OVERRIDES: join_overrides(overrides), DATA: data or "", RUNS: runs or "",
             RUN: run or "", MAX_RESUBMITS: "" if max_resubmits is None else str(max_resubmits),
             MARGIN: margin or "", MANIFEST: manifest or "", ENV_VARIABLE: env or "", SCRATCH_BASE: scratch_base or "",
-            NPROC: "" if nproc is None else str(nproc), UMASK: umask or ""}
+            NPROC: "" if nproc is None else str(nproc), UMASK: umask or "",
+            STUDY: study or ""}
 
 
 def default_job_name(config: Optional[str], run: Optional[str]) -> str:

@@ -9,7 +9,8 @@ from pathlib import Path
 from segtrain.errors import UserError
 
 HELP = ("submit jobs/train.pbs (PBS) or jobs/train.slurm (Slurm) for a config or a grid file (one job per point, "
-        "or --array), or run it here PBS-like with --local; --dry-run prints the qsub/sbatch commands, --status "
+        "or --array), or a search file's workers (a job array; a study folder to add workers), or run it here PBS-like "
+        "with --local; --dry-run prints the qsub/sbatch commands, --status "
         "shows where the runs stand")
 
 
@@ -24,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from segtrain.cluster.schedulers import SCHEDULERS
     from segtrain.cluster.site import SITES
 
-    parser.add_argument("target", nargs="?", help="a config file, a grid file (configs/grids/), or a run "
-                        "directory to continue; with --status a grid file, a grid folder or a runs folder")
+    parser.add_argument("target", nargs="?", help="a config file, a grid file (configs/grids/), a search file "
+                        "(configs/search/), a run directory or a study folder to continue; with --status a grid file, "
+                        "a grid folder, a study folder or a runs folder")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="override config values (of every point of a grid); values are parsed as YAML")
     mode = parser.add_argument_group("what to do")
@@ -82,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     from segtrain.cluster.schedulers import job_states, scheduler_named
     from segtrain.cluster.walltime import format_hms, parse_hms
     from segtrain.cluster.job_name import check_job_name
+    from segtrain.search.status import status_text, study_finished
+    from segtrain.search.study import is_study
 
     if args.name is not None:
         check_job_name(args.name)
@@ -93,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     scheduler = scheduler_named(site.scheduler)
     if args.status and args.target and is_predictions_folder(Path(args.target)):
         print(folder_status(Path(args.target), scheduler, job_states(scheduler, args.local)).text())
+        return 0
+    if args.status and args.target and is_study(Path(args.target)):
+        print(status_text(Path(args.target)))
         return 0
     if args.status:
         print(status_report(Path(args.target) if args.target else None, args.runs, job_states(scheduler, args.local),
@@ -121,9 +128,12 @@ def run(args: argparse.Namespace) -> int:
     print(describe(sub), flush=True)
     if not args.local:
         ids = execute(sub, opts.scheduler.submit)
-        where = os.path.relpath(sub.grid_dir or sub.runs_root)
+        where = os.path.relpath(sub.grid_dir or sub.study_dir or sub.runs_root)
         print(f"submitted {', '.join(ids)}; see where they stand with: scripts/submit --status {where}")
         return 0
     summaries = run_here(sub, site, None if args.quiet else sys.stdout.buffer)
+    if sub.search is not None:
+        print(status_text(sub.study_dir))
+        return 0 if study_finished(sub.study_dir) else 1
     print(summary_table(summaries, with_jobs=True))
     return 0 if all(summary.status == "done" for summary in summaries) else 1

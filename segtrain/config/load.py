@@ -94,6 +94,42 @@ def parse_yaml(text: str, source: str) -> Any:
         raise UserError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
 
 
+def yaml_mapping_has(path: Path, key: str) -> bool:
+    """Whether ``path`` is a readable .yaml/.yml file holding a mapping with ``key`` (how a grid or a search
+    file is told from a config: by a key no config has)."""
+    if not path.is_file() or path.suffix not in (".yaml", ".yml"):
+        return False
+    try:
+        data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    except (UserError, OSError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and key in data
+
+
+def read_yaml_mapping(path: Path, kind: str, shape: str) -> dict:
+    """A grid or search file's mapping (``kind`` names the file, ``shape`` what its mapping needs), or a UserError."""
+    try:
+        data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read {kind}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a {kind} must be a mapping {shape}")
+    return data
+
+
+def base_and_overrides(data: dict, where: str) -> tuple[str, list[str]]:
+    """The ``base`` config and the ``overrides`` list of a grid or search file, checked."""
+    base = data.get("base")
+    if not isinstance(base, str) or not base:
+        raise UserError(f"{where}: base: expected the path of a config file, got {base!r}")
+    overrides = data.get("overrides") or []
+    if not isinstance(overrides, list) or not all(isinstance(item, str) for item in overrides):
+        raise UserError(f"{where}: overrides: expected a list of section.key=value strings")
+    for item in overrides:
+        parse_override(item)
+    return base, overrides
+
+
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     """Load, merge and validate a config file plus overrides into a :class:`Config`."""
     raw, sources = load_raw(path, overrides)

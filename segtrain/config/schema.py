@@ -166,6 +166,7 @@ class WandbConfig:
     project: str = "segtrain"  # W&B project
     entity: Optional[str] = None  # W&B team or user; None: the account's default
     tags: list[str] = field(default_factory=list)  # W&B tags
+    group: Optional[str] = None  # W&B group: runs shown together (a hyperparameter search sets its study's name)
     log_model: bool = False  # upload the final model as an artifact
 
 

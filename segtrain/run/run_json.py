@@ -19,7 +19,7 @@ from typing import Any, Callable, Literal, Mapping, Optional, TypedDict, get_arg
 from segtrain.errors import UserError
 from segtrain.fsutil import atomic_write_json
 
-Status = Literal["starting", "running", "done", "stopped", "failed"]
+Status = Literal["starting", "running", "done", "stopped", "failed", "pruned"]
 
 
 class Segment(TypedDict, total=False):
@@ -58,6 +58,12 @@ Resubmission = TypedDict("Resubmission", {
 Resubmission.__doc__ = "A job of the chain that submitted the next one to continue the run."
 
 
+class Trial(TypedDict):
+    """The hyperparameter-search trial a run is (segtrain search): written by the search worker when it ends."""
+    number: int  # the trial's number in its study
+    value: Optional[float]  # the objective: the best validation value (None when pruned or failed)
+
+
 class RunInfo(TypedDict, total=False):
     """The content of run.json."""
     name: str  # the run's name (its folder's name when first recorded)
@@ -65,13 +71,14 @@ class RunInfo(TypedDict, total=False):
     created: str  # ISO time of the first record
     wandb_id: Optional[str]  # the W&B run id (None while W&B is disabled)
     git_commit: Optional[str]  # the segtrain commit of the last segment (None outside a git checkout)
-    status: Status  # starting (a job opened it, no trainer yet), running (or killed so), done, stopped (to resume), failed
+    status: Status  # starting (a job opened it, no trainer yet), running (or killed so), done, stopped (to resume), failed, pruned (a search's pruner stopped it, resumable)
     segments: list[Segment]  # one per trainer process run, oldest first
     job_id: str  # the batch job that opened the run last
     jobs: list[JobStart]  # every batch job that opened the run, oldest first
     processes: Processes  # how many trainer processes the last job ran (a checkpoint resumes on as many)
     data_source: str  # the data set's path on storage (a job trains on a copy on scratch)
     resubmissions: list[Resubmission]  # the chain of jobs that submitted each other
+    trial: Trial  # a search's trial: its number and objective value
 
 
 def now_iso() -> str:

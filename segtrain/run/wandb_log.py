@@ -107,7 +107,8 @@ class WandbLogger:
             self._wandb = wandb
             run = wandb.init(
                 project=cfg.project, entity=cfg.entity, name=name, id=run_id, resume="allow", mode=cfg.mode,
-                dir=str(self.run_dir), config=config, tags=cfg.tags, reinit="finish_previous",
+                dir=str(self.run_dir), config=config, tags=cfg.tags, group=cfg.group,
+                reinit="finish_previous",
                 settings=wandb.Settings(console="off", x_disable_stats=True, silent=True, disable_git=True,
                                         save_code=False, x_save_requirements=False),
             )

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -54,6 +54,12 @@ MIRRORED = [rundir.CONFIG, rundir.INFO, rundir.METRICS, calibration.FILE, f"{run
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+# Called with the run's validation records (metrics.jsonl's, in order) once each is safe in a checkpoint:
+# after every validation's checkpoint, and once when a run resumes. A returned reason stops the run
+# there (exit 3, resumable); None lets it go on. The hyperparameter search reports to its pruner here.
+ValidationHook = Callable[[list[dict[str, Any]]], Optional[str]]
+
+
 class TrainingFailed(Exception):
     """The run cannot go on (a non-finite loss): reported as one line, status 'failed'."""
 
@@ -68,6 +74,7 @@ class TrainOptions:
     time_limit: Optional[float] = None  # seconds from start
     deadline_file: Optional[Path] = None  # a later deadline (epoch seconds) a PBS job writes after a qextend
     job_id: Optional[str] = None  # the scheduler's id of the job this runs in (None: none), kept in run.json
+    on_validation: Optional[ValidationHook] = None
 
 
 @dataclass
@@ -290,6 +297,10 @@ class _Run:
         last_checkpoint = time.monotonic()
         pace.agreed, pace.next_agreement = (last_checkpoint, pos.step), 0
         batches = self.parts.inputs(data.train_loader, data.train_set)
+        stop = self._hook_says_stop() if pos.step else None  # a resumed run: its validations so far
+        if stop:
+            self.console.message(f"not resuming at epoch {pos.epoch} ({stop})")
+            return EXIT_RESUMABLE
         while pos.epoch < cfg.train.epochs:
             data.train_set.set_epoch(pos.epoch)
             data.sampler.set_epoch(pos.epoch, start=pos.batch * data.per_batch)
@@ -326,6 +337,10 @@ class _Run:
             pos.epoch, pos.batch = pos.epoch + 1, 0
             self._checkpoint(best=improved)
             last_checkpoint = time.monotonic()
+            stop = self._hook_says_stop()
+            if stop:
+                self.console.message(f"stopping after epoch {pos.epoch} ({stop}); checkpoint written, resume to continue")
+                return EXIT_RESUMABLE
             if should_stop:
                 self.console.message(f"early stopping: no {cfg.train.early_stopping.metric} improvement for "
                                      f"{self.early.bad_validations} validations (best {self.early.best:.4f})")
@@ -336,6 +351,14 @@ class _Run:
                 return EXIT_RESUMABLE
         self._finish()
         return EXIT_OK
+
+    def _hook_says_stop(self) -> Optional[str]:
+        """Rank 0 asks ``on_validation`` (if given) whether to stop; every rank gets its answer."""
+        if self.opts.on_validation is None:
+            return None
+        reason = self.opts.on_validation([r for r in self.log.history if r.get("split") == "val"]) \
+            if self.ctx.is_main else None
+        return broadcast_from_main(reason, self.ctx)
 
     def _train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """One optimizer step; its loss terms and gradient norm stay on the device (no host sync)."""

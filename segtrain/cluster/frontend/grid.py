@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from segtrain.config import Config, to_dict
-from segtrain.config.load import parse_override, parse_yaml
+from segtrain.config.load import base_and_overrides, parse_override, read_yaml_mapping, yaml_mapping_has
 from segtrain.errors import UserError
 from segtrain.fsutil import atomic_write_json
 
@@ -67,36 +67,20 @@ class Grid:
 
 def is_grid_file(path: Path) -> bool:
     """A YAML mapping with a ``base`` key (a config never has one: it is not a config section)."""
-    if not path.is_file() or path.suffix not in (".yaml", ".yml"):
-        return False
-    try:
-        data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
-    except (UserError, OSError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and "base" in data
+    return yaml_mapping_has(path, "base")
 
 
 def load_grid(path: str | Path, extra: Sequence[str] = ()) -> Grid:
     """Read and expand a grid file (``extra`` overrides, from the command line, go to every point);
     every problem is a UserError naming the file and the key."""
     path = Path(path)
-    try:
-        data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read grid file: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a grid file must be a mapping with a 'base' config")
+    data = read_yaml_mapping(path, "grid file", "with a 'base' config")
     unknown = [key for key in data if key not in GRID_KEYS]
     if unknown:
         raise UserError(f"{path}: unknown key {unknown[0]!r}; a grid file has {', '.join(GRID_KEYS)}")
-    base = data.get("base")
-    if not isinstance(base, str) or not base:
-        raise UserError(f"{path}: base: expected the path of a config file, got {base!r}")
-    common = data.get("overrides") or []
-    if not isinstance(common, list) or not all(isinstance(item, str) for item in common):
-        raise UserError(f"{path}: overrides: expected a list of section.key=value strings")
+    base, common = base_and_overrides(data, str(path))
     common = [*common, *extra]
-    for item in common:
+    for item in extra:
         parse_override(item)
     points = []
     for index, values in enumerate(expand(data, str(path))):

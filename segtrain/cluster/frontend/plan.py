@@ -30,6 +30,8 @@ from segtrain.cluster.variables import resolve_path
 from segtrain.config import Config, load_config
 from segtrain.errors import UserError
 from segtrain.run.directory import RunDir, create_run_dir, now_iso, run_name, unique_path
+from segtrain.search.spec import SearchSpec, is_search_file, load_search
+from segtrain.search.study import init_study, is_study, load_study_spec
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ class Submission:
     # submission for the folder really created, when another took the preview's name meanwhile.
     new_folder: Optional[str] = None
     replan: Optional[Callable[[Path], "Submission"]] = None
+    search: Optional[SearchSpec] = None  # a hyperparameter search: its workers as jobs (or a job array)
+    study_dir: Optional[Path] = None
 
     @property
     def manifest(self) -> Optional[Path]:
@@ -156,12 +160,20 @@ def submit_site(site: Optional[str], scheduler: Optional[str], local: bool, acco
 
 def plan_target(target: Path, overrides: Sequence[str], opts: JobOptions, workdir: Path, array: bool) -> Submission:
     """What ``scripts/submit TARGET`` means: continue a run directory, run a grid file, or run a config."""
+    if target.is_dir() and is_study(target):
+        if overrides:
+            raise UserError(f"{target}: a study's trials take the values of its search file; overrides are not taken")
+        return plan_search(load_study_spec(target), opts, workdir, study_dir=target)
     if target.is_dir():
         if not RunDir(target).config.is_file():
             raise UserError(f"{target}: a folder but not a run directory (no config.yaml)")
         if overrides:
             raise UserError(f"{target}: a run continues with its own config.yaml; overrides are not taken")
         return plan_continue(target, opts, workdir)
+    if is_search_file(target):  # before grids: both have a base
+        if overrides:
+            raise UserError(f"{target}: a search file takes its overrides in its own 'overrides' list")
+        return plan_search(load_search(target), opts, workdir)
     if is_grid_file(target):
         return plan_grid(target, overrides, opts, workdir, array)
     if array:
@@ -240,13 +252,36 @@ def plan_grid(path: Path, extra: Sequence[str], opts: JobOptions, workdir: Path,
     return planned(unique_path(runs_root, f"{grid.name}-{stamp}"))
 
 
+def plan_search(spec: SearchSpec, opts: JobOptions, workdir: Path, study_dir: Optional[Path] = None,
+                now: Optional[_dt.datetime] = None) -> Submission:
+    """A study's workers as one job array (one job for one worker): a new study folder for a search file
+    (made when submitted), or more workers for an existing study (``study_dir``)."""
+    Preflight(workdir, opts)(spec.base, spec.overrides)
+    runs_root = resolve_path(workdir, opts.runs or spec.config.run.root)
+    name = opts.name or job_name(spec.name)
+    array = f"0-{spec.workers - 1}" if spec.workers > 1 else None
+
+    def planned(folder: Path) -> Submission:
+        folder = folder.absolute()
+        argv = _job_argv(opts, workdir, None, [], runs=None, name=name, array=array, study=_for_job(folder, workdir))
+        return _linted(Submission(workdir, runs_root, [], [argv], array=array is not None, search=spec,
+                                  study_dir=folder, new_folder=None if study_dir else folder.name,
+                                  replan=None if study_dir else planned), opts)
+
+    if study_dir is not None:
+        return planned(study_dir)
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return planned(unique_path(runs_root, f"{spec.name}-{stamp}"))
+
+
 def _job_argv(opts: JobOptions, workdir: Path, config: Optional[str], overrides: Sequence[str], *,
               runs: Optional[str], run: Optional[str] = None, name: Optional[str] = None,
-              manifest: Optional[str] = None, array: Optional[str] = None, nproc: Optional[int] = None) -> list[str]:
+              manifest: Optional[str] = None, array: Optional[str] = None, nproc: Optional[int] = None,
+              study: Optional[str] = None) -> list[str]:
     variables = job_vars.job_variables(config, overrides, data=opts.data, runs=runs, run=run,
                                    max_resubmits=opts.max_resubmits, margin=opts.margin, env=opts.env,
                                    manifest=manifest, scratch_base=site_scratch(opts.site, opts.account), nproc=nproc,
-                                   umask=opts.umask)
+                                   umask=opts.umask, study=study)
     resources = {**opts.resources, **({"account": opts.account} if opts.account else {})}
     return opts.scheduler.submit_argv(opts.job_script, variables, name=name or opts.name or job_vars.default_job_name(
         config, run), resources=resources, queue=opts.queue, array=array)
@@ -286,6 +321,11 @@ def _for_job(path: Path, workdir: Path) -> str:
 # ---- output ---------------------------------------------------------------------------------------
 def describe(sub: Submission) -> str:
     """What will run, for people: the points and where their runs go."""
+    if sub.search is not None:
+        spec = sub.search
+        how = f"{spec.workers} workers as one job array" if sub.array else "one worker job"
+        return (f"search {spec.path.name}: {spec.n_trials} trials of {len(spec.space)} parameters ({spec.sampler.name} "
+                f"sampler, {spec.pruner.name} pruner), {how}; study {_for_job(sub.study_dir, sub.workdir)}")
     if sub.grid is None:
         return f"run {_for_job(sub.runs[0].run_dir, sub.workdir)}"
     how = "as one job array" if sub.array else f"as {len(sub.jobs)} jobs"
@@ -299,6 +339,8 @@ def dry_run_text(sub: Submission) -> str:
     lines = ["# dry run: nothing is written or submitted", *("# " + line for line in describe(sub).splitlines())]
     if sub.manifest:
         lines.append(f"# first the manifest {_for_job(sub.manifest, sub.workdir)} would be written")
+    if sub.new_folder is not None and sub.search is not None:
+        lines.append(f"# first the study folder {_for_job(sub.study_dir, sub.workdir)} would be made")
     for argv in sub.jobs:
         lines += scheduler_named(sub.scheduler).dry_run_lines(argv, sub.workdir)
     lines += [f"# {finding}" for finding in sub.findings]
@@ -311,9 +353,11 @@ def execute(sub: Submission, qsub: Callable[[list[str]], str]) -> list[str]:
     the job ids. ``sub`` is updated when its folder got another name than the preview's."""
     if sub.new_folder is not None:
         made = create_run_dir(sub.runs_root, sub.new_folder)
-        if made != (sub.grid_dir or sub.runs[0].run_dir) and sub.replan is not None:
+        if made != (sub.grid_dir or sub.study_dir or sub.runs[0].run_dir) and sub.replan is not None:
             vars(sub).update(vars(sub.replan(made)))
         sub.new_folder = None
+        if sub.search is not None:
+            init_study(sub.search, made)
     if sub.grid is not None:
         try:
             write_manifest(sub.manifest, sub.grid, sub.config, [r.run_dir.name for r in sub.runs], now_iso())
@@ -328,7 +372,7 @@ def execute(sub: Submission, qsub: Callable[[list[str]], str]) -> list[str]:
             what = f"point {sub.runs[number].index}" if sub.grid is not None and not sub.array else "the job"
             raise UserError(f"{what}: {exc}{done}") from None
         ids.append(job_id)
-        _log(sub, job_id, [sub.runs[number]] if not sub.array else sub.runs)
+        _log(sub, job_id, sub.runs if sub.array or sub.search else [sub.runs[number]])
     return ids
 
 

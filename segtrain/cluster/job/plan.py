@@ -49,6 +49,8 @@ class Plan:
     scheduler: str = "pbs"  # the workload manager running the job (segtrain.cluster.scheduler)
     queue_wait_s: Optional[float] = None  # submission to start, where the scheduler says
     marks: dict[str, float] = field(default_factory=dict)  # when each step began and ended (the job report)
+    study: Optional[str] = None  # a search worker's job: the study folder (its run_dir is the worker's own folder)
+    worker: Optional[str] = None  # the search worker's name
 
     @property
     def work_run(self) -> Path:

@@ -87,6 +87,16 @@ def moved_forward(run_dir: Path, job_id: str) -> bool:
     return start is not None and end is not None and end > start
 
 
+def _runs_of(plan: Plan) -> list[Path]:
+    """The runs this job trained: its run, or a search worker's trials (each names its jobs in its run.json)."""
+    if plan.study is None:
+        return [Path(plan.run_dir)]
+    from segtrain.search.study import TRIALS
+
+    trials = Path(plan.study) / TRIALS
+    return sorted(trials.iterdir()) if trials.is_dir() else []
+
+
 def resubmission(plan: Plan, code: Optional[int], terminated_at: Optional[float],
                  walltime_s: Optional[float]) -> tuple[Optional[list[str]], str]:
     """The qsub words of the next job, or None and why there is none."""
@@ -100,14 +110,14 @@ def resubmission(plan: Plan, code: Optional[int], terminated_at: Optional[float]
         return None, f"not resubmitting after SIGTERM before the walltime (qdel?); to continue: {manual}"
     elif code not in (EXIT_RESUMABLE, KILLED_BY_SIGTERM):
         return None, ""
-    elif not moved_forward(Path(plan.run_dir), plan.job_id):
+    elif not any(moved_forward(run, plan.job_id) for run in _runs_of(plan)):
         return None, (f"not resubmitting: killed at the walltime without a new checkpoint (a walltime too short "
                       f"for one step?); to continue with a longer one: {manual}")
     if plan.resubmits >= plan.max_resubmits:
         return None, f"not resubmitting: MAX_RESUBMITS={plan.max_resubmits} reached; to continue: {manual}"
     variables = {qsub.RUN: plan.run_dir, qsub.DATA: plan.data, qsub.RUNS: plan.runs,
                  qsub.MAX_RESUBMITS: str(plan.max_resubmits), qsub.RESUBMITS: str(plan.resubmits + 1),
-                 **plan.passed_on}
+                 **plan.passed_on, **({qsub.STUDY: plan.study, qsub.WORKER: plan.worker} if plan.study else {})}
     # Where the scheduler takes no dependency (PBS Pro, on a subjob: 13[2].server), the next job may
     # start at once: the run is already copied back.
     scheduler = scheduler_named(plan.scheduler)

@@ -73,11 +73,18 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         manifest = _existing(workdir, var[qsub.MANIFEST], qsub.MANIFEST)
         var[qsub.CONFIG], overrides = manifest_point(manifest, env.array_index, scheduler.array_variable)
     run = _existing(workdir, var[qsub.RUN], qsub.RUN, want_dir=True) if var[qsub.RUN] else None
+    study = _existing(workdir, var[qsub.STUDY], qsub.STUDY, want_dir=True) if var[qsub.STUDY] else None
+    worker = var[qsub.WORKER] or str(env.array_index or 0)
+    if study is not None:  # a search worker: the study's base config; the job's "run" is the worker's folder
+        from segtrain.search.study import BASE, load_study_spec, worker_dir
+
+        load_study_spec(study)
+        var[qsub.CONFIG], overrides, run = str(study / BASE), [], worker_dir(study, worker)
     info = RunDir(run).info.read() if run else {}
     config = resolve_path(workdir, var[qsub.CONFIG] or (str(RunDir(run).config) if run else DEFAULT_CONFIG))
     cfg = load_config(config, overrides)
     runs = resolve_path(workdir, var[qsub.RUNS] or cfg.run.root)
-    if run is None:  # run again by the scheduler (qrerun, a requeue after a node failure): the run it started
+    if run is None and study is None:  # run again by the scheduler (qrerun, a requeue after a node failure): the run it started
         run = rerun_run_dir(runs, env.job_id, scheduler.restarted(job_info, env.job_id),
                             run_name(config, overrides, cfg.run.name))
         info = RunDir(run).info.read() if run else {}
@@ -93,6 +100,9 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
     select = scheduler.select(resources, script_candidates)
     nproc, nproc_source = nodes.processes_per_node(environ, select, max(len(found), 1), nodes.cuda_device_count)
     world = nproc * max(len(found), 1)
+    if study is not None and world > 1:
+        raise UserError(f"{qsub.STUDY}={study}: a search worker trains each trial in one process on one node; this "
+                        f"job has {world} ({max(len(found), 1)} node(s) x {nproc}, {nproc_source}): ask for one GPU")
     if cfg.train.batch_size % world:
         raise UserError(f"train.batch_size: {cfg.train.batch_size} (the global batch) is not divisible by the {world} "
                         f"processes of this job ({max(len(found), 1)} node(s) x {nproc}, {nproc_source})")
@@ -121,6 +131,7 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
         nproc_source=nproc_source, rdzv_port=nodes.rendezvous_port(env.job_id) if len(found) > 1 else None,
         new_run_name=new_name, logged=not var[qsub.MANIFEST], scheduler=scheduler.name,
         queue_wait_s=scheduler.queue_wait(job_info, env.job_id),
+        study=str(study) if study else None, worker=worker if study else None,
     )
     return plan, cfg
 
@@ -159,6 +170,7 @@ def open_run_dir(plan: Plan, cfg: Optional[Config] = None) -> None:
         if plan.logged and not any(entry.get("job_id") == plan.job_id for entry in read_log(Path(plan.runs))):
             append_log(Path(plan.runs), [{"at": now_iso(), "job_id": plan.job_id, "array_id": None,
                                           "run": Path(plan.run_dir).name, "grid": None, "index": None}])
+    Path(plan.run_dir).mkdir(parents=True, exist_ok=True)  # a search worker's folder is made by its first job
     run = RunDir(plan.run_dir)
     if cfg is not None and not run.config.exists():
         atomic_write_text(run.config, to_yaml(cfg))
@@ -298,11 +310,12 @@ def trainer_args(plan: Plan, cfg: Config, now: float,
     trainer follows ``deadline_file``, which ``deadline`` rewrites after a qextend."""
     if plan.data_root is None:
         raise UserError(f"{plan.work_data}: the data set was not staged (run the stage step first)")
-    words = ["train", plan.config, *plan.overrides, f"data.root={json.dumps(plan.data_root)}"]
-    if cfg.data.cache:
-        words.append("data.cache=false")  # data.root already is the cache built on scratch
-    words += ["--run-dir", str(plan.trainer_run)]
-    if plan.node_rank == 0:  # rank 0 writes the run
+    on_scratch = [f"data.root={json.dumps(plan.data_root)}"] + (["data.cache=false"] if cfg.data.cache else [])
+    if plan.study is not None:  # a search worker: its trials are runs in the study folder, on storage
+        words = ["search", "work", plan.study, *on_scratch, "--worker", plan.worker]
+    else:  # data.cache=false: data.root already is the cache built on scratch
+        words = ["train", plan.config, *plan.overrides, *on_scratch, "--run-dir", str(plan.trainer_run)]
+    if plan.node_rank == 0 and plan.study is None:  # rank 0 writes the run
         words += ["--mirror", plan.run_dir]
     limit = None
     if plan.walltime_s is not None:

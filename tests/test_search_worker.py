@@ -1,0 +1,113 @@
+"""Search workers: trials trained, reported and pruned; nothing lost to a stop, a kill, a second worker or a torn journal."""
+from __future__ import annotations
+
+import json
+import time
+
+from searchutil import EPOCHS, make_study, outcome, run_worker, trials, wait_for, worker_proc
+from trainutil import SIGKILL, SIGTERM
+
+from segtrain.run.metrics_log import read_metrics
+from segtrain.search.claims import CLAIM
+from segtrain.search.study import HEARTBEATS, trial_dir
+
+ASHA = "pruner: {name: asha, min_epochs: 1, reduction_factor: 2}\nsampler: {name: tpe, startup_trials: 3}\nseed: 3\n"
+
+
+def val_epochs(run_dir) -> list[int]:
+    return [r["epoch"] for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "val"]
+
+
+def run_info(run_dir) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def test_an_asha_study_of_8_trials_prunes_some_and_completes_the_rest(tmp_path, small_data_ro):
+    study = make_study(tmp_path, small_data_ro, ASHA + "n_trials: 8\n")
+    code, out = run_worker(study)
+    assert code == 0, out
+    found = trials(study)
+    states = [t.state.name for t in found]
+    assert len(found) == 8 and set(states) == {"COMPLETE", "PRUNED"}, states
+    for t in found:
+        run = trial_dir(study, t.number)
+        assert val_epochs(run) == list(range(len(t.intermediate_values)))  # each validation reported once
+        assert (run / "checkpoints" / "last.pt").is_file()
+        if t.state.name == "PRUNED":
+            assert run_info(run)["status"] == "pruned" and len(t.intermediate_values) < EPOCHS
+        else:
+            assert run_info(run)["status"] == "done" and len(t.intermediate_values) == EPOCHS
+            assert t.value == max(t.intermediate_values.values())
+
+
+def test_a_stopped_worker_resumes_its_trial_in_its_next_job_and_the_study_ends_as_an_uninterrupted_one(
+        tmp_path, small_data_ro):
+    body = ASHA + "n_trials: 4\n"
+    uninterrupted = make_study(tmp_path, small_data_ro, body, name="whole")
+    assert run_worker(uninterrupted)[0] == 0
+    study = make_study(tmp_path, small_data_ro, body, name="stopped")
+    proc = worker_proc(study)
+    wait_for(trial_dir(study, 2) / "metrics.jsonl", '"split": "val"', proc)  # trial 2 is past its first epoch
+    proc.send_signal(SIGTERM)  # a walltime or qdel
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 3, out
+    paused = trials(study)[2]
+    assert paused.state.name == "RUNNING" and paused.system_attrs[CLAIM]["state"] == "paused"
+    params, reported = paused.params, dict(paused.intermediate_values)
+
+    code, out = run_worker(study)
+    assert code == 0, out
+    assert "resuming trial 2" in out
+    resumed = trials(study)[2]
+    assert resumed.params == params and resumed.intermediate_values.items() >= reported.items()
+    run = trial_dir(study, 2)
+    segments = run_info(run)["segments"]
+    assert len(segments) == 2 and segments[1]["start_step"] == segments[0]["end_step"] > 0  # from its checkpoint
+    assert val_epochs(run) == sorted(set(val_epochs(run)))  # no epoch trained twice
+    assert outcome(study) == outcome(uninterrupted)
+
+
+def test_a_killed_workers_trial_is_taken_over_by_another_worker_from_its_checkpoint(tmp_path, small_data_ro):
+    study = make_study(tmp_path, small_data_ro, "pruner: none\nn_trials: 1\nstale_after: 2\n")
+    proc = worker_proc(study, "--worker", "a")
+    wait_for(trial_dir(study, 0) / "checkpoints" / "last.pt", "", proc)  # its first epoch is checkpointed
+    proc.send_signal(SIGKILL)  # a lost node: no word, no checkpoint, no pause
+    proc.communicate(timeout=60)
+    killed = trials(study)[0]
+    assert killed.state.name == "RUNNING" and killed.system_attrs[CLAIM]["state"] == "running"
+    heartbeat = study / HEARTBEATS / "0000"
+    while time.time() - heartbeat.stat().st_mtime <= 2:  # until the heartbeat is stale
+        time.sleep(0.2)
+
+    code, out = run_worker(study, "--worker", "b")
+    assert code == 0, out
+    taken = trials(study)[0]
+    assert taken.state.name == "COMPLETE" and taken.params == killed.params
+    assert taken.system_attrs[CLAIM]["worker"] == "b" and taken.system_attrs[CLAIM]["taken_from"] == "a"
+    assert sorted(taken.intermediate_values) == list(range(1, EPOCHS + 1))
+    segments = run_info(trial_dir(study, 0))["segments"]
+    assert len(segments) == 2 and segments[1]["start_step"] > 0
+
+
+def test_two_workers_on_one_journal_neither_duplicate_nor_lose_a_trial(tmp_path, small_data_ro):
+    study = make_study(tmp_path, small_data_ro, ASHA + "n_trials: 6\nworkers: 2\n")
+    procs = [worker_proc(study, "--worker", name) for name in ("0", "1")]
+    outs = [proc.communicate(timeout=900)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outs
+    found = trials(study)
+    assert [t.number for t in found] == list(range(6))
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in found)
+    assert sorted(p.name for p in (study / "trials").iterdir()) == [f"{n:04d}" for n in range(6)]
+    for t in found:  # trained once, by one worker, in one segment
+        assert len(run_info(trial_dir(study, t.number))["segments"]) == 1
+        assert sum(f"trial {t.number}:" in out for out in outs) == 1
+
+
+def test_a_partial_last_line_in_the_journal_does_not_break_the_study(tmp_path, small_data_ro):
+    study = make_study(tmp_path, small_data_ro, "pruner: none\nn_trials: 2\n")
+    with open(study / "journal.log", "ab") as journal:
+        journal.write(b'{"op_code": 4, "worker_id": "a-kil')  # a writer killed mid-line
+    code, out = run_worker(study)
+    assert code == 0, out
+    assert [t.state.name for t in trials(study)] == ["COMPLETE", "COMPLETE"]
+    assert (study / "journal.log.partial").read_bytes() == b'{"op_code": 4, "worker_id": "a-kil\n'
