@@ -102,4 +102,5 @@ def test_unsafe_config_change_is_refused_and_safe_one_accepted(reference, small_
     code, out = train_run(run_dir, small_data_ro, "train.checkpoint_every_steps=4", "train.epochs=4")
     assert code == 0, out
     assert "config change accepted on resume: train.epochs: 3 -> 4" in out
+    assert "schedule: the run had finished its cosine schedule of 18 steps" in out  # and what happens instead
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["position"]["step"] == 24
