@@ -11,16 +11,14 @@ from segtrain.data.layout import read_split
 from segtrain.data.reader import SceneReader
 from segtrain.data.speckled import HOT_RED, HOT_THRESHOLD, component_sizes
 from segtrain.data.synthetic import MARKER, DemoSpec, make_demo_data
-from test_data_synthetic import dataset_digest
+from test_data_synthetic import dataset_digest, generated
 
 SPECKLED = DemoSpec(seed=5, n_train=4, n_val=1, n_test=1, max_size=300, kind="speckled")
 
 
 @pytest.fixture(scope="module")
 def speckled(tmp_path_factory):
-    root = tmp_path_factory.mktemp("speckled") / "speckled"
-    make_demo_data(root, SPECKLED)
-    return root
+    return generated(tmp_path_factory, SPECKLED)
 
 
 def _scenes(root):

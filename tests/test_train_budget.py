@@ -20,8 +20,8 @@ def test_a_gpu_config_shortened_on_the_command_line_warns_that_the_lr_never_peak
 
 
 def test_a_warm_up_of_most_of_the_run_warns_that_the_peak_is_barely_reached(capsys, tmp_path, small_data_ro):
-    code, out, _ = run_check(capsys, write_config(tmp_path, small_data_ro), "train.epochs=2",
-                             "optim.warmup_steps=20")  # demo: 16 steps an epoch
+    code, out, _ = run_check(capsys, write_config(tmp_path, small_data_ro), "train.epochs=2", "train.batch_size=16",
+                             "optim.lr=0.003", "optim.warmup_steps=20")  # 256 tiles an epoch: 16 steps
     assert code == 0
     assert [line for line in out.splitlines() if line.startswith("warning:")] == [
         "warning: optim.warmup_steps: 20 is 62% of the run's 32 steps (train.epochs 2 x 16 steps/epoch): the lr "
