@@ -9,7 +9,7 @@ import pytest
 from segtrain.data.layout import read_split
 from segtrain.data.reader import SceneReader
 from segtrain.data.synthetic import MARKER, DemoSpec, make_demo_data
-from test_data_synthetic import dataset_digest
+from test_data_synthetic import dataset_digest, generated
 from segtrain.errors import UserError
 
 CLOUDS = DemoSpec(seed=3, n_train=3, n_val=1, n_test=1, max_size=260, kind="clouds")
@@ -17,9 +17,7 @@ CLOUDS = DemoSpec(seed=3, n_train=3, n_val=1, n_test=1, max_size=260, kind="clou
 
 @pytest.fixture(scope="module")
 def clouds(tmp_path_factory):
-    root = tmp_path_factory.mktemp("clouds") / "clouds"
-    make_demo_data(root, CLOUDS)
-    return root
+    return generated(tmp_path_factory, CLOUDS)
 
 
 def _pixels(root, split="train"):

@@ -15,6 +15,13 @@ from segtrain.errors import UserError
 from conftest import SMALL
 
 
+def generated(tmp_path_factory, spec: DemoSpec) -> Path:
+    """A data set of ``spec`` in a fresh temporary folder (for a module-scoped fixture)."""
+    root = tmp_path_factory.mktemp(spec.kind) / spec.kind
+    make_demo_data(root, spec)
+    return root
+
+
 def dataset_digest(root: Path) -> str:
     """SHA-256 over every file's relative path and bytes: equal digests, identical data sets."""
     digest = hashlib.sha256()

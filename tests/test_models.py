@@ -172,3 +172,38 @@ def test_an_unreadable_or_unsafe_weights_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="cannot read weights") as info:
         build_model(tiny("Unet", encoder_weights=str(path)), in_channels=3)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("arch", ["unet", "Unet", "FPN"])
+def test_the_pixel_branch_adds_a_per_pixel_mlp_to_the_logits_at_full_resolution(arch):
+    """With the network's own output at zero, what is left is per pixel: a change to one pixel's
+    bands moves that pixel's logit and no other (issue 26: masks made by per-pixel rules)."""
+    torch.manual_seed(0)
+    model = build_model(tiny(arch, pixel_branch=8), in_channels=4).eval()
+    branch = model.net.pixel
+    assert [type(m).__name__ for m in branch] == ["Conv2d", "ReLU", "Conv2d", "ReLU", "Conv2d"]
+    assert all(conv.kernel_size == (1, 1) for conv in branch[::2]) and branch[2].in_channels == 8
+    x = torch.randn(1, 4, 37, 29)
+    with torch.no_grad():
+        full, alone = model(x), branch(x)
+        net = model.net.net
+        for p in net.parameters():
+            p.zero_()
+        model(x)  # the branch is all that is left, whatever the network's normalization does to zeros
+        rest = model(x) - alone
+        y = x.clone()
+        y[0, :, 20, 10] += 1.0
+        moved = (model(y) - model(x)).abs()[0, 0] > 0
+    assert full.shape == alone.shape == (1, 1, 37, 29)
+    assert torch.allclose(rest, rest.flatten()[0].expand_as(rest))  # the zeroed network: a constant
+    assert moved.nonzero().tolist() == [[20, 10]]
+
+
+def test_without_the_pixel_branch_the_model_and_its_weights_stay_as_before():
+    """``pixel_branch: 0`` (the default for configs written before it) builds the same network, so
+    earlier checkpoints load into it."""
+    plain = build_model(tiny("unet"), in_channels=4).state_dict()
+    assert not any("pixel" in key for key in plain)
+    assert all(key.startswith("net.") and not key.startswith("net.net.") for key in plain)
+    with_branch = build_model(tiny("unet", pixel_branch=8), in_channels=4).state_dict()
+    assert {key.replace("net.net.", "net.", 1) for key in with_branch if "pixel" not in key} == set(plain)

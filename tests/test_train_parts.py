@@ -12,7 +12,8 @@ from segtrain.config import Config, load_config
 from segtrain.config.schema import OptimConfig
 from segtrain.errors import UserError
 from segtrain.train.config_changes import check_resume_compatible
-from segtrain.train.optim import Schedule, build_optimizer, lr_factor
+from segtrain.train.optim import build_optimizer
+from segtrain.train.schedule import Schedule, lr_factor
 from segtrain.run.directory import make_run_name
 from segtrain.train.stopping import EarlyStopping, TimeBudget
 
@@ -61,7 +62,7 @@ def test_schedule_state_round_trips_through_a_checkpoint():
     opt2 = build_optimizer(cfg, model.parameters())
     sched2 = Schedule(cfg, opt2, total_steps=20, monitor_mode="max")
     opt2.load_state_dict(opt.state_dict())
-    sched2.load_state_dict(sched.state_dict())
+    sched2.load_state_dict(sched.state_dict(), 20)
     opt.step(), sched.step(), opt2.step(), sched2.step()
     assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
 

@@ -101,11 +101,12 @@ def test_unsafe_config_change_is_refused_and_safe_one_accepted(reference, small_
     before = (run_dir / "checkpoints" / "last.pt").read_bytes()
     code, out = train_run(run_dir, small_data_ro, "train.checkpoint_every_steps=4", "optim.lr=0.1")
     assert code == 2
-    assert "optim.lr: changed from 0.003 to 0.1" in out and "Traceback" not in out
+    assert "optim.lr: changed from 0.01 to 0.1" in out and "Traceback" not in out
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
     code, out = train_run(run_dir, small_data_ro, "train.checkpoint_every_steps=4", "train.epochs=4")
     assert code == 0, out
     assert "config change accepted on resume: train.epochs: 3 -> 4" in out
+    assert "schedule: the run had finished its cosine schedule of 18 steps" in out  # and what happens instead
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["position"]["step"] == 24
 
 
@@ -136,3 +137,17 @@ def test_a_corrupt_tile_met_in_training_is_skipped_and_reported_and_resume_stays
     code, out = train_run(stopped, data, "train.checkpoint_every_steps=4")
     assert code == 0 and "resuming" in out, out
     assert_same_weights(final_weights(stopped), final_weights(whole))
+
+
+def test_more_epochs_after_a_stop_mid_schedule_continue_its_decay_without_a_jump(reference, small_data_ro, tmp_path):
+    """Stretching the cosine in place raised the lr at the resume (issue 26); now it decays on from where it was."""
+    run_dir = tmp_path / "run"
+    assert interrupt(run_dir, small_data_ro, 8, SIGTERM, "train.checkpoint_every_steps=4") == 3
+    stopped = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["position"]["step"]
+    code, out = train_run(run_dir, small_data_ro, "train.checkpoint_every_steps=4", "train.epochs=4")
+    assert code == 0, out
+    assert f"schedule: continues smoothly from step {stopped}" in out and "to step 24 instead of 18" in out
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lrs = {r["step"]: r["lr"] for r in records if r["split"] == "train"}
+    after = [lrs[s] for s in sorted(lrs) if s > stopped]
+    assert after[0] <= lrs[stopped] and all(b <= a for a, b in zip(after, after[1:])) and len(after) == 24 - stopped

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segtrain.baseline import evaluate_baselines
+    from segtrain.baseline import evaluate_baselines, training
     from segtrain.errors import UserError
     from segtrain.preflight import check_dataset
 
@@ -29,5 +29,5 @@ def run(args: argparse.Namespace) -> int:
     for name, r in results.items():
         print(f"  {args.split} {name:8s}  iou {r['iou']:.4f}  dice {r['dice']:.4f}  precision {r['precision']:.4f}  "
               f"recall {r['recall']:.4f}  (threshold {r['threshold']:g}; at {cfg.train.threshold:g}: "
-              f"iou {r['at_default_threshold']['iou']:.4f})")
+              f"iou {r['at_default_threshold']['iou']:.4f}); trained {training(r)}")
     return 0

@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from segtrain.baseline import training
     from segtrain.evaluate import OUTPUTS, EvalOptions, evaluate_run
 
     if args.out is not None:  # the run's own eval/ folder is this command's; any other is not
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if default["threshold"] != m["threshold"]:
         print(f"  at threshold {default['threshold']:g}: {_scores(default)}")
     for name, b in ((k, v) for k, v in m.get("baseline", {}).items() if isinstance(v, dict)):
-        print(f"  per-pixel {name} (threshold {b['threshold']:g}): {_scores(b)}")
+        print(f"  per-pixel {name} (threshold {b['threshold']:g}; trained {training(b)}): {_scores(b)}")
     if "baseline" in m:
         print(f"  {m['baseline']['verdict']}")
     print(f"written: {out / 'metrics.json'}, {out / 'scenes.csv'}, overlays {', '.join(m['overlays']) or 'none'} in {out}")

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
                                      "end": args.end, "steps": args.steps, **result.to_dict()})
     plot(result, out / PLOT, f"{args.config}: lr range test, {len(result.lrs)} steps")
     stopped = "stopped when the loss diverged" if result.diverged else "did not diverge"
-    print(f"suggested optim.lr={result.suggested_lr:.2g} ({result.method} of the smoothed loss; minimum at "
-          f"{result.min_lr:.2g}, {len(result.lrs)} steps, {stopped}); wrote {out / PLOT}, {out / RESULT}")
+    print(f"suggested optim.lr={result.suggested_lr:.2g} ({result.method} of the centered average of the loss; "
+          f"minimum at {result.min_lr:.2g}, {len(result.lrs)} steps, {stopped}, {result.cpu_s:.0f} CPU-s); "
+          f"wrote {out / PLOT}, {out / RESULT}")
     return 0

@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", nargs="?", default=DEFAULT_DIR, help=f"output folder (default: {DEFAULT_DIR})")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--kind", choices=KINDS, default=defaults.kind,
-                        help="water bodies on surface reflectances (default) or clouds on heavy-tailed TOA reflectances")
+                        help="water bodies on surface reflectances (default), clouds on heavy-tailed TOA reflectances, "
+                        "or speckled masks of a per-pixel spectral rule (as QA bands make them)")
     parser.add_argument("--bands", type=int, default=defaults.bands, help="bands per scene (1-13)")
     parser.add_argument("--train", type=at_least(1), default=defaults.n_train, help="scenes in the train split")
     parser.add_argument("--val", type=at_least(1), default=defaults.n_val, help="scenes in the val split")

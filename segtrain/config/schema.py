@@ -83,6 +83,7 @@ class ModelConfig:
     depth: int = field(default=4, metadata=bounds(ge=1, le=6))  # unet: number of down-steps
     base_width: int = field(default=32, metadata=bounds(ge=4, le=512))  # unet: channels at full res
     norm: Literal["batch", "group"] = "batch"  # unet: normalization layers
+    pixel_branch: int = field(default=0, metadata=bounds(ge=0, le=512))  # width of a per-pixel path (1x1 convs: bands -> w -> w -> logits) summed into the logits, unet and smp; 0: none
     in_channels: Optional[int] = field(default=None, metadata=bounds(ge=1))  # None: number of selected bands
     out_channels: Literal[1, 2] = 1  # 1: sigmoid logit, 2: two-class softmax
     sync_batchnorm: bool = False  # under DDP

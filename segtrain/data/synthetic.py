@@ -8,7 +8,8 @@ bands and use shape. Scenes have odd sizes (some smaller than a tile), rotated n
 footprints filled with 0, haze gradients and sensor noise, and they are stored the way real
 data sets arrive: band axis first or last, tiled + deflate-compressed or plain strips.
 ``kind: clouds`` makes cloud masks on top-of-atmosphere-like scenes instead
-(:mod:`segtrain.data.clouds`), in the same layout and storage variants.
+(:mod:`segtrain.data.clouds`), ``kind: speckled`` masks made per pixel by a spectral rule, as
+QA bands are (:mod:`segtrain.data.speckled`), in the same layout and storage variants.
 """
 from __future__ import annotations
 
@@ -24,13 +25,14 @@ import tifffile
 
 from segtrain.data.clouds import make_cloud_scene
 from segtrain.data.fields import NODATA, blur, footprint, more_bands, smooth_noise
+from segtrain.data.speckled import make_speckled_scene
 from segtrain.errors import UserError
 from segtrain.fsutil import UMASK
 
 DEFAULT_DIR = "data/demo"
 MARKER = ".segtrain-demo.json"  # parameters of a generated data set, to make re-runs idempotent
 GDAL_NODATA_TAG = 42113
-KINDS = ("water", "clouds")
+KINDS = ("water", "clouds", "speckled")
 
 # Surface reflectance (blue, green, red, nir) of each land cover. Water is index 0.
 WATER = np.array([0.07, 0.09, 0.05, 0.02])
@@ -54,7 +56,7 @@ class DemoSpec:
     bands: int = 4
     min_size: int = 90
     max_size: int = 620
-    kind: str = "water"  # or "clouds" (segtrain.data.clouds)
+    kind: str = "water"  # or "clouds" (segtrain.data.clouds), "speckled" (segtrain.data.speckled)
 
     def marker(self) -> dict:
         """What the marker file records; a water data set's has no ``kind`` (as before kinds
@@ -97,7 +99,7 @@ def make_demo_data(root: str | Path = DEFAULT_DIR, spec: DemoSpec = DemoSpec(), 
 
 
 def _write_dataset(root: Path, spec: DemoSpec) -> None:
-    generate = make_cloud_scene if spec.kind == "clouds" else make_scene
+    generate = {"water": make_scene, "clouds": make_cloud_scene, "speckled": make_speckled_scene}[spec.kind]
     rng = np.random.default_rng(spec.seed)
     (root / "scenes").mkdir()
     (root / "masks").mkdir()

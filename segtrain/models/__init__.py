@@ -13,6 +13,7 @@ from torch import nn
 from segtrain.config.schema import SMP_ARCHS, ModelConfig
 from segtrain.errors import UserError
 from segtrain.models.padding import PadToMultiple
+from segtrain.models.pixel_branch import WithPixelBranch
 from segtrain.models.registry import build_smp
 from segtrain.models.unet import UNet
 
@@ -30,8 +31,12 @@ def build_model(model_cfg: ModelConfig, in_channels: int) -> nn.Module:
                         f"{in_channels} bands (data.bands); set it to null to follow the data")
     if model_cfg.arch == "unet":
         net = UNet(in_channels, model_cfg.out_channels, model_cfg.depth, model_cfg.base_width, model_cfg.norm)
-        return PadToMultiple(net, 2**model_cfg.depth)
-    return build_smp(model_cfg, in_channels)
+        padded = PadToMultiple(net, 2**model_cfg.depth)
+    else:
+        padded = build_smp(model_cfg, in_channels)
+    if model_cfg.pixel_branch:
+        padded.net = WithPixelBranch(padded.net, in_channels, model_cfg.out_channels, model_cfg.pixel_branch)
+    return padded
 
 
 def positive_logit(logits: torch.Tensor) -> torch.Tensor:

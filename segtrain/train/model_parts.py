@@ -19,7 +19,8 @@ from segtrain.data.dataset import TileDataset
 from segtrain.losses import build_criterion
 from segtrain.models import build_model
 from segtrain.train.distributed import DistContext
-from segtrain.train.optim import Schedule, build_optimizer
+from segtrain.train.optim import build_optimizer
+from segtrain.train.schedule import Schedule
 from segtrain.train.prefetch import DeviceBatches
 
 

@@ -167,7 +167,7 @@ class _Run:
         self.early = EarlyStopping(cfg.train.early_stopping.metric, cfg.train.early_stopping.patience,
                                    cfg.train.early_stopping.min_delta)
         if state is not None:
-            notes.append(self._restore(state))
+            notes += self._restore(state)
         notes += [f"removed {path}, left by a write that was killed" for path in self._create_run_dir()]
         self.console = Console(cfg.train.epochs * self.data.n_batches, enabled=ctx.is_main,
                                log_path=self.rd.logs / "train.log" if ctx.is_main else None)
@@ -238,20 +238,22 @@ class _Run:
     def early_mode(self) -> str:
         return "min" if self.cfg.train.early_stopping.metric == "loss" else "max"
 
-    def _restore(self, state: dict) -> str:
+    def _restore(self, state: dict) -> list[str]:
         """Load the parts' states and this rank's RNGs from the checkpoint (the position is read with it)."""
         check_fits(state, self.resume_from, self.cfg, "the config", model=self.parts.raw_model,
                    in_channels=self.parts.in_channels)
         self.parts.raw_model.load_state_dict(state["model"])
         self.parts.optimizer.load_state_dict(state["optimizer"])
-        self.parts.schedule.load_state_dict(state["schedule"])
+        planned = state["config"]["train"]["epochs"] * self.data.n_batches  # for checkpoints without a stored plan
+        schedule_note = self.parts.schedule.load_state_dict(state["schedule"], planned)
         self.parts.scaler.load_state_dict(state["scaler"])
         self.early.load_state_dict(state["early_stopping"])
         if state.get("world_size", 1) != self.ctx.world_size:
             raise UserError(f"{self.rd.checkpoints}: checkpoint was written by {state.get('world_size', 1)} processes; "
                             f"resume it with the same number (now {self.ctx.world_size}) for an exact continuation")
         ckpt.restore_rng(state["rng"][self.ctx.rank] if isinstance(state["rng"], list) else state["rng"])
-        return f"resuming {self.rd.path} at epoch {self.pos.epoch}, batch {self.pos.batch}, step {self.pos.step}"
+        return [f"resuming {self.rd.path} at epoch {self.pos.epoch}, batch {self.pos.batch}, step {self.pos.step}",
+                *([schedule_note] if schedule_note else [])]
 
     # ---- the loop -------------------------------------------------------------------------
     def execute(self) -> int:
