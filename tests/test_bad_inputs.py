@@ -450,8 +450,8 @@ CASES = [
     C("grid-same-point-twice", lambda c: grid(c, "points: [{optim.lr: 0.1}, {optim.lr: 0.1}]\n"), "repeats point 0"),
     C("grid-point-repeats-the-shared-overrides", lambda c: grid(c, "overrides: [train.epochs=2]\npoints: [{}, {train.epochs: 2}]\n"),
       "point 1 (train.epochs=2) repeats point 0"),
-    C("grid-point-sets-the-base-value", lambda c: grid(c, "points: [{}, {optim.lr: 0.003}]\n"),
-      "point 1 (optim.lr=0.003) repeats point 0"),
+    C("grid-point-sets-the-base-value", lambda c: grid(c, "points: [{}, {optim.lr: 0.01}]\n"),
+      "point 1 (optim.lr=0.01) repeats point 0"),
     C("grid-unknown-config-key", lambda c: grid(c, "product:\n  optim.rl: [0.1, 0.2]\n"), "optim.rl"),
 ]
 

@@ -54,7 +54,7 @@ def test_problems_name_undeclared_keys_at_any_depth_and_a_status_outside_the_lis
     assert problems({"status": "paused", "colour": 1, "segments": [{"job_id": "1", "gpus": 2}],
                      "processes": {"world": 1, "cores": 4}, "resubmissions": [{"from": "1", "to": "2", "by": "me"}]}) == [
         "run.json: 'colour' is not declared",
-        "run.json.status: 'paused' is not one of starting, running, done, stopped, failed",
+        "run.json.status: 'paused' is not one of starting, running, done, stopped, failed, pruned",
         "run.json.segments[0]: 'gpus' is not declared",
         "run.json.processes: 'cores' is not declared",
         "run.json.resubmissions[0]: 'by' is not declared",

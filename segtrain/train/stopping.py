@@ -33,6 +33,11 @@ class StopSignals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = signal.Signals(signum).name
+        enclosing = self._previous.get(signum)
+        if isinstance(getattr(enclosing, "__self__", None), StopSignals):
+            # A search worker around its trials hears it too: a signal that comes as a trial ends
+            # (pruned, or done) must stop the worker before its next trial, not be lost with the trainer's flag.
+            enclosing(signum, frame)
 
 
 class TimeBudget:
