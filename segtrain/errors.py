@@ -9,7 +9,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # a crash or a run that cannot go on (e.g. a non-finite loss)
 EXIT_USER_ERROR = 2
 EXIT_RESUMABLE = 3  # stopped early (walltime, signal) with a checkpoint written; resume it
-EXIT_NO_RESUBMIT = 10  # the finish step's answer "copied back, no next job is due" (jobs/train.sh reads it)
+EXIT_NO_RESUBMIT = 10  # the finish step's answer "copied back, no next job is due" (the job runner reads it)
 
 
 class UserError(Exception):

@@ -10,7 +10,7 @@ SCHEDULER_PACKAGES = ("segtrain.cluster.pbs", "segtrain.cluster.slurm")
 COMMANDS = {"qsub", "qstat", "qdel", "qrerun", "qextend", "pbsdsh", "sbatch", "squeue", "scontrol", "scancel", "sacct",
             "srun"}
 VARIABLE = re.compile(r"\b(?:PBS|SLURM)_[A-Z][A-Z0-9_]*\b")
-SHARED_SHELL = ("jobs/common.sh", "jobs/train.sh", "jobs/predict.sh", "jobs/node.sh")  # run under either scheduler
+SHARED_SHELL = ("jobs/common.sh", "jobs/node.sh")  # run under either scheduler
 
 
 def modules() -> dict[str, Path]:
@@ -138,7 +138,7 @@ def shell_code(path: Path) -> list[tuple[int, str]]:
 
 
 def test_the_shell_every_job_shares_runs_no_scheduler_command_and_reads_no_scheduler_variable():
-    """What differs lives in jobs/pbs.sh and jobs/slurm.sh; a message (a double-quoted string) may name a command."""
+    """What differs lives in the scheduler packages and the job scripts' first lines; a message (a double-quoted string) may name a command."""
     found = []
     for name in SHARED_SHELL:
         for number, code in shell_code(REPO / name):

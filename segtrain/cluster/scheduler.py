@@ -7,6 +7,10 @@ what a job array's subjobs are called, how to ask where jobs stand, how a job st
 its other nodes, how a rerun is told, how a submission is linted and shown. The frontend and the
 job's Python steps ask this interface (:mod:`.schedulers` picks the implementation) and stay neutral.
 
+Inside a job, the runner (:mod:`.job.runner`) asks it for the job's scratch and the variables its
+processes get, the command that describes the job, another node's scratch, the environment of the
+next job's submission, and the signal (if any) that warns of the time limit.
+
 Shared facts live here too: :class:`JobEnvironment` (a running job's identity and places),
 :class:`JobState` (where a job stands, in PBS's letters, which every implementation answers in).
 """
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Protocol, Sequence
 
+from segtrain.cluster.scratch import Scratch
 from segtrain.errors import UserError
 
 QUEUED_STATES, ENDED_STATES = set("QHWTS"), set("FXU")
@@ -74,6 +79,7 @@ class Scheduler(Protocol):
     default_site: str  # the site profile (segtrain.cluster.site) used when none is named
     takes_account: bool  # whether a submission names a project account
     takes_nodes: bool  # whether a submission asks for nodes by number (else by chunks)
+    time_limit_warning: Optional[int]  # the signal the job's shell gets before the time limit (None: none comes)
 
     def in_job(self, environ: Mapping[str, str]) -> bool:
         """Whether ``environ`` is a job this scheduler runs."""
@@ -139,6 +145,20 @@ class Scheduler(Protocol):
     def dry_run_lines(self, argv: Sequence[str], workdir: Path) -> list[str]:
         """The submit command for a dry run: the command, and what the job gets (variables decoded)."""
 
+    def enter_job(self, environ: Mapping[str, str]) -> tuple[Scratch, dict[str, str]]:
+        """Inside a job: its scratch on its first node (a UserError when it has none), and the variables every
+        process of the job gets besides ``environ``."""
+
+    def describe_argv(self, environ: Mapping[str, str]) -> list[str]:
+        """Inside a job: the command whose output :meth:`walltime`, :meth:`granted` and :meth:`queue_wait` read."""
+
+    def node_scratch(self, environ: Mapping[str, str], first: Path, rank: int) -> Optional[Scratch]:
+        """On the job's node ``rank`` (not the first): its scratch, given the first node's (None: none usable)."""
+
+    def next_job_environ(self, environ: Mapping[str, str], original: Mapping[str, str]) -> dict[str, str]:
+        """The environment of the submit command that continues a job from inside it (``environ``: the job's now;
+        ``original``: as the job started)."""
+
 
 def read_directives(script: str | Path, prefix: str) -> list[str]:
     """The option words of a script's directives (``#PBS``, ``#SBATCH``), up to its first executable line."""
@@ -159,11 +179,14 @@ def read_directives(script: str | Path, prefix: str) -> list[str]:
     return words
 
 
-def run_submit(argv: Sequence[str], where_to_submit: str, timeout_s: float = SUBMIT_TIMEOUT_S) -> str:
-    """Run a submit command (no stdin, a timeout); what it printed. ``where_to_submit``: the hint when it is missing."""
+def run_submit(argv: Sequence[str], where_to_submit: str, timeout_s: float = SUBMIT_TIMEOUT_S,
+               env: Optional[Mapping[str, str]] = None) -> str:
+    """Run a submit command (no stdin, a timeout; ``env``, else this process's environment); what it printed.
+    ``where_to_submit``: the hint when it is missing."""
     program = argv[0]
     try:
-        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL,
+                             env=None if env is None else dict(env))
     except FileNotFoundError:
         raise UserError(f"{program}: command not found; submit on {where_to_submit}") from None
     except subprocess.TimeoutExpired:

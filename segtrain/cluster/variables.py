@@ -33,7 +33,7 @@ NPROC = "NPROC"  # trainer processes per node (default: one per GPU)
 WALLTIME_POLL = "WALLTIME_POLL"  # seconds between asking the scheduler for the walltime again (a qextend)
 SCRATCH_BASE = "SCRATCH_BASE"  # Slurm: the folder in which the job makes its scratch folder (a site's scratch)
 # The umask the training job sets itself (and passes on): on PBS the script's `#PBS -W umask=022` wins
-# over `qsub -W umask=077`, so a private run asks the job itself (jobs/train.sh).
+# over `qsub -W umask=077`, so a private run asks the job itself (segtrain/cluster/job/runner.py).
 UMASK = "UMASK"
 JOB_VARIABLES = (CONFIG, OVERRIDES, RUN, DATA, RUNS, MAX_RESUBMITS, RESUBMITS, MARGIN, MANIFEST, ENV_VARIABLE,
                  SCRATCH_BASE, UMASK, STUDY, WORKER)

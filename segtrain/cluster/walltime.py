@@ -7,11 +7,11 @@ PBS sends no warning before the walltime: at the limit every process of the job 
 :func:`default_margin`) leaving room for the final checkpoint, the copy-back and the resubmission:
 
 - the trainer gets a time limit to the deadline (:func:`training_time_limit`), and on rank 0 a deadline
-  file: the training job (``jobs/train.sh``, ``watch_walltime``) asks the scheduler again every
+  file: the training job's runner (:mod:`.job.runner`) asks the scheduler again every
   ``WALLTIME_POLL`` seconds and ``steps deadline`` rewrites the file when a ``qextend`` raised the walltime;
 - a prediction job starts no scene that would not end by the deadline;
-- Slurm also warns the job's shell before its limit (``--signal=B:USR1``; ``on_warning`` in
-  ``jobs/slurm.sh``): the trainer then stops as at its own time limit;
+- Slurm also warns the job's shell before its limit (``--signal=B:USR1``, passed on to the runner, whose
+  ``on_warning`` stops the trainer as at its own time limit);
 - a SIGTERM close to the walltime or after it is the walltime's, else a ``qdel`` (:func:`walltime_kill`):
   the job resubmits itself after the first only.
 """

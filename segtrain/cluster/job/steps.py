@@ -1,4 +1,5 @@
-"""The steps of ``jobs/train.pbs`` that need logic, as ``python -m segtrain.cluster.job.steps STEP PLAN``.
+"""The steps of a training job that need its software environment, as ``python -m segtrain.cluster.job.steps STEP PLAN``;
+the job's runner (:mod:`.runner`, outside any container) runs them in order.
 
     plan           read the job's variables, validate config, data set and run before anything
                    is copied; write the plan (a JSON file on scratch) the other steps read
@@ -9,12 +10,10 @@
     record         note a resubmission in the run's run.json on storage
     deadline       after the scheduler was asked again: a walltime raised (qextend) moves the trainer's deadline
     node-args      the pbsdsh (srun) commands that run jobs/node.sh on each other node (jobs on several nodes)
-    node-plan      on another node: its copy of the plan, with its own scratch
     node-status    how the other nodes' jobs/node.sh ended, from pbsdsh's report or node.sh's (exit 1: one failed)
 
 The job's variables are decoded here (see :mod:`segtrain.cluster.variables`);
-argument lists go to the shell NUL-separated, read with ``mapfile -d ''``: no value is ever
-parsed by a shell.
+argument lists go to the runner NUL-separated: no value is ever parsed by a shell.
 """
 from __future__ import annotations
 
@@ -60,7 +59,7 @@ def make_plan(environ: Mapping[str, str], script_candidates: Sequence[Path], job
               job_info: Optional[str], scratch: Path) -> tuple[Plan, Config]:
     """Validate the job's variables against the files they name; nothing is written or copied.
 
-    ``scratch`` is the folder the job script chose (``choose_scratch`` in jobs/common.sh).
+    ``scratch`` is the job's scratch folder (its scheduler's ``enter_job`` chose it).
     """
     scheduler = current_job_scheduler(environ)
     env = scheduler.require_job(environ)
@@ -399,13 +398,6 @@ def step_node_args(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def step_node_plan(args: argparse.Namespace) -> int:
-    plan = Plan.from_word(args.word)
-    plan.scratch = str(args.scratch.resolve())
-    plan.save(args.out)
-    return EXIT_OK
-
-
 def node_status(plan: Plan, mode: str, folder: Path) -> dict[int, Optional[int]]:
     """By node rank, the exit status reported for ``node.sh MODE`` (None: none reported)."""
     scheduler = scheduler_named(plan.scheduler)
@@ -475,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="step", required=True)
     p = sub.add_parser("plan")
     p.add_argument("plan", type=Path)
-    p.add_argument("--scratch", type=Path, required=True, help="the job's scratch folder (jobs/common.sh chose it)")
+    p.add_argument("--scratch", type=Path, required=True, help="the job's scratch folder")
     p.add_argument("--script", type=Path, help="the running job script ($0), for its walltime directive")
     p.add_argument("--job-start", type=float, default=None, help="when the job started (epoch seconds)")
     p.add_argument("--job-info", type=Path, help="a file holding the scheduler's description of the job "
@@ -487,11 +479,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-dir", required=True, help="the software environment (SEGTRAIN_ENV)")
     p.add_argument("--out", type=Path, required=True, help="folder for node-RANK.MODE.args")
     p.set_defaults(run=step_node_args)
-    p = sub.add_parser("node-plan")
-    p.add_argument("word", help="the plan word node-args put on node.sh's command line")
-    p.add_argument("--scratch", type=Path, required=True, help="this node's scratch")
-    p.add_argument("out", type=Path)
-    p.set_defaults(run=step_node_plan)
     p = sub.add_parser("node-status")
     p.add_argument("plan", type=Path)
     p.add_argument("mode", choices=NODE_MODES)

@@ -3,8 +3,8 @@
 - submit words and ``-v`` encoding: :mod:`.qsub`; ``#PBS`` directives and qsub's options: :mod:`.directives`;
 - the job's variables and ``qstat -f``: :mod:`.environment`; ``qstat -x`` states: :mod:`.status`;
 - starting work on other nodes (``pbsdsh``): :mod:`.nodes`; lint of a request: :mod:`.lint`;
-- scratch (MetaCentrum's ``$SCRATCHDIR``, else the job's ``$TMPDIR``) and the job script's
-  variables: ``jobs/pbs.sh``; the local stand-in that runs the same job script here: :mod:`.local`.
+- the job's scratch (MetaCentrum's ``$SCRATCHDIR``, else the job's ``$TMPDIR``): :meth:`Pbs.enter_job`;
+  the local stand-in that runs the same job script here: :mod:`.local`.
 
 PBS sends no warning before the walltime (the job times itself); ``qdel`` and the walltime send
 SIGTERM to every process of the job, SIGKILL ``kill_delay`` later; ``qrerun`` (or ``-r y`` after
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -25,6 +26,7 @@ from segtrain.cluster.pbs.lint import lint_request, lint_script
 from segtrain.cluster.pbs.nodes import pbsdsh_argv, task_exit_status
 from segtrain.cluster.pbs.status import qstat_states
 from segtrain.cluster.scheduler import JobEnvironment, JobState
+from segtrain.cluster.scratch import SITE_SCRATCH, Scratch, other_node_scratch
 from segtrain.cluster.site import DEFAULT_SITE, SCRIPT_SITE
 from segtrain.cluster.variables import decode_value, display
 from segtrain.cluster.walltime import format_hms, parse_hms
@@ -42,6 +44,7 @@ class Pbs:
     default_site = DEFAULT_SITE
     takes_account = False
     takes_nodes = False  # chunks: qsub -l select=N:... -l place=scatter
+    time_limit_warning = None  # PBS warns no job before its walltime: the job times itself
 
     def in_job(self, environ: Mapping[str, str]) -> bool:
         return bool(environ.get("PBS_JOBID"))
@@ -127,6 +130,31 @@ class Pbs:
         request = job_request(list(argv[1:]), os.environ, workdir)
         return ["", display(argv), *request.directives(),
                 *(f"#   {name}={decode_value(value)}" for name, value in request.variables.items())]
+
+    def enter_job(self, environ: Mapping[str, str]) -> tuple[Scratch, dict[str, str]]:
+        """MetaCentrum gives each job ``$SCRATCHDIR``; stock PBS has only the job's ``$TMPDIR``
+        (``/var/tmp/pbs.<id>``, made on every node of the job); a TMPDIR that is not the job's own (a shared
+        /tmp) gets a job folder inside it, so that cleaning up never touches anything but this job's files."""
+        job_id, tmpdir = environ["PBS_JOBID"], environ.get("TMPDIR")
+        scratch = None
+        if environ.get(SITE_SCRATCH):
+            scratch = Scratch(Path(environ[SITE_SCRATCH]))
+        elif tmpdir and job_id in tmpdir:
+            scratch = Scratch(Path(tmpdir))
+        elif tmpdir and os.path.isdir(tmpdir):
+            scratch = Scratch(Path(tempfile.mkdtemp(prefix=f"segtrain.{job_id}.", dir=tmpdir)), owned=True)
+        if scratch is None or not scratch.usable():
+            raise UserError("no writable scratch (SCRATCHDIR and TMPDIR unset or missing; ask for scratch_local)")
+        return scratch, {}
+
+    def describe_argv(self, environ: Mapping[str, str]) -> list[str]:
+        return ["qstat", "-f", environ["PBS_JOBID"]]  # not available inside a container: the runner is outside
+
+    def node_scratch(self, environ: Mapping[str, str], first: Path, rank: int) -> Optional[Scratch]:
+        return other_node_scratch(environ, first, rank, job_makes_it=False)
+
+    def next_job_environ(self, environ: Mapping[str, str], original: Mapping[str, str]) -> dict[str, str]:
+        return dict(environ)  # qsub passes on only the -v variables
 
 
 PBS = Pbs()

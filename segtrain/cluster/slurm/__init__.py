@@ -28,9 +28,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -38,6 +42,7 @@ from typing import Mapping, Optional, Sequence
 from segtrain.cluster import variables as job_vars
 from segtrain.cluster.frontend.lint import ERROR, Finding, check_walltime, number
 from segtrain.cluster.scheduler import JobEnvironment, JobState, read_directives, run_submit
+from segtrain.cluster.scratch import Scratch, other_node_scratch
 from segtrain.cluster.site import Site
 from segtrain.cluster.variables import decode_value, display
 from segtrain.cluster.walltime import format_hms, parse_hms
@@ -126,6 +131,7 @@ class Slurm:
     default_site = "slurm"
     takes_account = True
     takes_nodes = True
+    time_limit_warning = signal.SIGUSR1  # --signal=B:USR1@SECONDS (jobs/train.slurm): to the job's shell, passed on
 
     def in_job(self, environ: Mapping[str, str]) -> bool:
         return bool(environ.get("SLURM_JOB_ID"))
@@ -277,6 +283,45 @@ class Slurm:
         """The command and the job's variables, from ``--export=ALL,NAME=value,...``."""
         exported = [item.partition("=") for item in argv[-2].removeprefix("--export=").split(",")[1:]]
         return ["", display(argv), *(f"#   {name}={decode_value(value)}" for name, _, value in exported if value)]
+
+    def enter_job(self, environ: Mapping[str, str]) -> tuple[Scratch, dict[str, str]]:
+        """Slurm makes no scratch: the job makes its own folder in SCRATCH_BASE (the site's scratch), else in
+        TMPDIR or /tmp, on every node, and removes it. In it go the job's nodes, one a line, the first (this
+        one) first: node rank 0, host of the rendezvous."""
+        job_id, scratch = self.job_environment(environ).job_id, None
+        for base in (environ.get(job_vars.SCRATCH_BASE), environ.get("TMPDIR"), "/tmp"):
+            if base and os.path.isdir(base) and os.access(base, os.W_OK):
+                scratch = Scratch(Path(tempfile.mkdtemp(prefix=f"segtrain.{job_id}.", dir=base)), owned=True)
+                break
+        if scratch is None:
+            raise UserError("no writable scratch (SCRATCH_BASE, TMPDIR and /tmp not writable)")
+        nodelist = environ.get("SLURM_JOB_NODELIST") or socket.gethostname().split(".")[0]
+        hosts = _run(["scontrol", "show", "hostnames", nodelist])
+        if hosts is None or hosts.returncode != 0:
+            raise UserError(f"cannot list the job's nodes (scontrol show hostnames {nodelist})")
+        nodefile = scratch.path / ".segtrain-nodes"
+        nodefile.write_text(hosts.stdout)
+        cpus = environ.get("SLURM_CPUS_PER_TASK", "")
+        variables = {NODEFILE: str(nodefile),  # as PBS sets OMP_NUM_THREADS from ncpus
+                     "OMP_NUM_THREADS": cpus or environ.get("OMP_NUM_THREADS") or environ.get("SLURM_CPUS_ON_NODE", "1")}
+        if cpus:  # srun (the other nodes' steps) does not take the job's --cpus-per-task from its environment since 22.05
+            variables["SRUN_CPUS_PER_TASK"] = cpus
+        return scratch, variables
+
+    def describe_argv(self, environ: Mapping[str, str]) -> list[str]:
+        return ["scontrol", "show", "job", environ["SLURM_JOB_ID"]]
+
+    def node_scratch(self, environ: Mapping[str, str], first: Path, rank: int) -> Optional[Scratch]:
+        return other_node_scratch(environ, first, rank, job_makes_it=True)
+
+    def next_job_environ(self, environ: Mapping[str, str], original: Mapping[str, str]) -> dict[str, str]:
+        """Not this job's array variables, node list or scratch TMPDIR: sbatch would take them for the new job's."""
+        drop = {"SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN",
+                "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_STEP", NODEFILE, "SRUN_CPUS_PER_TASK", "TMPDIR"}
+        env = {name: value for name, value in environ.items() if name not in drop}
+        if original.get("TMPDIR"):
+            env["TMPDIR"] = original["TMPDIR"]
+        return env
 
 
 def sacct_states(text: str, job_ids: Sequence[str]):
