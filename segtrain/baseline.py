@@ -204,6 +204,12 @@ def training(result: dict) -> str:
     return f"{end}: {result['steps']} steps, {result['cpu_s']:.1f} CPU-s"
 
 
+def unconverged(baselines: dict[str, dict]) -> list[str]:
+    """The classifiers that stopped at their step budget, not on a plateau: their IoU may understate the
+    floor, so a verdict against them is only a bound (the job report shows none, :mod:`segtrain.run.report`)."""
+    return [name for name, result in baselines.items() if result.get("stopped") != "plateau"]
+
+
 def verdict(model_iou: float, baselines: dict[str, dict]) -> tuple[str, float]:
     """A plain sentence on how the model compares with the best per-pixel classifier, and the IoU margin."""
     name, best = max(baselines.items(), key=lambda item: item[1]["iou"])

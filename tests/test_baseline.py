@@ -11,6 +11,8 @@ from conftest import REPO
 from segtrain import baseline
 from segtrain.baseline import fit, max_steps, verdict
 from segtrain.cli import main
+from segtrain.run.directory import RunDir
+from segtrain.run.report import run_quality
 
 
 def test_the_mlp_learns_a_pixel_rule_that_logistic_regression_cannot():
@@ -79,6 +81,22 @@ def test_every_eval_scores_the_baselines_on_the_same_pixels(run_dir, tmp_path, c
     mlp = metrics["baseline"]["mlp"]
     assert mlp["stopped"] in ("plateau", "budget") and mlp["steps"] > 0 and mlp["cpu_s"] > 0
     assert f"{mlp['steps']} steps" in out
+
+
+def test_the_job_report_shows_the_verdict_of_the_runs_own_evaluation(run_dir, capsys):
+    """What eval records (the run's step, which classifiers did not converge) is what the report needs."""
+    assert run_quality(run_dir) == {"none": "not evaluated yet", "how": f"`segtrain eval {run_dir}` compares the model "
+                                    "with per-pixel classifiers trained to convergence"}
+    assert main(["eval", str(run_dir), "--no-wandb", "--quiet"]) == 0
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert metrics["run_step"] == RunDir(run_dir).info.read()["segments"][-1]["end_step"] > 0
+    not_converged = [n for n in baseline.MODELS if metrics["baseline"][n]["stopped"] != "plateau"]
+    assert metrics["baseline"]["not_converged"] == not_converged
+    quality = run_quality(run_dir)
+    if not_converged:
+        assert "verdict" not in quality and "stopped at its step budget" in quality["none"]
+    else:
+        assert quality["verdict"] == metrics["baseline"]["verdict"] and quality["split"] == "test"
 
 
 def test_baseline_command_scores_both_classifiers_deterministically(small_data_ro, capsys):
