@@ -258,11 +258,11 @@ def _choose_threshold(backend: TorchBackend, options: EvalOptions, cfg, run_dir:
 
 def _baseline(cfg, meta, split: str, model_iou: float) -> dict:
     """The per-pixel classifiers on the same split and bands, and how the model compares."""
-    from segtrain.baseline import evaluate_baselines, unconverged, verdict
+    from segtrain.baseline import evaluate_baselines, unconverged_floor, verdict
 
     results = evaluate_baselines(cfg.data, meta.bands, split, cfg.train.threshold, cfg.train.seed)
     sentence, margin = verdict(model_iou, results)
-    return {**results, "model_minus_best_iou": margin, "verdict": sentence, "not_converged": unconverged(results)}
+    return {**results, "model_minus_best_iou": margin, "verdict": sentence, "floor_not_converged": unconverged_floor(results)}
 
 
 def _log_wandb(run_dir: Path, backend: TorchBackend, metrics: dict, scores: list[SceneScore],

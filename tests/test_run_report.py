@@ -141,7 +141,7 @@ def evaluated_run(tmp_path, trained_to: int = 128, **baseline) -> str:
     converged = {"stopped": "plateau", "iou": 0.8}
     metrics = {"split": "test", "checkpoint": "best", "step": 120, "run_step": 128, "threshold": 0.45, "iou": 0.84,
                "baseline": {"logistic": converged, "mlp": converged, "model_minus_best_iou": 0.04, "verdict": VERDICT,
-                            "not_converged": [], **baseline}}
+                            "floor_not_converged": [], **baseline}}
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps(metrics))
     return format_report(job_report("7.pbs", MARKS, TRAINER, None, run_quality(tmp_path))).splitlines()[-1]
@@ -153,7 +153,7 @@ def test_the_report_ends_with_the_verdict_the_runs_own_evaluation_recorded(tmp_p
 
 
 def test_a_verdict_against_a_baseline_that_did_not_converge_is_never_shown(tmp_path):
-    line = evaluated_run(tmp_path, not_converged=["mlp"])
+    line = evaluated_run(tmp_path, floor_not_converged=["mlp"])
     assert VERDICT not in line and "no verdict (the per-pixel mlp of" in line
     assert line.endswith("stopped at its step budget before converging: the gap eval states is only a bound)")
 
@@ -162,7 +162,7 @@ def test_an_evaluation_from_before_converged_baselines_gives_no_verdict(tmp_path
     evaluated_run(tmp_path)
     metrics_path = tmp_path / "eval" / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
-    del metrics["baseline"]["not_converged"]  # as segtrain eval wrote it before issue 26
+    del metrics["baseline"]["floor_not_converged"]  # as segtrain eval wrote it before issue 26
     metrics_path.write_text(json.dumps(metrics))
     assert "predates per-pixel baselines trained to convergence" in run_quality(tmp_path)["none"]
 

@@ -134,8 +134,9 @@ def _none(why: str, run: Optional[str | Path]) -> dict[str, str]:
 def run_quality(run_dir: str | Path) -> dict[str, Any]:
     """The verdict the run's own evaluation recorded (``RUN/eval/metrics.json``), as the job report shows it:
     ``{"verdict", "margin", "split", "checkpoint", "step", "threshold"}``; or ``{"none": why, "how": to get one}``
-    when there is no evaluation, it skipped the baseline, a per-pixel classifier stopped at its step budget (its
-    IoU may understate the floor, issue 26), or the run has trained on since it was evaluated."""
+    when there is no evaluation, it skipped the baseline, a per-pixel classifier that could raise the floor
+    stopped at its step budget (:func:`segtrain.baseline.unconverged_floor`: the floor may be understated, issue
+    26), or the run has trained on since it was evaluated."""
     path = Path(run_dir) / EVAL / "metrics.json"
     if not path.is_file():
         return _none("not evaluated yet", run_dir)
@@ -146,11 +147,11 @@ def run_quality(run_dir: str | Path) -> dict[str, Any]:
     baseline = metrics.get("baseline")
     if not isinstance(baseline, dict):
         return _none(f"{path} has no per-pixel baseline (eval --no-baseline)", run_dir)
-    if "not_converged" not in baseline:
+    if "floor_not_converged" not in baseline:
         return _none(f"{path} predates per-pixel baselines trained to convergence", run_dir)
-    if baseline["not_converged"]:
-        return _none(f"the per-pixel {' and '.join(baseline['not_converged'])} of {path} stopped at its step budget "
-                     "before converging: the gap eval states is only a bound", None)
+    if baseline["floor_not_converged"]:
+        return _none(f"the per-pixel {' and '.join(baseline['floor_not_converged'])} of {path} stopped at its step "
+                     "budget before converging: the gap eval states is only a bound", None)
     now = trained_to(RunDir(run_dir).info.read())
     if metrics.get("run_step") != now:
         return _none(f"{path} evaluated the run at step {metrics.get('run_step')}; it has trained to step {now} since",
