@@ -204,6 +204,16 @@ def training(result: dict) -> str:
     return f"{end}: {result['steps']} steps, {result['cpu_s']:.1f} CPU-s"
 
 
+def unconverged_floor(baselines: dict[str, dict]) -> list[str]:
+    """The classifiers stopped at their step budget (not on a plateau) that trained on could raise the floor:
+    the best one, and the MLP (it can represent logistic regression, so a converged MLP is the floor however
+    far logistic regression got). Empty: the verdict is against a converged floor; else it is only a bound,
+    and the job report shows none (:mod:`segtrain.run.report`)."""
+    best = max(baselines, key=lambda name: baselines[name]["iou"])
+    return [name for name, result in baselines.items()
+            if result.get("stopped") != "plateau" and name in (best, "mlp")]
+
+
 def verdict(model_iou: float, baselines: dict[str, dict]) -> tuple[str, float]:
     """A plain sentence on how the model compares with the best per-pixel classifier, and the IoU margin."""
     name, best = max(baselines.items(), key=lambda item: item[1]["iou"])

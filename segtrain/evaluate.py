@@ -28,7 +28,8 @@ from segtrain import calibration
 from segtrain.calibration import ProbabilityHistogram
 from segtrain.data.layout import SceneFiles, filelist_path
 from segtrain.errors import UserError
-from segtrain.run.directory import locate_data
+from segtrain.run.directory import EVAL, RunDir, locate_data
+from segtrain.run.run_json import trained_to
 from segtrain.fsutil import atomic_write_json, atomic_write_text
 from segtrain.metrics import SCORES, ConfusionCounts, Counts, per_scene_scores, scores_from_counts
 from segtrain.predict import Backend, Progress, Timing, TorchBackend, check_tiling, open_scene, predict_strips
@@ -196,7 +197,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions = EvalOptions()) -> d
     files = check_dataset(cfg).splits.get(options.split)
     if files is None:
         raise UserError(f"{filelist_path(cfg.data.root, options.split)}: filelist for split '{options.split}' not found")
-    out = options.out or run_dir / "eval"
+    out = options.out or run_dir / EVAL
     check_tiling(backend.meta.tile_size, backend.meta.overlap, options.batch_size)
     default = cfg.train.threshold
     source = _choose_threshold(backend, options, cfg, run_dir)
@@ -205,6 +206,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions = EvalOptions()) -> d
     scores, worst, best = score_scenes(backend, files, meta.tile_size, meta.overlap, options.batch_size,
                                        meta.threshold, timing, options.progress, OVERLAYS, f"eval {options.split}", hist)
     metrics = {"split": options.split, "checkpoint": options.checkpoint, "step": backend.trained.position["step"],
+               "run_step": trained_to(RunDir(run_dir).info.read()),
                "threshold": meta.threshold, "threshold_source": source, "tile_size": meta.tile_size,
                "overlap": meta.overlap, "scenes": len(scores), **summarize(scores),
                "at_default_threshold": {"threshold": default, **calibration.scores_at(hist, default)},
@@ -256,11 +258,11 @@ def _choose_threshold(backend: TorchBackend, options: EvalOptions, cfg, run_dir:
 
 def _baseline(cfg, meta, split: str, model_iou: float) -> dict:
     """The per-pixel classifiers on the same split and bands, and how the model compares."""
-    from segtrain.baseline import evaluate_baselines, verdict
+    from segtrain.baseline import evaluate_baselines, unconverged_floor, verdict
 
     results = evaluate_baselines(cfg.data, meta.bands, split, cfg.train.threshold, cfg.train.seed)
     sentence, margin = verdict(model_iou, results)
-    return {**results, "model_minus_best_iou": margin, "verdict": sentence}
+    return {**results, "model_minus_best_iou": margin, "verdict": sentence, "floor_not_converged": unconverged_floor(results)}
 
 
 def _log_wandb(run_dir: Path, backend: TorchBackend, metrics: dict, scores: list[SceneScore],

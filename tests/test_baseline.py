@@ -9,8 +9,10 @@ import pytest
 
 from conftest import REPO
 from segtrain import baseline
-from segtrain.baseline import fit, max_steps, verdict
+from segtrain.baseline import fit, max_steps, unconverged_floor, verdict
 from segtrain.cli import main
+from segtrain.run.directory import RunDir
+from segtrain.run.report import run_quality
 
 
 def test_the_mlp_learns_a_pixel_rule_that_logistic_regression_cannot():
@@ -65,6 +67,16 @@ def test_the_verdict_says_in_plain_words_when_the_model_does_not_beat_the_floor(
     assert sentence.startswith("the model beats") and "+0.0500" in sentence and margin == pytest.approx(0.05)
 
 
+def test_the_floor_is_converged_when_the_best_classifier_and_the_mlp_are():
+    """A logistic regression stopped at its budget below a converged MLP cannot raise the floor: the MLP can
+    represent it. One that is the best, or an MLP stopped at its budget, could."""
+    plateau, budget = {"stopped": "plateau"}, {"stopped": "budget"}
+    assert unconverged_floor({"logistic": {**budget, "iou": 0.5}, "mlp": {**plateau, "iou": 0.7}}) == []
+    assert unconverged_floor({"logistic": {**budget, "iou": 0.8}, "mlp": {**plateau, "iou": 0.7}}) == ["logistic"]
+    assert unconverged_floor({"logistic": {**plateau, "iou": 0.8}, "mlp": {**budget, "iou": 0.7}}) == ["mlp"]
+    assert unconverged_floor({"logistic": {"iou": 0.5}, "mlp": {**plateau, "iou": 0.7}}) == []
+
+
 def test_every_eval_scores_the_baselines_on_the_same_pixels(run_dir, tmp_path, capsys):
     assert main(["eval", str(run_dir), "--out", str(tmp_path), "--no-wandb", "--quiet"]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -79,6 +91,22 @@ def test_every_eval_scores_the_baselines_on_the_same_pixels(run_dir, tmp_path, c
     mlp = metrics["baseline"]["mlp"]
     assert mlp["stopped"] in ("plateau", "budget") and mlp["steps"] > 0 and mlp["cpu_s"] > 0
     assert f"{mlp['steps']} steps" in out
+
+
+def test_the_job_report_shows_the_verdict_of_the_runs_own_evaluation(run_dir, capsys):
+    """What eval records (the run's step, which classifiers did not converge) is what the report needs."""
+    assert run_quality(run_dir) == {"none": "not evaluated yet", "how": f"`segtrain eval {run_dir}` compares the model "
+                                    "with per-pixel classifiers trained to convergence"}
+    assert main(["eval", str(run_dir), "--no-wandb", "--quiet"]) == 0
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert metrics["run_step"] == RunDir(run_dir).info.read()["segments"][-1]["end_step"] > 0
+    not_converged = unconverged_floor({name: metrics["baseline"][name] for name in baseline.MODELS})
+    assert metrics["baseline"]["floor_not_converged"] == not_converged
+    quality = run_quality(run_dir)
+    if not_converged:
+        assert "verdict" not in quality and "stopped at its step budget" in quality["none"]
+    else:
+        assert quality["verdict"] == metrics["baseline"]["verdict"] and quality["split"] == "test"
 
 
 def test_baseline_command_scores_both_classifiers_deterministically(small_data_ro, capsys):

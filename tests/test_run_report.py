@@ -1,6 +1,9 @@
 """The job report: phases laid end to end from the job's marks and the trainer's sums, the printed
-block, the training share of `segtrain runs`, the GPU figures and the queue wait from the scheduler."""
+block, the training share of `segtrain runs`, the GPU figures, the queue wait from the scheduler and
+the quality verdict of the run's own evaluation."""
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -8,7 +11,9 @@ import torch
 from segtrain.cluster.pbs import PBS
 from segtrain.cluster.slurm import SLURM
 from segtrain.run.gpu_usage import GIB, GpuSampler, summarize
-from segtrain.run.report import OTHER, PHASES, TrainerClock, format_report, job_phases, job_report, training_share
+from segtrain.run.directory import RunDir
+from segtrain.run.report import (OTHER, PHASES, TrainerClock, format_gpu, format_report, job_phases, job_report,
+                                 run_quality, training_share)
 
 # A job of 1000 s: environment 10, checks 20, staging 30, (rank 0 waits 5 for the other nodes), trainer
 # launched at 65 and ended at 900, copy-back 900-950; 50 s after it (the report is made at its end).
@@ -65,7 +70,7 @@ def test_the_report_block_shows_every_phase_with_its_share_and_the_data_wait():
     assert [line.split()[0] for line in lines[3:12]] == [*PHASES, OTHER]
     assert lines[7].split()[:3] == ["training", "0:10:00.0", "63.2%"]
     assert "120 steps, waiting for data 25% of it" in lines[7]
-    assert lines[-1].split() == ["GPU", "no", "GPU"]
+    assert lines[-2].split() == ["GPU", "no", "GPU"]
     assert report["data_wait_share"] == 0.25 and report["phases_s"]["training"] == 600.0
 
 
@@ -80,7 +85,7 @@ def test_the_report_names_the_corrupt_segments_the_trainer_skipped():
 def test_unknown_figures_read_as_unknown_or_a_dash():
     text = format_report(job_report("7.pbs", {"job_start": 0.0, "checks_start": 2.0}, None, None))
     assert "queue wait    unknown" in text and "  training    -" in text
-    assert text.splitlines()[-1] == "GPU           unknown (the trainer reported nothing)"
+    assert text.splitlines()[-2] == "GPU           unknown (the trainer reported nothing)"
 
 
 def test_training_share_of_a_run_is_over_its_reported_jobs():
@@ -94,7 +99,7 @@ def test_gpu_figures_average_the_utilization_and_keep_the_peak_memory():
     gpu = summarize([50.0, 100.0, 30.0, 60.0], [1 * GIB, 3 * GIB, 2 * GIB, 2 * GIB], 80 * GIB, gpus=2)
     assert gpu == {"gpus": 2, "samples": 2, "utilization_mean": 60.0, "utilization_max": 100.0,
                    "memory_peak_gib": 3.0, "memory_total_gib": 80.0}
-    assert "60 % on average (max 100 %), peak memory 3.0 of 80.0 GiB, 2 samples" in format_report({"gpu": gpu})
+    assert "60 % on average (max 100 %), peak memory 3.0 of 80.0 GiB, 2 samples" in format_gpu(gpu)
 
 
 def test_on_a_cpu_nothing_is_sampled():
@@ -122,3 +127,57 @@ def test_queue_wait_is_submit_to_start_time_in_scontrol_show_job():
            "   StartTime=2026-11-30T10:00:42 EndTime=2026-12-01T10:00:42\n"
     assert SLURM.queue_wait(show, "14") == 42.0
     assert SLURM.queue_wait("JobId=14 StartTime=Unknown SubmitTime=2026-11-30T10:00:00\n", "14") is None
+
+
+# ---- the quality verdict ------------------------------------------------------------------------
+VERDICT = "the model beats the best per-pixel classifier (an MLP trained to a plateau: ...) by +0.0400 IoU"
+
+
+def evaluated_run(tmp_path, trained_to: int = 128, **baseline) -> str:
+    """A run trained to step ``trained_to`` and evaluated (segtrain eval's metrics.json) at step 128."""
+    info = RunDir(tmp_path).info
+    info.start_segment("run", None, "7.pbs", 0)
+    info.end_segment("done", 0, end_step=trained_to)
+    converged = {"stopped": "plateau", "iou": 0.8}
+    metrics = {"split": "test", "checkpoint": "best", "step": 120, "run_step": 128, "threshold": 0.45, "iou": 0.84,
+               "baseline": {"logistic": converged, "mlp": converged, "model_minus_best_iou": 0.04, "verdict": VERDICT,
+                            "floor_not_converged": [], **baseline}}
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    return format_report(job_report("7.pbs", MARKS, TRAINER, None, run_quality(tmp_path))).splitlines()[-1]
+
+
+def test_the_report_ends_with_the_verdict_the_runs_own_evaluation_recorded(tmp_path):
+    assert evaluated_run(tmp_path) == f"quality       test split, best checkpoint (step 120), threshold 0.45: {VERDICT}"
+    assert run_quality(tmp_path)["margin"] == 0.04
+
+
+def test_a_verdict_against_a_baseline_that_did_not_converge_is_never_shown(tmp_path):
+    line = evaluated_run(tmp_path, floor_not_converged=["mlp"])
+    assert VERDICT not in line and "no verdict (the per-pixel mlp of" in line
+    assert line.endswith("stopped at its step budget before converging: the gap eval states is only a bound)")
+
+
+def test_an_evaluation_from_before_converged_baselines_gives_no_verdict(tmp_path):
+    evaluated_run(tmp_path)
+    metrics_path = tmp_path / "eval" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    del metrics["baseline"]["floor_not_converged"]  # as segtrain eval wrote it before issue 26
+    metrics_path.write_text(json.dumps(metrics))
+    assert "predates per-pixel baselines trained to convergence" in run_quality(tmp_path)["none"]
+
+
+def test_an_evaluation_of_an_earlier_state_of_the_run_gives_no_verdict(tmp_path):
+    line = evaluated_run(tmp_path, trained_to=256)  # trained on after it was evaluated
+    assert VERDICT not in line
+    assert f"evaluated the run at step 128; it has trained to step 256 since); `segtrain eval {tmp_path}`" in line
+
+
+def test_without_an_evaluation_the_report_says_there_is_none_yet_and_how_to_get_one(tmp_path):
+    assert run_quality(tmp_path) == {"none": "not evaluated yet", "how": f"`segtrain eval {tmp_path}` compares the "
+                                     "model with per-pixel classifiers trained to convergence"}
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps({"split": "test", "iou": 0.8}))
+    assert "(eval --no-baseline)" in run_quality(tmp_path)["none"]
+    line = format_report(job_report("7.pbs", MARKS, TRAINER, None)).splitlines()[-1]
+    assert line.startswith("quality       no verdict (not looked up by this job); `segtrain eval RUN` compares")

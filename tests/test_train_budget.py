@@ -1,10 +1,12 @@
-"""`segtrain check` warns, in one line each, when the lr schedule does not fit the run's steps."""
+"""`segtrain check` warns, in one line each, when the lr schedule does not fit the run's steps; `segtrain train`
+says the same as a new run starts."""
 from __future__ import annotations
 
 from segtrain.config import load_config
 from segtrain.train.budget import schedule_warnings, steps_per_epoch
 from conftest import REPO
 from test_preflight import run_check, write_config
+from trainutil import train_run
 
 
 def test_a_gpu_config_shortened_on_the_command_line_warns_that_the_lr_never_peaks(capsys, tmp_path, small_data_ro):
@@ -51,3 +53,16 @@ def test_no_warm_up_or_a_plateau_schedule_needs_no_warning():
     assert schedule_warnings(cfg, 1) == []
     cfg = load_config(REPO / "configs" / "demo.yaml", ["optim.warmup_steps=0", "optim.schedule=plateau"])
     assert schedule_warnings(cfg, 1) == []
+
+
+def test_train_gives_the_same_warning_once_as_a_new_run_starts(tmp_path, small_data_ro):
+    """6 steps an epoch (48 tiles, batch 8): a warm-up of 12 steps never ends in a one-epoch run."""
+    expected = ("warning: optim.warmup_steps: 12 is not below the run's 6 steps (train.epochs 1 x 6 steps/epoch): the "
+                "lr never reaches its peak optim.lr 0.01 (at most 0.005); set optim.warmup_steps to at most 1")
+    code, out = train_run(tmp_path / "run", small_data_ro, "train.epochs=1", "optim.warmup_steps=12")
+    assert code == 0, out
+    assert [line for line in out.splitlines() if "warning: optim.warmup_steps" in line] == [expected]
+    assert expected in (tmp_path / "run" / "logs" / "train.log").read_text()
+    code, out = train_run(tmp_path / "run", small_data_ro, "train.epochs=2", "optim.warmup_steps=12")
+    assert code == 0, out  # resumed: its schedule is the checkpoint's plan, which the log describes instead
+    assert "warning: optim.warmup_steps" not in out

@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from segtrain.baseline import training
     from segtrain.evaluate import OUTPUTS, EvalOptions, evaluate_run
+    from segtrain.run.directory import EVAL
 
     if args.out is not None:  # the run's own eval/ folder is this command's; any other is not
         refuse_existing([args.out / name for name in OUTPUTS], args.overwrite)
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
                           progress=not args.quiet, threshold=args.threshold, calibrate=args.calibrate,
                           baseline=not args.no_baseline)
     m = evaluate_run(args.run, options)
-    out = args.out or args.run / "eval"
+    out = args.out or args.run / EVAL
     print(f"{args.split} ({m['scenes']} scenes, whole-scene prediction): {_scores(m)}")
     print(f"  threshold {m['threshold']:g} ({m['threshold_source']})")
     default = m["at_default_threshold"]

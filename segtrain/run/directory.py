@@ -18,7 +18,8 @@ from segtrain.errors import UserError
 from segtrain.run.run_json import RunJson, now_iso  # noqa: F401  (now_iso: the time stamp of run.json and the logs)
 
 CONFIG, INFO, METRICS, CHECKPOINTS = "config.yaml", "run.json", "metrics.jsonl", "checkpoints"
-RUN_NAMES = {CONFIG, INFO, METRICS, CHECKPOINTS, "samples", "logs", "curves.png", "wandb", "eval", "export"}
+EVAL = "eval"  # `segtrain eval`'s outputs: its metrics.json holds the verdict the job report shows
+RUN_NAMES = {CONFIG, INFO, METRICS, CHECKPOINTS, "samples", "logs", "curves.png", "wandb", EVAL, "export"}
 
 
 def make_run_name(config_path: str | Path, overrides: Sequence[str], when: Optional[_dt.datetime] = None) -> str:

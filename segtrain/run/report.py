@@ -7,12 +7,22 @@ launch, the copy-back); the trainer adds its sums (:class:`TrainerClock`: steps,
 validation, checkpoints) and what the GPU did. The phases are laid end to end from the job's
 start to the end of the copy-back; what no phase accounts for is shown as "other", so the lines
 always add up to the elapsed time.
+
+The report ends with the run's quality verdict: the one its own evaluation recorded (``segtrain eval``,
+``RUN/eval/metrics.json``: the model against per-pixel classifiers, same pixels, same calibration rule),
+shown only when that evaluation is of the run as it is now and its per-pixel classifiers converged;
+otherwise the report says why there is none and how to get it (:func:`run_quality`).
 """
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+from segtrain.run.directory import EVAL, RunDir
+from segtrain.run.run_json import trained_to
 
 # The phases, in the order they happen; "other" is the rest of the elapsed time.
 PHASES = ("environment", "checks", "staging", "start-up", "training", "validation", "checkpoints", "copy-back")
@@ -113,9 +123,47 @@ def elapsed_s(marks: Mapping[str, float]) -> Optional[float]:
     return max(marks.values()) - marks[JOB_START]
 
 
+def _none(why: str, run: Optional[str | Path]) -> dict[str, str]:
+    """No verdict: why, and how to get one (``run`` None: evaluating again would not help)."""
+    found = {"none": why}
+    if run is not None:
+        found["how"] = f"`segtrain eval {run}` compares the model with per-pixel classifiers trained to convergence"
+    return found
+
+
+def run_quality(run_dir: str | Path) -> dict[str, Any]:
+    """The verdict the run's own evaluation recorded (``RUN/eval/metrics.json``), as the job report shows it:
+    ``{"verdict", "margin", "split", "checkpoint", "step", "threshold"}``; or ``{"none": why, "how": to get one}``
+    when there is no evaluation, it skipped the baseline, a per-pixel classifier that could raise the floor
+    stopped at its step budget (:func:`segtrain.baseline.unconverged_floor`: the floor may be understated, issue
+    26), or the run has trained on since it was evaluated."""
+    path = Path(run_dir) / EVAL / "metrics.json"
+    if not path.is_file():
+        return _none("not evaluated yet", run_dir)
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return _none(f"{path} cannot be read: {exc}", run_dir)
+    baseline = metrics.get("baseline")
+    if not isinstance(baseline, dict):
+        return _none(f"{path} has no per-pixel baseline (eval --no-baseline)", run_dir)
+    if "floor_not_converged" not in baseline:
+        return _none(f"{path} predates per-pixel baselines trained to convergence", run_dir)
+    if baseline["floor_not_converged"]:
+        return _none(f"the per-pixel {' and '.join(baseline['floor_not_converged'])} of {path} stopped at its step "
+                     "budget before converging: the gap eval states is only a bound", None)
+    now = trained_to(RunDir(run_dir).info.read())
+    if metrics.get("run_step") != now:
+        return _none(f"{path} evaluated the run at step {metrics.get('run_step')}; it has trained to step {now} since",
+                     run_dir)
+    return {"verdict": baseline["verdict"], "margin": baseline["model_minus_best_iou"], "split": metrics["split"],
+            "checkpoint": metrics["checkpoint"], "step": metrics["step"], "threshold": metrics["threshold"]}
+
+
 def job_report(job_id: str, marks: Mapping[str, float], trainer: Optional[Mapping[str, Any]],
-               queue_wait_s: Optional[float]) -> dict[str, Any]:
-    """The report as run.json keeps it (one per job segment) and :func:`format_report` prints it."""
+               queue_wait_s: Optional[float], quality: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """The report as run.json keeps it (one per job segment) and :func:`format_report` prints it; ``quality``:
+    :func:`run_quality` of the run on storage, after the copy-back (None: not looked up)."""
     trainer = trainer or {}
     training, wait = trainer.get("seconds", {}).get("training"), trainer.get("data_wait_s")
     return {
@@ -123,6 +171,7 @@ def job_report(job_id: str, marks: Mapping[str, float], trainer: Optional[Mappin
         "phases_s": job_phases(marks, trainer), "steps": trainer.get("steps"),
         "data_wait_share": wait / training if training and wait is not None else None,
         "gpu": trainer.get("gpu"), "corrupt_tiles": trainer.get("corrupt_tiles") or [],
+        "quality": dict(quality) if quality is not None else _none("not looked up by this job", "RUN"),
     }
 
 
@@ -149,7 +198,16 @@ def format_report(report: Mapping[str, Any]) -> str:
     if corrupt:
         lines.append(f"corrupt       {len(corrupt)} segment(s) did not decode; the tiles touching them were skipped:")
         lines += [f"  {name}" for name in corrupt]
+    lines.append(f"quality       {format_quality(report['quality'])}")
     return "\n".join(lines)
+
+
+def format_quality(quality: Mapping[str, Any]) -> str:
+    """One line: the recorded verdict with what it was measured on, or why there is none."""
+    if "verdict" not in quality:
+        return f"no verdict ({quality['none']})" + (f"; {quality['how']}" if "how" in quality else "")
+    return (f"{quality['split']} split, {quality['checkpoint']} checkpoint (step {quality['step']}), threshold "
+            f"{quality['threshold']:g}: {quality['verdict']}")
 
 
 def format_gpu(gpu: Optional[Mapping[str, Any]]) -> str:

@@ -205,6 +205,13 @@ class RunJson:
         self._change(change)
 
 
+def trained_to(info: RunInfo) -> Optional[int]:
+    """The step of the run's last checkpoint (its last segment's ``end_step``; None before one): what an
+    evaluation records, so that a later reader can tell whether the run has trained on since."""
+    segments = info.get("segments") or []
+    return segments[-1].get("end_step") if segments else None
+
+
 def job_segment(info: RunInfo, job_id: str) -> Optional[Segment]:
     """The last segment of ``info`` that job ``job_id`` trained (None: its trainer never started one)."""
     return next((s for s in reversed(info.get("segments", [])) if s.get("job_id") == job_id), None)

@@ -1,4 +1,5 @@
-"""Does the learning-rate schedule fit the run? One-line warnings for ``segtrain check``.
+"""Does the learning-rate schedule fit the run? One-line warnings for ``segtrain check``, and for
+``segtrain train`` as a new run starts (rank 0, with the steps per epoch the trainer counted).
 
 A config copied from a long GPU run and shortened on the command line keeps its warm-up:
 ``configs/default.yaml`` with ``train.epochs=2 data.tiles_per_epoch=64`` passed check and ran

@@ -42,6 +42,7 @@ from segtrain.run.directory import RunDir, create_run_dir, run_name
 from segtrain.run.gpu_usage import GpuSampler
 from segtrain.run.report import TrainerClock
 from segtrain.run.wandb_log import WandbLogger, check_login, new_wandb_id, wandb_values
+from segtrain.train.budget import schedule_warnings
 from segtrain.train.stopping import EarlyStopping, StopSignals, TimeBudget
 from segtrain.train.validation import validate
 
@@ -168,6 +169,8 @@ class _Run:
                                    cfg.train.early_stopping.min_delta)
         if state is not None:
             notes += self._restore(state)
+        else:  # the schedule a new run plans is the config's: what check says of it, said where it is read
+            notes += schedule_warnings(cfg, self.data.n_batches)
         notes += [f"removed {path}, left by a write that was killed" for path in self._create_run_dir()]
         self.console = Console(cfg.train.epochs * self.data.n_batches, enabled=ctx.is_main,
                                log_path=self.rd.logs / "train.log" if ctx.is_main else None)
