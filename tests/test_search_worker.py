@@ -6,6 +6,7 @@ import time
 
 from searchutil import EPOCHS, make_study, outcome, run_worker, trials, wait_for, worker_proc
 from trainutil import SIGKILL, SIGTERM
+from wandbutil import records
 
 from segtrain.run.metrics_log import read_metrics
 from segtrain.search.claims import CLAIM
@@ -112,3 +113,21 @@ def test_a_partial_last_line_in_the_journal_does_not_break_the_study(tmp_path, s
     assert code == 0, out
     assert [t.state.name for t in trials(study)] == ["COMPLETE", "COMPLETE"]
     assert (study / "journal.log.partial").read_bytes() == b'{"op_code": 4, "worker_id": "a-kil\n'
+
+
+def test_each_trial_is_an_offline_wandb_run_in_the_studys_group(tmp_path, small_data_ro):
+    study = make_study(tmp_path, small_data_ro, "pruner: none\nsampler: random\nn_trials: 2\n",
+                       extra=("logging.wandb.mode=offline", "train.epochs=1"))
+    code, out = run_worker(study)
+    assert code == 0, out
+    ids = []
+    for t in trials(study):
+        run = trial_dir(study, t.number)
+        wandb_id = run_info(run)["wandb_id"]
+        files = list((run / "wandb").glob(f"offline-run-*-{wandb_id}/run-{wandb_id}.wandb"))
+        assert len(files) == 1, list(run.rglob("*.wandb"))
+        runs = [r.run for r in records(files[0]) if r.WhichOneof("record_type") == "run"]
+        assert runs and {r.run_group for r in runs} == {study.name}, [r.run_group for r in runs]
+        assert {r.run_id for r in runs} == {wandb_id}
+        ids.append(wandb_id)
+    assert len(set(ids)) == 2  # one run per trial
