@@ -11,7 +11,7 @@ A search file is YAML with these keys (only ``base`` and ``space`` are required)
       optim.name: [adamw, sgd]         # a list: a categorical choice (values may be mappings)
     objective: {metric: iou, direction: maximize}   # the best value of a validation metric over a trial
     sampler: {name: tpe, startup_trials: 10}        # tpe (default), random, grid
-    pruner: {name: asha, min_epochs: 1, reduction_factor: 3}   # asha, hyperband, median, none
+    pruner: {name: asha, min_epochs: 1, reduction_factor: 3}   # asha, successive_halving, hyperband, median, none
     n_trials: 24
     workers: 4                         # jobs of the array that run trials in parallel
     seed: 0
@@ -102,9 +102,9 @@ class Sampler:
 
 @dataclass(frozen=True)
 class Pruner:
-    name: str = "asha"
+    name: str = "asha"  # successive halving; asha also promotes pruned runs later (reuse.py), as the paper does
     min_epochs: int = 1  # no trial is pruned before it has trained this many epochs
-    reduction_factor: int = 3  # asha, hyperband: a third go on at each rung
+    reduction_factor: int = 3  # asha, successive_halving, hyperband: a third go on at each rung
     startup_trials: int = 5  # median: trials that finish unpruned before any is pruned
 
 
