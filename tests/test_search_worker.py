@@ -143,8 +143,8 @@ def test_a_trial_of_a_pruned_runs_parameters_continues_that_run_and_ends_as_one_
     one_point = "space:\n  optim.name: [adamw]\n"  # every trial draws the same parameters
     whole = make_study(tmp_path, small_data_ro, "pruner: none\nn_trials: 1\n", name="whole", space=one_point)
     assert run_worker(whole)[0] == 0
-    study = make_study(tmp_path, small_data_ro, "pruner: {name: successive_halving, min_epochs: 1, reduction_factor: 2}\n"
-                       "n_trials: 3\n", space=one_point)
+    halving = "pruner: {name: successive_halving, min_epochs: 1, reduction_factor: 2}\n"
+    study = make_study(tmp_path, small_data_ro, halving + "n_trials: 3\n", space=one_point)
     should_prune = optuna.trial.Trial.should_prune
     asked = []
     # trial 0 is pruned after its first epoch; the pruner decides the rest

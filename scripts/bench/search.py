@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -64,14 +67,15 @@ SEARCHES = (("random", "none"), ("tpe", "none"), ("tpe", "successive_halving"), 
 
 
 def search_file(out: Path, data: Path, epochs: int, sampler: str, pruner: str, seed: int, n_trials: int,
-                min_epochs: int = 1, rf: int = 3) -> Path:
+                min_epochs: Optional[int] = None, rf: int = 3) -> Path:
     """A search file over SPACE (lists: categorical), as a user would write it."""
     overrides = [f"data.root={data}", *TINY, f"train.epochs={epochs}"]
-    path = out / f"search-{sampler}-{pruner}-{min_epochs}-{rf}-{seed}.yaml"
+    path = out / f"search-{sampler}-{pruner}-{min_epochs or 'default'}-{rf}-{seed}.yaml"
+    first_rung = "" if min_epochs is None else f"min_epochs: {min_epochs}, "  # None: the search file's default
     space = "\n".join(f"  {key}: {json.dumps(values)}" for key, values in SPACE.items())
     path.write_text(f"base: {REPO / 'configs' / 'demo.yaml'}\noverrides: {json.dumps(overrides)}\nspace:\n{space}\n"
                     f"sampler: {{name: {sampler}, startup_trials: 4}}\n"
-                    f"pruner: {{name: {pruner}, min_epochs: {min_epochs}, reduction_factor: {rf}}}\n"
+                    f"pruner: {{name: {pruner}, {first_rung}reduction_factor: {rf}}}\n"
                     f"n_trials: {n_trials}\nseed: {seed}\n")
     return path
 
@@ -156,7 +160,8 @@ def replay(spec, grid: dict, target: float, max_trials: int) -> dict:
     return {"reached": False, "trials": len(trials), "epochs": epochs, "cpu_s": cpu, "log": trials}
 
 
-def verify(out: Path, data: Path, epochs: int, seed: int, expected: list[dict], min_epochs: int, rf: int) -> bool:
+def verify(out: Path, data: Path, epochs: int, seed: int, expected: list[dict], min_epochs: Optional[int],
+           rf: int) -> bool:
     """Run the seed's first trials of TPE + ASHA for real; are they the replay's?"""
     path = search_file(out, data, epochs, "tpe", "asha", seed, len(expected), min_epochs, rf)
     study = out / f"verify-{seed}"
@@ -186,7 +191,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=9)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tolerance", type=float, default=0.005)
-    parser.add_argument("--min-epochs", type=int, default=1, help="of the pruners (the search file's default: 1)")
+    parser.add_argument("--min-epochs", type=int, help="of the pruners (default: the search file's, 2)")
     parser.add_argument("--reduction-factor", type=int, default=3, help="of the pruners (the search file's default: 3)")
     parser.add_argument("--verify", type=int, nargs="*", default=[], metavar="SEED")
     parser.add_argument("--verify-trials", type=int, default=6, help="trials of each verified study")
@@ -218,10 +223,12 @@ def main() -> int:
                   + ("" if result["reached"] else f"  (not reached in {result['trials']} trials)"))
         ran = [results[f"{name}-{s}"] for s in args.seeds]
         reached = sum(r["reached"] for r in ran)
-        mean_e, mean_c = (sum(r[key] for r in ran) / len(ran) for key in ("epochs", "cpu_s"))
-        print(f"{name:<24} {'mean':>4} {'':>6} {mean_e:>7.1f} {mean_e / grid_epochs:>8.0%} {mean_c:>7.0f} "
-              f"{mean_c / grid_cpu:>8.0%}  reached {reached} of {len(ran)}"
-              + ("" if reached == len(ran) else " (a search not reached counts what its trials spent)"))
+        for label, average in (("mean", statistics.mean), ("med.", statistics.median)):  # a miss: infinitely dear
+            e, c = (average([r[key] if r["reached"] else math.inf for r in ran]) for key in ("epochs", "cpu_s"))
+            figures = (f"{e:>7.1f} {e / grid_epochs:>8.0%} {c:>7.0f} {c / grid_cpu:>8.0%}" if math.isfinite(e)
+                       else f"{'-':>7} {'-':>8} {'-':>7} {'-':>8}")
+            print(f"{name:<24} {label:>4} {'':>6} {figures}"
+                  + (f"  reached {reached} of {len(ran)}" if label == "mean" else ""))
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     ok = all([verify(args.out, args.data, args.epochs, seed, results[f"tpe+asha-{seed}"]["log"][:args.verify_trials],
                      *pruning) for seed in args.verify])

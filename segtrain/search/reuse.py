@@ -45,7 +45,8 @@ def reusable_run(trials: Sequence[FrozenTrial], params: dict[str, Any]) -> Optio
     """The run of a finished trial with these parameters (the one trained furthest) that no running trial
     trains; None. A run in use stays its trial's: two trainers never share a run directory."""
     busy = {run_number(t) for t in trials if t.state == TrialState.RUNNING}
-    runs = {run_number(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.params == params}
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    runs = {run_number(t) for t in trials if t.state in finished and t.params == params}
     free = sorted(runs - busy)
     return max(free, key=lambda run: trained_epochs(trials, run)) if free else None
 
