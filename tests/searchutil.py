@@ -23,11 +23,12 @@ space:
 """
 
 
-def make_study(tmp_path: Path, data: Path, body: str, name: str = "study", extra: tuple[str, ...] = ()) -> Path:
+def make_study(tmp_path: Path, data: Path, body: str, name: str = "study", extra: tuple[str, ...] = (),
+               space: str = SPACE) -> Path:
     """A study folder of ``body`` (YAML after base/overrides/space) over tiny trials of EPOCHS epochs."""
     overrides = [f"data.root={data}", *TINY, f"train.epochs={EPOCHS}", *extra]
     path = tmp_path / f"{name}.yaml"
-    path.write_text(f"base: {REPO / 'configs' / 'demo.yaml'}\noverrides: {overrides}\n{SPACE}" + textwrap.dedent(body))
+    path.write_text(f"base: {REPO / 'configs' / 'demo.yaml'}\noverrides: {overrides}\n{space}" + textwrap.dedent(body))
     return create_study(load_search(path), tmp_path / "studies", name)
 
 

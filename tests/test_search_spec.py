@@ -36,6 +36,12 @@ def test_a_search_file_gives_parameters_checked_against_the_config_schema(tmp_pa
     assert spec.space[2].grid_values() == [8, 16, 24, 32]
 
 
+def test_no_trial_is_pruned_before_2_epochs_unless_the_file_says_or_the_run_is_shorter(tmp_path):
+    assert load_search(search_file(tmp_path, SPACE)).pruner.min_epochs == 2
+    assert load_search(search_file(tmp_path, SPACE + "pruner: {name: asha, min_epochs: 1}\n")).pruner.min_epochs == 1
+    assert load_search(search_file(tmp_path, "overrides: [train.epochs=1]\n" + SPACE)).pruner.min_epochs == 1
+
+
 def test_a_mapping_entry_keeps_the_other_entries_of_the_base_mapping(tmp_path):
     spec = load_search(search_file(tmp_path, SPACE))
     cfg = spec.trial_config({"loss.terms.dice": 0.25, "optim.lr": 0.01})

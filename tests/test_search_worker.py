@@ -4,12 +4,18 @@ from __future__ import annotations
 import json
 import time
 
+import optuna
 from searchutil import EPOCHS, make_study, outcome, run_worker, trials, wait_for, worker_proc
 from trainutil import SIGKILL, SIGTERM
+from wandbutil import records
 
 from segtrain.run.metrics_log import read_metrics
 from segtrain.search.claims import CLAIM
+from segtrain.search.reuse import REPEAT_OF
+from segtrain.search.status import status_text
 from segtrain.search.study import HEARTBEATS, trial_dir
+from segtrain.search.worker import WorkerOptions
+from segtrain.search.worker import run_worker as work
 
 ASHA = "pruner: {name: asha, min_epochs: 1, reduction_factor: 2}\nsampler: {name: tpe, startup_trials: 3}\nseed: 3\n"
 
@@ -112,3 +118,50 @@ def test_a_partial_last_line_in_the_journal_does_not_break_the_study(tmp_path, s
     assert code == 0, out
     assert [t.state.name for t in trials(study)] == ["COMPLETE", "COMPLETE"]
     assert (study / "journal.log.partial").read_bytes() == b'{"op_code": 4, "worker_id": "a-kil\n'
+
+
+def test_each_trial_is_an_offline_wandb_run_in_the_studys_group(tmp_path, small_data_ro):
+    study = make_study(tmp_path, small_data_ro, "pruner: none\nsampler: random\nn_trials: 2\n",
+                       extra=("logging.wandb.mode=offline", "train.epochs=1"))
+    code, out = run_worker(study)
+    assert code == 0, out
+    ids = []
+    for t in trials(study):
+        run = trial_dir(study, t.number)
+        wandb_id = run_info(run)["wandb_id"]
+        files = list((run / "wandb").glob(f"offline-run-*-{wandb_id}/run-{wandb_id}.wandb"))
+        assert len(files) == 1, list(run.rglob("*.wandb"))
+        runs = [r.run for r in records(files[0]) if r.WhichOneof("record_type") == "run"]
+        assert runs and {r.run_group for r in runs} == {study.name}, [r.run_group for r in runs]
+        assert {r.run_id for r in runs} == {wandb_id}
+        ids.append(wandb_id)
+    assert len(set(ids)) == 2  # one run per trial
+
+
+def test_a_trial_of_a_pruned_runs_parameters_continues_that_run_and_ends_as_one_trained_whole(
+        tmp_path, small_data_ro, monkeypatch):
+    one_point = "space:\n  optim.name: [adamw]\n"  # every trial draws the same parameters
+    whole = make_study(tmp_path, small_data_ro, "pruner: none\nn_trials: 1\n", name="whole", space=one_point)
+    assert run_worker(whole)[0] == 0
+    halving = "pruner: {name: successive_halving, min_epochs: 1, reduction_factor: 2}\n"
+    study = make_study(tmp_path, small_data_ro, halving + "n_trials: 3\n", space=one_point)
+    should_prune = optuna.trial.Trial.should_prune
+    asked = []
+    # trial 0 is pruned after its first epoch; the pruner decides the rest
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda trial: asked.append(0) or len(asked) == 1 or
+                        should_prune(trial))
+    assert work(WorkerOptions(study_dir=study)) == 0
+    first, again, third = trials(study)
+    assert first.state.name == "PRUNED" and list(first.intermediate_values) == [1]
+    # trial 1 continues trial 0's run from its checkpoint: the study ends with the values of a run trained whole
+    assert again.user_attrs[REPEAT_OF] == 0 and again.state.name == "COMPLETE"
+    assert again.intermediate_values == trials(whole)[0].intermediate_values and again.value == trials(whole)[0].value
+    # trial 2 finds that run trained to its end: its values, nothing trained
+    assert third.user_attrs[REPEAT_OF] == 0 and (third.value, third.intermediate_values) == (again.value,
+                                                                                             again.intermediate_values)
+    assert sorted(p.name for p in (study / "trials").iterdir()) == ["0000"]
+    run = trial_dir(study, 0)
+    segments = run_info(run)["segments"]
+    assert len(segments) == 2 and segments[1]["start_step"] == segments[0]["end_step"] > 0
+    assert val_epochs(run) == list(range(EPOCHS)) and run_info(run)["trial"]["number"] == 1
+    assert "(run of trial 0)" in status_text(study).splitlines()[-1]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""What a full grid, random search without pruning and TPE with ASHA each spend to find the best.
+"""What a full grid, random search, TPE and TPE with ASHA (and with Hyperband) each spend to find the best.
 
-On the clouds demo data (``segtrain make-demo-data DIR --kind clouds``), over a space of
+On the clouds demo data (``segtrain make-demo-data DIR --kind clouds``; ``--kind`` another), over a space of
 categorical values (every point of it is a grid point, so each search can reach the grid's
 best): the epochs and CPU seconds each needs until a *complete* trial's best validation IoU is
 within ``--tolerance`` (0.005) of the grid's best, for each sampler seed.
@@ -10,26 +10,32 @@ within ``--tolerance`` (0.005) of the grid's best, for each sampler seed.
    (one thread): for every epoch its validation IoU and the CPU seconds it took (training,
    validation, checkpoint), through the trainer's validation hook. Kept in ``OUT/grid.json``
    (a point already there is not trained again).
-2. Random search and TPE + ASHA then run with Optuna's real samplers and pruners, seeded as
+2. The searches (SEARCHES) then run with Optuna's real samplers and pruners, seeded as
    ``segtrain search work`` seeds them (:func:`segtrain.search.study.make_sampler`, one worker),
-   each trial reporting the recorded values epoch by epoch: a trial of a point trains exactly as
-   the grid's run of that point did (training is deterministic on CPU), so its values and costs
-   are the grid's, up to the epoch where the pruner stops it. A point drawn twice costs twice.
+   asked as the worker asks (ASHA's promotions; a trial of a point drawn before continues that
+   point's run) and reporting the recorded values epoch by epoch: a trial of a point trains
+   exactly as the grid's run of that point did (training is deterministic on CPU), so its values
+   and costs are the grid's, up to the epoch where the pruner stops it. An epoch costs once: a
+   point drawn again costs only the epochs its run had not trained.
 3. ``--verify SEED`` also runs that seed's first ``--verify-trials`` TPE + ASHA trials for real
    (``segtrain search new`` and ``work``) and checks that they are the replay's: same points, same
-   pruning, same values.
+   pruning, same values, same runs continued and promoted.
 
-    .venv/bin/python scripts/bench/search.py --data data/clouds --out bench-search [--epochs 6]
+    .venv/bin/python scripts/bench/search.py --data data/clouds --out bench-search [--epochs 9]
+        [--seeds 0 1 2] [--min-epochs 1] [--reduction-factor 3] [--verify 0]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -40,6 +46,7 @@ import torch  # noqa: E402
 from segtrain.cluster.frontend.grid import format_override  # noqa: E402
 from segtrain.config import load_config  # noqa: E402
 from segtrain.data.synthetic import DemoSpec, make_demo_data  # noqa: E402
+from segtrain.search.reuse import PROMOTED, REPEAT_OF, ask_trial, run_number, trained_epochs  # noqa: E402
 from segtrain.search.spec import encode_choice, load_search  # noqa: E402
 from segtrain.search.study import make_pruner, make_sampler  # noqa: E402
 from segtrain.train.trainer import TrainOptions, train  # noqa: E402
@@ -55,15 +62,20 @@ TINY = ["data.tile_size=64", "data.overlap=8", "data.tiles_per_epoch=128", "data
         "logging.samples_every_epochs=1000", "logging.num_samples=0", "logging.wandb.mode=disabled"]
 
 
+# Grid is the baseline; TPE + ASHA the goal. successive_halving is Optuna's own (no promotions).
+SEARCHES = (("random", "none"), ("tpe", "none"), ("tpe", "successive_halving"), ("tpe", "asha"), ("tpe", "hyperband"))
+
+
 def search_file(out: Path, data: Path, epochs: int, sampler: str, pruner: str, seed: int, n_trials: int,
-                rf: int = 3) -> Path:
+                min_epochs: Optional[int] = None, rf: int = 3) -> Path:
     """A search file over SPACE (lists: categorical), as a user would write it."""
     overrides = [f"data.root={data}", *TINY, f"train.epochs={epochs}"]
-    path = out / f"search-{sampler}-{pruner}{rf}-{seed}.yaml"
+    path = out / f"search-{sampler}-{pruner}-{min_epochs or 'default'}-{rf}-{seed}.yaml"
+    first_rung = "" if min_epochs is None else f"min_epochs: {min_epochs}, "  # None: the search file's default
     space = "\n".join(f"  {key}: {json.dumps(values)}" for key, values in SPACE.items())
     path.write_text(f"base: {REPO / 'configs' / 'demo.yaml'}\noverrides: {json.dumps(overrides)}\nspace:\n{space}\n"
                     f"sampler: {{name: {sampler}, startup_trials: 4}}\n"
-                    f"pruner: {{name: {pruner}, min_epochs: 1, reduction_factor: {rf}}}\n"
+                    f"pruner: {{name: {pruner}, {first_rung}reduction_factor: {rf}}}\n"
                     f"n_trials: {n_trials}\nseed: {seed}\n")
     return path
 
@@ -106,7 +118,12 @@ def train_grid(out: Path, spec, cache: Path) -> dict[str, dict]:
 
 
 def replay(spec, grid: dict, target: float, max_trials: int) -> dict:
-    """A search of ``spec`` (one worker) in an in-memory study whose trials report the grid's recorded values."""
+    """A search of ``spec`` (one worker) in an in-memory study whose trials report the grid's recorded values.
+
+    Asked as the worker asks (:func:`segtrain.search.reuse.ask_trial`: an asha promotion, else the sampler; a run
+    to continue when an earlier trial had the parameters), reported as its reporter reports (the pruner asked
+    after each value); an epoch costs only where the trial's run had not trained it yet.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -117,14 +134,17 @@ def replay(spec, grid: dict, target: float, max_trials: int) -> dict:
     trials = []
     for draw in range(max_trials):
         study.sampler = make_sampler(spec, draw)
-        trial = study.ask({p.key: p.distribution() for p in spec.space})
+        trial = ask_trial(study, spec)
+        run = trial.user_attrs.get(REPEAT_OF, trial.number)
+        trained = trained_epochs(study.get_trials(deepcopy=False), run)
         params = {p.key: p.decode(trial.params[p.key]) for p in spec.space}
         point = grid[point_key(params)]
         pruned = False
         for step, value in enumerate(point["iou"], start=1):
             trial.report(value, step)
-            epochs += 1
-            cpu += point["epoch_cpu_s"][step - 1]
+            if step > trained:
+                epochs += 1
+                cpu += point["epoch_cpu_s"][step - 1]
             if step < spec.epochs and trial.should_prune():
                 pruned = True
                 break
@@ -133,15 +153,17 @@ def replay(spec, grid: dict, target: float, max_trials: int) -> dict:
         else:
             study.tell(trial, max(point["iou"]))
         trials.append({"params": params, "state": "PRUNED" if pruned else "COMPLETE", "epochs": step,
-                       "value": None if pruned else max(point["iou"])})
+                       "value": None if pruned else max(point["iou"]), "run": run,
+                       "promoted": bool(trial.user_attrs.get(PROMOTED))})
         if not pruned and max(point["iou"]) >= target:
             return {"reached": True, "trials": len(trials), "epochs": epochs, "cpu_s": cpu, "log": trials}
     return {"reached": False, "trials": len(trials), "epochs": epochs, "cpu_s": cpu, "log": trials}
 
 
-def verify(out: Path, data: Path, epochs: int, seed: int, expected: list[dict], rf: int) -> bool:
+def verify(out: Path, data: Path, epochs: int, seed: int, expected: list[dict], min_epochs: Optional[int],
+           rf: int) -> bool:
     """Run the seed's first trials of TPE + ASHA for real; are they the replay's?"""
-    path = search_file(out, data, epochs, "tpe", "asha", seed, len(expected), rf)
+    path = search_file(out, data, epochs, "tpe", "asha", seed, len(expected), min_epochs, rf)
     study = out / f"verify-{seed}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     segtrain = [sys.executable, "-m", "segtrain", "search"]
@@ -151,7 +173,8 @@ def verify(out: Path, data: Path, epochs: int, seed: int, expected: list[dict], 
 
     spec, real, _ = load(study)
     found = [{"params": {p.key: p.decode(t.params[p.key]) for p in spec.space}, "state": t.state.name,
-              "epochs": len(t.intermediate_values), "value": t.value if t.state.name == "COMPLETE" else None}
+              "epochs": len(t.intermediate_values), "value": t.value if t.state.name == "COMPLETE" else None,
+              "run": run_number(t), "promoted": bool(t.user_attrs.get(PROMOTED))}
              for t in real.get_trials(deepcopy=False)]
     same = found == expected
     print(f"verify seed {seed}: the real study's {len(found)} trials {'equal' if same else 'DIFFER FROM'} the replay's")
@@ -162,16 +185,19 @@ def verify(out: Path, data: Path, epochs: int, seed: int, expected: list[dict], 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO / "data" / "clouds")
+    parser.add_argument("--kind", default="clouds", help="of the demo data (make-demo-data --kind); clouds: the goal's")
+    parser.add_argument("--data", type=Path, help="the demo data's folder (made when missing); default data/KIND")
     parser.add_argument("--out", type=Path, default=REPO / "bench-search")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=9)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tolerance", type=float, default=0.005)
-    parser.add_argument("--reduction-factor", type=int, default=3, help="of ASHA and Hyperband")
+    parser.add_argument("--min-epochs", type=int, help="of the pruners (default: the search file's, 2)")
+    parser.add_argument("--reduction-factor", type=int, default=3, help="of the pruners (the search file's default: 3)")
     parser.add_argument("--verify", type=int, nargs="*", default=[], metavar="SEED")
     parser.add_argument("--verify-trials", type=int, default=6, help="trials of each verified study")
     args = parser.parse_args()
-    make_demo_data(args.data, DemoSpec(kind="clouds"))
+    args.data = args.data or REPO / "data" / args.kind
+    make_demo_data(args.data, DemoSpec(kind=args.kind))
     args.out.mkdir(parents=True, exist_ok=True)
     n_points = 1
     for values in SPACE.values():
@@ -184,24 +210,28 @@ def main() -> int:
     target = best - args.tolerance
     print(f"\ngrid: {len(grid)} points x {args.epochs} epochs = {grid_epochs} epochs, {grid_cpu:.0f} CPU s; "
           f"best val IoU {best:.4f}; target {target:.4f}; load {os.getloadavg()[0]:.1f}")
-    print(f"{'search':<14} {'seed':>4} {'trials':>6} {'epochs':>7} {'of grid':>8} {'CPU s':>7} {'of grid':>8}")
+    print(f"{'search':<24} {'seed':>4} {'trials':>6} {'epochs':>7} {'of grid':>8} {'CPU s':>7} {'of grid':>8}")
     results = {}
-    rf = args.reduction_factor
-    for sampler, pruner in (("random", "none"), ("tpe", "none"), ("tpe", "asha"), ("tpe", "hyperband")):
+    pruning = (args.min_epochs, args.reduction_factor)
+    for sampler, pruner in SEARCHES:
+        name = f"{sampler}+{pruner}"
         for seed in args.seeds:
-            spec = load_search(search_file(args.out, args.data, args.epochs, sampler, pruner, seed, 4 * n_points, rf))
-            result = replay(spec, grid, target, 4 * n_points)
-            results[f"{sampler}+{pruner}-{seed}"] = result
-            print(f"{sampler + '+' + pruner:<14} {seed:>4} {result['trials']:>6} {result['epochs']:>7.0f} "
+            path = search_file(args.out, args.data, args.epochs, sampler, pruner, seed, 4 * n_points, *pruning)
+            result = results[f"{name}-{seed}"] = replay(load_search(path), grid, target, 4 * n_points)
+            print(f"{name:<24} {seed:>4} {result['trials']:>6} {result['epochs']:>7.0f} "
                   f"{result['epochs'] / grid_epochs:>8.0%} {result['cpu_s']:>7.0f} {result['cpu_s'] / grid_cpu:>8.0%}"
-                  + ("" if result["reached"] else "  (not reached)"))
-        mean_e = sum(results[f"{sampler}+{pruner}-{s}"]["epochs"] for s in args.seeds) / len(args.seeds)
-        mean_c = sum(results[f"{sampler}+{pruner}-{s}"]["cpu_s"] for s in args.seeds) / len(args.seeds)
-        print(f"{sampler + '+' + pruner:<14} {'mean':>4} {'':>6} {mean_e:>7.1f} {mean_e / grid_epochs:>8.0%} "
-              f"{mean_c:>7.0f} {mean_c / grid_cpu:>8.0%}")
+                  + ("" if result["reached"] else f"  (not reached in {result['trials']} trials)"))
+        ran = [results[f"{name}-{s}"] for s in args.seeds]
+        reached = sum(r["reached"] for r in ran)
+        for label, average in (("mean", statistics.mean), ("med.", statistics.median)):  # a miss: infinitely dear
+            e, c = (average([r[key] if r["reached"] else math.inf for r in ran]) for key in ("epochs", "cpu_s"))
+            figures = (f"{e:>7.1f} {e / grid_epochs:>8.0%} {c:>7.0f} {c / grid_cpu:>8.0%}" if math.isfinite(e)
+                       else f"{'-':>7} {'-':>8} {'-':>7} {'-':>8}")
+            print(f"{name:<24} {label:>4} {'':>6} {figures}"
+                  + (f"  reached {reached} of {len(ran)}" if label == "mean" else ""))
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    ok = all([verify(args.out, args.data, args.epochs, seed, results[f"tpe+asha-{seed}"]["log"][:args.verify_trials], rf)
-              for seed in args.verify])
+    ok = all([verify(args.out, args.data, args.epochs, seed, results[f"tpe+asha-{seed}"]["log"][:args.verify_trials],
+                     *pruning) for seed in args.verify])
     return 0 if ok else 1
 
 

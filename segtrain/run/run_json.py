@@ -78,7 +78,7 @@ class RunInfo(TypedDict, total=False):
     processes: Processes  # how many trainer processes the last job ran (a checkpoint resumes on as many)
     data_source: str  # the data set's path on storage (a job trains on a copy on scratch)
     resubmissions: list[Resubmission]  # the chain of jobs that submitted each other
-    trial: Trial  # a search's trial: its number and objective value
+    trial: Trial  # a search's trial: its number (the last that trained this run) and objective value
 
 
 def now_iso() -> str:

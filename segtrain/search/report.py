@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 from segtrain.config import to_yaml
 from segtrain.errors import UserError
 from segtrain.fsutil import atomic_write_text
+from segtrain.search.reuse import run_number
 from segtrain.search.status import load
 from segtrain.search.study import trial_dir
 
@@ -52,7 +53,7 @@ def write_report(study_dir: Path, out: Optional[Path] = None) -> list[Path]:
         best = study.best_trial
         params = {p.key: p.decode(best.params[p.key]) for p in spec.space}
         text = (f"# best trial {best.number} of study {study.study_name}: {target} {best.value:.4f}\n"
-                f"# its run: {trial_dir(study_dir, best.number)}\n" + to_yaml(spec.trial_config(params)))
+                f"# its run: {trial_dir(study_dir, run_number(best))}\n" + to_yaml(spec.trial_config(params)))
         atomic_write_text(out / "best.yaml", text)
         written.append(out / "best.yaml")
     return written

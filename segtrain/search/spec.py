@@ -11,7 +11,7 @@ A search file is YAML with these keys (only ``base`` and ``space`` are required)
       optim.name: [adamw, sgd]         # a list: a categorical choice (values may be mappings)
     objective: {metric: iou, direction: maximize}   # the best value of a validation metric over a trial
     sampler: {name: tpe, startup_trials: 10}        # tpe (default), random, grid
-    pruner: {name: asha, min_epochs: 1, reduction_factor: 3}   # asha, hyperband, median, none
+    pruner: {name: asha, min_epochs: 2, reduction_factor: 3}   # asha, successive_halving, hyperband, median, none
     n_trials: 24
     workers: 4                         # jobs of the array that run trials in parallel
     seed: 0
@@ -102,9 +102,12 @@ class Sampler:
 
 @dataclass(frozen=True)
 class Pruner:
-    name: str = "asha"
-    min_epochs: int = 1  # no trial is pruned before it has trained this many epochs
-    reduction_factor: int = 3  # asha, hyperband: a third go on at each rung
+    name: str = "asha"  # successive halving; asha also promotes pruned runs later (reuse.py), as the paper does
+    # No trial is pruned before it has trained this many epochs (the first rung). Not 1: the first validation
+    # ranks trials worst (the default config's first epoch ends inside its learning-rate warm-up; on the demo
+    # kinds a rung at epoch 1 pruned the best point in most seeds: docs/development/benchmarks.md).
+    min_epochs: int = 2
+    reduction_factor: int = 3  # asha, successive_halving, hyperband: a third go on at each rung
     startup_trials: int = 5  # median: trials that finish unpruned before any is pruned
 
 
@@ -167,6 +170,8 @@ def load_search(path: str | Path) -> SearchSpec:
     objective = _objective(data.get("objective"), where)
     sampler = _section(Sampler, data.get("sampler"), f"{where}: sampler", SAMPLERS)
     pruner = _section(Pruner, data.get("pruner"), f"{where}: pruner", PRUNERS)
+    if not (isinstance(data.get("pruner"), dict) and "min_epochs" in data["pruner"]):  # the default, for any run length
+        pruner = dataclasses.replace(pruner, min_epochs=min(pruner.min_epochs, config.train.epochs))
     if pruner.name != "none" and not 1 <= pruner.min_epochs <= config.train.epochs:
         raise UserError(f"{where}: pruner.min_epochs: must be between 1 and train.epochs ({config.train.epochs}), "
                         f"got {pruner.min_epochs}")

@@ -8,6 +8,7 @@ from typing import Any
 from segtrain.run.directory import RunDir
 from segtrain.search.claims import CLAIM, Claims
 from segtrain.search.journal import open_storage
+from segtrain.search.reuse import PROMOTED, run_number
 from segtrain.search.spec import SearchSpec
 from segtrain.search.study import load_study_spec, open_study, trial_dir
 
@@ -36,7 +37,7 @@ def load(study_dir: Path) -> tuple[SearchSpec, Any, Claims]:
 
 
 def trial_hours(study_dir: Path, number: int) -> float:
-    """Hours the trial's run has trained (its job segments' wall time; a running segment until now)."""
+    """Hours the run of trial ``number`` has trained (its job segments' wall time; a running segment until now)."""
     info = RunDir(trial_dir(study_dir, number)).info.read()
     total = 0.0
     now = _dt.datetime.now(_dt.timezone.utc)
@@ -59,7 +60,7 @@ def status_text(study_dir: Path) -> str:
     trials = study.get_trials(deepcopy=False)
     states = {t.number: trial_state(t, claims) for t in trials}
     counts = {state: sum(1 for s in states.values() if s == state) for state in STATES}
-    hours = sum(trial_hours(study_dir, t.number) for t in trials)
+    hours = sum(trial_hours(study_dir, run) for run in {run_number(t) for t in trials})  # a shared run once
     lines = [f"study {study.study_name}: {len(trials)} of {spec.n_trials} trials asked; "
              + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
              + f"; {hours:.2f} GPU hours (one GPU per trial)"]
@@ -73,9 +74,13 @@ def status_text(study_dir: Path) -> str:
         steps = t.intermediate_values
         value = t.value if t.value is not None else (steps[max(steps)] if steps else None)
         who = t.system_attrs.get(CLAIM, {}).get("worker") if states[t.number] in ("running", "paused", "stale") else None
+        notes = [*(["promoted"] if t.user_attrs.get(PROMOTED) else []),
+                 *([f"run of trial {run_number(t)}"] if run_number(t) != t.number else []),
+                 *([f"worker {who}"] if who else [])]
         lines.append(f"{t.number:>5}  {states[t.number]:<8} {max(steps) if steps else 0:>6} "
                      f"{'-' if value is None else f'{value:.4f}':>8}  "
-                     + " ".join(f"{k}={_show(v)}" for k, v in t.params.items()) + (f"  (worker {who})" if who else ""))
+                     + " ".join(f"{k}={_show(v)}" for k, v in t.params.items())
+                     + (f"  ({'; '.join(notes)})" if notes else ""))
     if counts["stale"]:
         lines.append(f"{counts['stale']} trial(s) stale (no heartbeat for {spec.stale_after:g} s): the next worker "
                      "to start takes them over from their checkpoints")

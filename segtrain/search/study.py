@@ -101,7 +101,8 @@ def make_sampler(spec: SearchSpec, draw: int) -> Any:
 
 
 def make_pruner(spec: SearchSpec) -> Any:
-    """Steps are epochs trained (1 after the first epoch), so ``min_epochs`` is the pruners' minimum resource."""
+    """Steps are epochs trained (1 after the first epoch), so ``min_epochs`` is the pruners' minimum resource.
+    ``asha`` is Optuna's successive halving too; its promotions of pruned runs are the workers' (reuse.py)."""
     import optuna
 
     p = spec.pruner

@@ -6,6 +6,8 @@ overrides, so everything a run does (checkpoints, exact resume, metrics.jsonl, W
 The trainer calls :class:`Reporter` after each validation's checkpoint: it reports the value to
 Optuna (the step is the number of epochs trained) and asks the pruner; a pruned trial stops with
 its checkpoint, is told PRUNED and marked ``pruned`` in its run.json (continue it as any run).
+A trial whose parameters an earlier trial had continues that trial's run instead (reuse.py): its
+validations are reported first, and it trains only past them, if the pruner lets it.
 
 Stopped by its time limit or a signal (the trainer exits 3), the worker pauses its claim and
 exits 3: the trial stays RUNNING, and the next job of the same worker (or any worker) resumes it
@@ -23,9 +25,11 @@ from typing import Any, Optional
 from segtrain.config import load_config
 from segtrain.errors import EXIT_OK, EXIT_RESUMABLE, UserError
 from segtrain.run.directory import RunDir
+from segtrain.run.metrics_log import read_metrics
 from segtrain.search.claims import Claim, Claims
-from segtrain.search.spec import SearchSpec
 from segtrain.search.journal import open_storage
+from segtrain.search.reuse import ask_trial, run_number
+from segtrain.search.spec import SearchSpec
 from segtrain.search.study import BASE, load_study_spec, open_study, trial_dir
 from segtrain.train.stopping import StopSignals
 
@@ -55,22 +59,26 @@ class Reporter:
         self.outcome: Optional[str] = None  # "pruned" or "lost" once the hook has stopped the run
 
     def __call__(self, records: list[dict[str, Any]]) -> Optional[str]:
-        steps = []
+        pruned_at = None
         for record in records:
             step = record["epoch"] + 1
-            steps.append(step)
-            if step not in self.reported:
-                # calibrated_iou is missing where a validation had no positive pixel to calibrate on
-                self.trial.report(float(record.get(self.spec.objective.metric, math.nan)), step)
-                self.reported.add(step)
-        if not steps:
+            if step in self.reported:
+                continue
+            # calibrated_iou is missing where a validation had no positive pixel to calibrate on
+            self.trial.report(float(record.get(self.spec.objective.metric, math.nan)), step)
+            self.reported.add(step)
+            # after each value, as a trial trained now would be asked (a repeat catches up many at once)
+            if step < self.spec.epochs and self.trial.should_prune():
+                pruned_at = step
+                break
+        if not records:
             return None
         if not self.claims.still_mine(self.claim):
             self.outcome = "lost"
             return "another worker took this trial over"
-        if max(steps) < self.spec.epochs and self.trial.should_prune():
+        if pruned_at is not None:
             self.outcome = PRUNED
-            return f"pruned by {self.spec.pruner.name} after {max(steps)} epochs"
+            return f"pruned by {self.spec.pruner.name} after {pruned_at} epochs"
         return None
 
 
@@ -104,9 +112,8 @@ def run_worker(opts: WorkerOptions) -> int:
 
 
 def _ask(storage: Any, spec: SearchSpec, draw: int) -> int:
-    """A new trial drawn by a sampler seeded for draw number ``draw``; its number."""
-    study = open_study(storage, spec, draw)
-    return study.ask({p.key: p.distribution() for p in spec.space}).number
+    """A new trial drawn by a sampler seeded for draw number ``draw`` (or promoted); its number."""
+    return ask_trial(open_study(storage, spec, draw), spec).number
 
 
 def _train_trial(opts: WorkerOptions, spec: SearchSpec, study: Any, claims: Claims, claim: Claim,
@@ -120,18 +127,22 @@ def _train_trial(opts: WorkerOptions, spec: SearchSpec, study: Any, claims: Clai
     frozen = storage.get_trial(claim.trial_id)
     params = {p.key: p.decode(frozen.params[p.key]) for p in spec.space}
     overrides = [*spec.trial_overrides(params), f"logging.wandb.group={study.study_name}", *opts.overrides]
-    run_dir = trial_dir(opts.study_dir, claim.number)
+    run = run_number(frozen)
+    run_dir = trial_dir(opts.study_dir, run)
     how = "resuming" if claim.resumed else "starting"
-    print(f"worker {opts.worker}: {how} trial {claim.number}: " + " ".join(spec.trial_overrides(params)[len(spec.overrides):]),
-          flush=True)
+    on = f" on the run of trial {run}" if run != claim.number else ""
+    print(f"worker {opts.worker}: {how} trial {claim.number}{on}: "
+          + " ".join(spec.trial_overrides(params)[len(spec.overrides):]), flush=True)
     reporter = Reporter(study, claims, claim, spec)
+    trained = not (run != claim.number and _caught_up(reporter, run_dir))
+    base = opts.study_dir / BASE
     try:
-        base = opts.study_dir / BASE
-        cfg = load_config(base, overrides)
-        with claims.beating(claim.number):
-            code = train(cfg, TrainOptions(config_path=str(base), overrides=overrides,
-                                           run_dir=run_dir, time_limit=time_limit, deadline_file=opts.deadline_file,
-                                           job_id=opts.job_id, on_validation=reporter))
+        code = EXIT_OK
+        if trained:
+            with claims.beating(claim.number):
+                code = train(load_config(base, overrides), TrainOptions(
+                    config_path=str(base), overrides=overrides, run_dir=run_dir, time_limit=time_limit,
+                    deadline_file=opts.deadline_file, job_id=opts.job_id, on_validation=reporter))
     except UserError as exc:
         print(f"worker {opts.worker}: trial {claim.number} failed: {exc}", flush=True)
         study.tell(claim.number, state=optuna.trial.TrialState.FAIL)
@@ -142,12 +153,14 @@ def _train_trial(opts: WorkerOptions, spec: SearchSpec, study: Any, claims: Clai
         return EXIT_OK
     if reporter.outcome == PRUNED:
         study.tell(claim.number, state=optuna.trial.TrialState.PRUNED)
-        _mark(run_dir, PRUNED, claim.number)
+        if trained:
+            _mark(run_dir, PRUNED, claim.number)
     elif code == EXIT_OK:
         values = storage.get_trial(claim.trial_id).intermediate_values.values()
         best = (max if spec.objective.direction == "maximize" else min)(v for v in values if not math.isnan(v))
         study.tell(claim.number, best)
-        _mark(run_dir, "done", claim.number, best)
+        if trained:
+            _mark(run_dir, "done", claim.number, best)
     elif code == EXIT_RESUMABLE:
         claims.pause(claim)
         print(f"worker {opts.worker}: trial {claim.number} paused with its checkpoint; the next job resumes it",
@@ -158,6 +171,13 @@ def _train_trial(opts: WorkerOptions, spec: SearchSpec, study: Any, claims: Clai
         _mark(run_dir, "failed", claim.number)
     claims.heartbeat_path(claim.number).unlink(missing_ok=True)
     return EXIT_OK
+
+
+def _caught_up(reporter: Reporter, run_dir: Path) -> bool:
+    """A trial on an earlier trial's run: its validations reported (the pruner asked after each); True when
+    nothing is left to train (pruned now, or the run trained to its end)."""
+    reporter([r for r in read_metrics(RunDir(run_dir).metrics) if r.get("split") == "val"])
+    return reporter.outcome is not None or RunDir(run_dir).info.read().get("status") == "done"
 
 
 def _mark(run_dir: Path, status: str, number: int, value: Optional[float] = None) -> None:
