@@ -169,6 +169,16 @@ def test_local_demo_job_ends_with_a_report_of_where_its_walltime_went(demo_job):
     assert row.training_share == pytest.approx(phases["training"] / report["elapsed_s"])
 
 
+def test_local_demo_job_report_looks_up_the_runs_quality_verdict_and_says_how_to_get_one(demo_job):
+    """A job that trains has no up-to-date eval of its run: the report says so (never a verdict from elsewhere)."""
+    repo, _ = demo_job
+    run = only_run(repo)
+    text = (repo / "demo.o1").read_text()
+    assert f"no verdict (not evaluated yet); `segtrain eval {run}` compares" in text
+    report = json.loads((run / "run.json").read_text())["segments"][0]["report"]
+    assert report["quality"]["none"] == "not evaluated yet"
+
+
 # ---- a walltime shorter than the training ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, small_data_ro):

@@ -445,10 +445,12 @@ def step_finish(args: argparse.Namespace) -> int:
 
 
 def finish_report(plan: Plan, copied: Mapping[str, float], keep_in: Optional[Path]) -> str:
-    """The job report's block, from the steps' marks and the figures the trainer left in run.json on scratch;
-    kept with this job's segment in ``keep_in``'s run.json (on storage) as well."""
+    """The job report's block, from the steps' marks and the figures the trainer left in run.json on scratch, and
+    the quality verdict of the run's own eval on storage (``keep_in``, after a verified copy-back); kept with this
+    job's segment in ``keep_in``'s run.json as well."""
     segment = job_segment(RunDir(plan.work_run).info.read(), plan.job_id) or {}
-    report = job_report.job_report(plan.job_id, {**plan.marks, **copied}, segment.get("timing"), plan.queue_wait_s)
+    report = job_report.job_report(plan.job_id, {**plan.marks, **copied}, segment.get("timing"), plan.queue_wait_s,
+                                   job_report.run_quality(keep_in) if keep_in is not None else None)
     if keep_in is not None and segment:
         RunDir(keep_in).info.keep_report(plan.job_id, report)
     return job_report.format_report(report)
