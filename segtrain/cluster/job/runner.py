@@ -59,7 +59,9 @@ RESUBMITTED, NONE_DUE, SUBMIT_FAILED = 0, 1, 2
 
 
 def say(message: str, who: str = "") -> None:
-    print(f"[{time.strftime('%F %T')}] {who}{message}", flush=True)
+    """One line of the job's output, written straight to the file: a signal handler says what it got, and a
+    buffered print interrupted by another would fail (``reentrant call``) in the middle of the stop path."""
+    os.write(sys.stdout.fileno(), f"[{time.strftime('%F %T')}] {who}{message}\n".encode())
 
 
 def exit_status(returncode: int) -> int:
@@ -389,7 +391,7 @@ def node(args: argparse.Namespace) -> int:
     except UserError as exc:
         say(f"error: {exc}", who)
     finally:
-        print(f"node.sh: exit status {rc}", flush=True)
+        os.write(sys.stdout.fileno(), f"node.sh: exit status {rc}\n".encode())
     return rc
 
 

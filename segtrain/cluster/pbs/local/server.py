@@ -430,10 +430,13 @@ class LocalServer:
         while True:
             try:
                 rc = proc.wait(timeout=0.2)
-                return (rc if rc >= 0 else 256 - rc), ""
             except subprocess.TimeoutExpired:
-                pass
+                rc = None
+            # Once the job ended too: a qextend in its last moments (or while this thread waited for a busy CPU)
+            # stays in its finished record.
             self._follow_qextend(job)
+            if rc is not None:
+                return (rc if rc >= 0 else 256 - rc), ""
             deadline = job.started + job.walltime_s if job.walltime_s is not None else None
             if deadline is not None and time.time() >= deadline + settings.walltime_late_s:
                 used = format_hms(time.time() - job.started)
