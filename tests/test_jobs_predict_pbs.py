@@ -38,12 +38,15 @@ def write_scenes(folder: Path, n: int = 12) -> list[Path]:
     for i in range(n):
         rng = np.random.default_rng([11, i])
         h, w = (600, 520) if f"scene_{i:02d}.tif" == BIG else tuple(rng.integers(90, 200, 2))
-        image, _ = make_scene(rng, int(h), int(w), 4)
-        path = folder / f"scene_{i:02d}.tif"
-        tifffile.imwrite(path, image, photometric="minisblack", planarconfig="separate", metadata=None, tile=(64, 64),
-                         compression="zlib", extratags=[(GDAL_NODATA_TAG, "s", 0, "0", True), *GEO])
-        paths.append(path)
+        paths.append(write_scene(folder / f"scene_{i:02d}.tif", rng, int(h), int(w)))
     return paths
+
+
+def write_scene(path: Path, rng: np.random.Generator, h: int, w: int) -> Path:
+    image, _ = make_scene(rng, h, w, 4)
+    tifffile.imwrite(path, image, photometric="minisblack", planarconfig="separate", metadata=None, tile=(64, 64),
+                     compression="zlib", extratags=[(GDAL_NODATA_TAG, "s", 0, "0", True), *GEO])
+    return path
 
 
 @pytest.fixture
@@ -174,7 +177,9 @@ def test_a_subjob_killed_mid_scene_is_completed_by_submitting_again_without_redo
 
 
 def test_qdel_mid_scene_keeps_the_finished_scenes_and_empties_scratch(repo, trained_run_ro):
-    """qdel kills the job's top shell at once: the stop path runs in the job body, which outlives it."""
+    """qdel kills the job's top shell at once: the stop path runs in the job's runner, which outlives it. The scene
+    in progress is made big enough (seconds to predict) that the qdel surely comes while it is."""
+    write_scene(repo / "scenes" / BIG, np.random.default_rng([11, 5]), 2400, 2080)
     proc = predict(repo, trained_run_ro, wait=False)
     scratch = repo.parent / "state" / "scratch" / "1[1].local"
     deadline = time.monotonic() + 240
