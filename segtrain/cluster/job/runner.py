@@ -73,6 +73,32 @@ def nul_words(data: bytes) -> list[str]:
     return [word.decode() for word in data.split(b"\0")[:-1]]
 
 
+def run_python(python: Sequence[str], *words: str, capture: bool = False) -> tuple[int, bytes]:
+    """The environment's python with ``words``: its exit status, and what it printed when ``capture``."""
+    proc = subprocess.Popen([*python, *words], stdout=subprocess.PIPE if capture else None)
+    out, _ = proc.communicate()
+    return exit_status(proc.returncode), out or b""
+
+
+def enter_scratch(scratch: Scratch, folder_name: str) -> Path:
+    """The job's folder ``folder_name`` in a node's scratch, and TMPDIR there (a node's /tmp is small)."""
+    folder = scratch.path / folder_name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (scratch.path / "tmp").mkdir(exist_ok=True)
+    except OSError:
+        raise UserError(f"cannot write to scratch {scratch.path}") from None
+    os.environ["TMPDIR"] = str(scratch.path / "tmp")
+    return folder
+
+
+def use_environment(env_dir: Path, workdir: Path, scratch: Scratch) -> list[str]:
+    """The software environment's python for this node's steps; its variables set for every child."""
+    python, software_variables = python_command(env_dir, workdir, [scratch.path], os.environ)
+    os.environ.update(software_variables)
+    return python
+
+
 class Job:
     """The running job on its first node: its scheduler, scratch, software, the signals it got, its children."""
 
@@ -89,16 +115,10 @@ class Job:
         self.stop_message = stop_message
 
     def enter(self) -> None:
-        """The job's scratch (its scheduler's choice), its folders there, and TMPDIR there (a node's /tmp is small)."""
+        """The job's scratch (its scheduler's choice) and its folder there."""
         self.scratch, job_variables = self.scheduler.enter_job(os.environ)
         os.environ.update(job_variables)
-        self.folder = self.scratch.path / JOB_FOLDER
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            (self.scratch.path / "tmp").mkdir(exist_ok=True)
-        except OSError:
-            raise UserError(f"cannot write to scratch {self.scratch.path}") from None
-        os.environ["TMPDIR"] = str(self.scratch.path / "tmp")
+        self.folder = enter_scratch(self.scratch, JOB_FOLDER)
 
     def listen(self, on_warning: Optional[Callable[[], None]] = None) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
@@ -117,8 +137,7 @@ class Job:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def use_environment(self) -> None:
-        self.python, software_variables = python_command(self.env_dir, self.workdir, [self.scratch.path], os.environ)
-        os.environ.update(software_variables)
+        self.python = use_environment(self.env_dir, self.workdir, self.scratch)
 
     def describe(self, path: Path) -> bool:
         """The scheduler's description of this job (walltime, resources) into ``path``; False: no answer."""
@@ -139,13 +158,7 @@ class Job:
             say("warning: the scheduler did not describe the job; the walltime comes from the job script's directive")
 
     def step(self, module: str, *args: str) -> int:
-        return exit_status(subprocess.Popen([*self.python, "-m", module, *args]).wait())
-
-    def words_of(self, module: str, *args: str) -> tuple[int, list[str]]:
-        """A step that prints an argument list (NUL-separated): its exit status and the list."""
-        proc = subprocess.Popen([*self.python, "-m", module, *args], stdout=subprocess.PIPE)
-        out, _ = proc.communicate()
-        return exit_status(proc.returncode), nul_words(out)
+        return run_python(self.python, "-m", module, *args)[0]
 
     def resubmit(self, *record: str) -> int:
         """The one "next job due" protocol of training and prediction jobs: their step wrote the next job's submit
@@ -262,10 +275,10 @@ class TrainingJob:
         if rc:
             return rc
         # 3. train here and on the other nodes (they meet rank 0's rendezvous)
-        rc, words = job.words_of(STEPS, "train-args", plan)
+        rc, words = run_python(job.python, "-m", STEPS, "train-args", plan, capture=True)
         if rc or self.stopped():
             return rc or EXIT_TERMINATED
-        self.trainer = subprocess.Popen([*job.python, "-m", "segtrain", *words])
+        self.trainer = subprocess.Popen([*job.python, "-m", "segtrain", *nul_words(words)])
         self.nodes.start("train")
         self.trainer_exit = self.watch(self.trainer)
         self.trainer = None
@@ -413,41 +426,30 @@ def node_mode(args: argparse.Namespace, who: str) -> int:
     if args.mode == "clean":
         clean_here()
         return EXIT_OK
-    folder = scratch.path / NODE_FOLDER
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (scratch.path / "tmp").mkdir(exist_ok=True)
-    except OSError:
-        raise UserError(f"cannot write to scratch {scratch.path}") from None
-    os.environ["TMPDIR"] = str(scratch.path / "tmp")
-    python, software_variables = python_command(args.env_dir, Path.cwd(), [scratch.path], os.environ)
-    os.environ.update(software_variables)
+    folder = enter_scratch(scratch, NODE_FOLDER)
+    python = use_environment(args.env_dir, args.workdir, scratch)
     # SIGTERM reaches every process of the task (the scheduler, or the first node through pbsdsh): the python
     # step gets it itself (a second one would cut the launcher's own shutdown short); here only no further step.
     stopped: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: stopped.append(number))
 
-    def run_python(*words: str, stdout: Optional[int] = None) -> tuple[int, bytes]:
-        if stopped:
-            return EXIT_TERMINATED, b""
-        proc = subprocess.Popen([*python, *words], stdout=stdout)
-        out, _ = proc.communicate()
-        return exit_status(proc.returncode), out or b""
+    def step(*words: str, capture: bool = False) -> tuple[int, bytes]:
+        return (EXIT_TERMINATED, b"") if stopped else run_python(python, *words, capture=capture)
 
     if args.mode == "stage":  # this node's copy of the plan, which its stage completes and its train reads
         say(f"staging to scratch {scratch.path}", who)
         plan.scratch = str(scratch.path.resolve())
         plan.save(folder / "plan.json")
-        if run_python("-m", STEPS, "stage", str(folder / "plan.json"))[0] == EXIT_OK:
+        if step("-m", STEPS, "stage", str(folder / "plan.json"))[0] == EXIT_OK:
             return EXIT_OK
         clean_here()
         return EXIT_FAILED
-    rc, out = run_python("-m", STEPS, "train-args", str(folder / "plan.json"), stdout=subprocess.PIPE)
+    rc, out = step("-m", STEPS, "train-args", str(folder / "plan.json"), capture=True)
     if rc:
         clean_here()
         return EXIT_USER_ERROR
-    rc = run_python("-m", "segtrain", *nul_words(out))[0]
+    rc = step("-m", "segtrain", *nul_words(out))[0]
     clean_here()
     return rc
 
